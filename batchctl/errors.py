@@ -1,0 +1,46 @@
+"""The errors batchctl raises on purpose, and the exit code each maps to.
+
+    BatchctlError                 exit 1 unless a subclass says otherwise
+    ├── BadInput                  exit 2: a file, line, flag or variable is wrong
+    │   └── BatchExists           exit 2: the batch id is already taken
+    ├── Unreachable               exit 3: Pub/Sub or the Kubernetes API cannot be reached
+    └── BatchFailed               exit 1: a followed batch ended failed or cancelled
+
+The CLI prints ``str(error)`` as one line and exits with ``error.exit_code``;
+anything else escaping is a bug and is logged with its traceback.
+"""
+
+from __future__ import annotations
+
+EXIT_OK = 0
+EXIT_FAILED = 1
+EXIT_BAD_INPUT = 2
+EXIT_UNREACHABLE = 3
+
+
+class BatchctlError(Exception):
+    """Raised when batchctl stops an operation for a reason it can explain in one line."""
+
+    exit_code = EXIT_FAILED
+
+
+class BadInput(BatchctlError):
+    """Raised when input data, a flag or an environment variable is invalid."""
+
+    exit_code = EXIT_BAD_INPUT
+
+
+class BatchExists(BadInput):
+    """Raised when a submit names a batch id whose topics already exist."""
+
+
+class Unreachable(BatchctlError):
+    """Raised when Pub/Sub or the Kubernetes API does not answer; names the endpoint."""
+
+    exit_code = EXIT_UNREACHABLE
+
+
+class BatchFailed(BatchctlError):
+    """Raised when a batch followed with ``--wait`` ends failed or cancelled."""
+
+    exit_code = EXIT_FAILED

@@ -1,0 +1,145 @@
+"""Control messages (to the launcher) and events (from workers): their wire format.
+
+Both travel as JSON data plus routing attributes. ``decode_*`` validate every
+field and raise ``BadInput`` naming the field, so a forged or truncated message is
+rejected (and acked away by its consumer) instead of corrupting a batch's state.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+from batchctl.errors import BadInput
+from batchctl.names import validate_batch_id
+
+ACTIONS = ("launch", "cancel", "retry")
+EVENT_TYPES = ("worker_started", "part_done", "part_failed", "worker_exited", "batch_finished")
+
+
+@dataclass(frozen=True)
+class BatchRequest:
+    """Everything the launcher needs to run a batch, sent once by ``submit``."""
+
+    batch_id: str
+    parts: int
+    records: int
+    bytes: int
+    handler: str
+    parts_per_worker: int = 10
+    max_parallelism: int = 10
+    image: str | None = None
+    max_delivery_attempts: int = 5
+    created: float = field(default_factory=time.time)
+
+
+@dataclass(frozen=True)
+class Control:
+    """One control message: ``launch`` carries a request, ``cancel`` and ``retry`` a batch id."""
+
+    action: str
+    batch_id: str
+    request: BatchRequest | None = None
+
+
+@dataclass(frozen=True)
+class Event:
+    """One worker event; ``part`` is set for part events, ``reason`` for exits."""
+
+    type: str
+    batch_id: str
+    worker: str
+    part: int | None = None
+    attempt: int = 0
+    reason: str = ""
+    time: float = field(default_factory=time.time)
+
+
+def encode_control(msg: Control) -> tuple[bytes, dict[str, str]]:
+    body: dict[str, Any] = {"action": msg.action, "batch_id": msg.batch_id}
+    if msg.request is not None:
+        body["request"] = asdict(msg.request)
+    return json.dumps(body).encode(), {"action": msg.action, "batch_id": msg.batch_id}
+
+
+def decode_control(data: bytes, attributes: dict[str, str] | Any) -> Control:
+    body = _json_object(data, "control message")
+    action = _field(body, "action", str)
+    if action not in ACTIONS:
+        raise BadInput(f"control message: field 'action' is {action!r}, expected one of {ACTIONS}")
+    batch_id = validate_batch_id(_field(body, "batch_id", str))
+    if attributes.get("batch_id", batch_id) != batch_id:
+        raise BadInput("control message: attribute 'batch_id' disagrees with the data")
+    request = None
+    if action == "launch":
+        raw = _field(body, "request", dict)
+        request = _request(raw)
+        if request.batch_id != batch_id:
+            raise BadInput("control message: field 'request.batch_id' disagrees with 'batch_id'")
+    return Control(action=action, batch_id=batch_id, request=request)
+
+
+def _request(raw: dict[str, Any]) -> BatchRequest:
+    try:
+        request = BatchRequest(**raw)
+    except TypeError as exc:
+        raise BadInput(f"control message: field 'request' is malformed: {exc}") from exc
+    for name in ("parts", "records", "bytes", "parts_per_worker", "max_parallelism", "max_delivery_attempts"):
+        value = getattr(request, name)
+        if not isinstance(value, int) or isinstance(value, bool) or value < 0:
+            raise BadInput(f"control message: field 'request.{name}' must be a non-negative integer")
+    if request.parts < 1 or request.parts_per_worker < 1 or request.max_parallelism < 1:
+        raise BadInput("control message: 'parts', 'parts_per_worker', 'max_parallelism' must be >= 1")
+    if not isinstance(request.handler, str) or ":" not in request.handler:
+        raise BadInput("control message: field 'request.handler' must be MODULE:FUNC")
+    return request
+
+
+def encode_event(event: Event) -> tuple[bytes, dict[str, str]]:
+    return json.dumps(asdict(event)).encode(), {"type": event.type, "batch_id": event.batch_id}
+
+
+def decode_event(data: bytes, attributes: dict[str, str] | Any) -> Event:
+    body = _json_object(data, "event")
+    kind = _field(body, "type", str)
+    if kind not in EVENT_TYPES:
+        raise BadInput(f"event: field 'type' is {kind!r}, expected one of {EVENT_TYPES}")
+    batch_id = validate_batch_id(_field(body, "batch_id", str))
+    if attributes.get("batch_id", batch_id) != batch_id or attributes.get("type", kind) != kind:
+        raise BadInput("event: attributes disagree with the data")
+    part = body.get("part")
+    if kind in ("part_done", "part_failed") and (
+        not isinstance(part, int) or isinstance(part, bool) or part < 0
+    ):
+        raise BadInput(f"event: field 'part' must be a non-negative integer for {kind}")
+    attempt = body.get("attempt", 0)
+    if not isinstance(attempt, int) or attempt < 0:
+        raise BadInput("event: field 'attempt' must be a non-negative integer")
+    return Event(
+        type=kind,
+        batch_id=batch_id,
+        worker=str(body.get("worker", "")),
+        part=part if isinstance(part, int) else None,
+        attempt=attempt,
+        reason=str(body.get("reason", "")),
+        time=float(body.get("time", 0.0)),
+    )
+
+
+def _json_object(data: bytes, what: str) -> dict[str, Any]:
+    try:
+        body = json.loads(data)
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise BadInput(f"{what}: data is not JSON") from exc
+    if not isinstance(body, dict):
+        raise BadInput(f"{what}: data is not a JSON object")
+    return body
+
+
+def _field(body: dict[str, Any], name: str, kind: type) -> Any:
+    value = body.get(name)
+    if not isinstance(value, kind):
+        raise BadInput(f"field {name!r} is missing or not a {kind.__name__}")
+    return value

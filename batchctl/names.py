@@ -1,0 +1,75 @@
+"""Names derived from a batch id: Pub/Sub topics and subscriptions, Kubernetes objects."""
+
+from __future__ import annotations
+
+import re
+import secrets
+import time
+from dataclasses import dataclass
+
+from batchctl.errors import BadInput
+
+BATCH_ID_RE = re.compile(r"^[a-z0-9]([-a-z0-9]{0,38}[a-z0-9])?$")
+
+LABEL_NAME = "app.kubernetes.io/name"
+LABEL_COMPONENT = "app.kubernetes.io/component"
+LABEL_BATCH = "batchctl.dev/batch-id"
+
+
+def validate_batch_id(batch_id: str) -> str:
+    """Return ``batch_id`` if it matches the contract's pattern, else raise BadInput."""
+    if not BATCH_ID_RE.match(batch_id):
+        raise BadInput(
+            f"invalid batch id {batch_id!r}: must match {BATCH_ID_RE.pattern} "
+            "(lowercase letters, digits and '-', at most 40 characters)"
+        )
+    return batch_id
+
+
+def generate_batch_id() -> str:
+    """A sortable, unique batch id: ``b-<yymmdd-hhmmss>-<4 hex>``."""
+    return time.strftime("b-%y%m%d-%H%M%S-", time.gmtime()) + secrets.token_hex(2)
+
+
+@dataclass(frozen=True)
+class Names:
+    """Every resource name of one deployment prefix."""
+
+    prefix: str
+
+    @property
+    def requests_topic(self) -> str:
+        return f"{self.prefix}-requests"
+
+    @property
+    def requests_subscription(self) -> str:
+        return f"{self.prefix}-requests-launcher"
+
+    @property
+    def events_topic(self) -> str:
+        return f"{self.prefix}-events"
+
+    @property
+    def events_subscription(self) -> str:
+        return f"{self.prefix}-events-launcher"
+
+    def work(self, batch_id: str) -> str:
+        """Work topic and subscription share this name."""
+        return f"{self.prefix}-{batch_id}-work"
+
+    def dead(self, batch_id: str) -> str:
+        """Dead-letter topic and subscription share this name."""
+        return f"{self.prefix}-{batch_id}-dead"
+
+    def job(self, batch_id: str, n: int) -> str:
+        return f"{self.prefix}-{batch_id}-{n}"
+
+    def state_object(self, batch_id: str) -> str:
+        return f"{self.prefix}-{batch_id}-state"
+
+    @property
+    def lease(self) -> str:
+        return f"{self.prefix}-launcher"
+
+    def batch_labels(self, batch_id: str) -> dict[str, str]:
+        return {LABEL_NAME: "batchctl", LABEL_COMPONENT: "worker", LABEL_BATCH: batch_id}

@@ -1,0 +1,302 @@
+"""The one seam to Pub/Sub: the only module that imports the Google client.
+
+Admin calls carry a deadline so an unreachable endpoint becomes ``Unreachable``
+(exit 3) within seconds instead of the client's default ten-minute retry.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+from collections.abc import Iterable, Mapping, Sequence
+from concurrent.futures import Future
+from dataclasses import dataclass
+from typing import Any
+
+from google.api_core import exceptions as gexc
+from google.api_core.retry import Retry
+from google.cloud import pubsub_v1
+from google.cloud.pubsub_v1 import types
+from google.protobuf import duration_pb2
+
+from batchctl.errors import BatchExists, Unreachable
+from batchctl.settings import Settings
+
+ADMIN_TIMEOUT_S = 10.0
+ADMIN_RETRY = Retry(
+    initial=0.2,
+    maximum=2.0,
+    multiplier=2.0,
+    timeout=25.0,
+    predicate=lambda exc: isinstance(exc, (gexc.ServiceUnavailable, gexc.DeadlineExceeded)),
+)
+UNREACHABLE_ERRORS = (gexc.ServiceUnavailable, gexc.DeadlineExceeded, gexc.RetryError)
+MAX_REQUEST_BYTES = 9 * 1024 * 1024
+"""A publish request stays under Pub/Sub's 10 MB request limit."""
+
+
+@dataclass(frozen=True)
+class Received:
+    """One pulled message."""
+
+    ack_id: str
+    message_id: str
+    data: bytes
+    attributes: Mapping[str, str]
+    delivery_attempt: int
+
+
+@dataclass(frozen=True)
+class SubscriptionSpec:
+    """How a subscription is created; every field is chosen, none left to defaults."""
+
+    ack_deadline_s: int = 60
+    dead_letter_topic: str | None = None
+    max_delivery_attempts: int = 5
+    min_backoff_s: int = 10
+    max_backoff_s: int = 600
+    retain_acked: bool = False
+    expiration_ttl_days: int | None = None
+
+
+class PubSub:
+    """Pub/Sub for one project: admin calls, a batching publisher, synchronous pull."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        *,
+        max_messages_per_batch: int = 100,
+        max_latency_s: float = 0.01,
+        flow_bytes: int = 64 * 1024 * 1024,
+        flow_messages: int = 1000,
+    ) -> None:
+        self.settings = settings
+        self.project = settings.project
+        if settings.emulator_host:
+            # The Google client decides emulator-or-not from this variable alone.
+            os.environ["PUBSUB_EMULATOR_HOST"] = settings.emulator_host
+        self._batch = types.BatchSettings(
+            max_bytes=MAX_REQUEST_BYTES, max_latency=max_latency_s, max_messages=max_messages_per_batch
+        )
+        self._flow = types.PublishFlowControl(
+            message_limit=flow_messages,
+            byte_limit=flow_bytes,
+            limit_exceeded_behavior=types.LimitExceededBehavior.BLOCK,
+        )
+        self._publisher: pubsub_v1.PublisherClient | None = None
+        self._subscriber: pubsub_v1.SubscriberClient | None = None
+        self._lock = threading.Lock()
+
+    # ---- clients -------------------------------------------------------------------
+    @property
+    def publisher(self) -> pubsub_v1.PublisherClient:
+        with self._lock:
+            if self._publisher is None:
+                self._publisher = pubsub_v1.PublisherClient(
+                    batch_settings=self._batch,
+                    publisher_options=types.PublisherOptions(flow_control=self._flow),
+                )
+            return self._publisher
+
+    @property
+    def subscriber(self) -> pubsub_v1.SubscriberClient:
+        with self._lock:
+            if self._subscriber is None:
+                self._subscriber = pubsub_v1.SubscriberClient()
+            return self._subscriber
+
+    def close(self) -> None:
+        if self._publisher is not None:
+            self._publisher.stop()
+            self._publisher = None
+        if self._subscriber is not None:
+            self._subscriber.close()
+            self._subscriber = None
+
+    def topic_path(self, name: str) -> str:
+        return name if name.startswith("projects/") else f"projects/{self.project}/topics/{name}"
+
+    def subscription_path(self, name: str) -> str:
+        if name.startswith("projects/"):
+            return name
+        return f"projects/{self.project}/subscriptions/{name}"
+
+    def _unreachable(self, exc: Exception) -> Unreachable:
+        return Unreachable(f"cannot reach Pub/Sub at {self.settings.pubsub_endpoint}: {type(exc).__name__}")
+
+    # ---- admin ---------------------------------------------------------------------
+    def check_reachable(self) -> None:
+        """Raise Unreachable unless Pub/Sub answers within the admin deadline."""
+        try:
+            self.publisher.get_topic(
+                request={"topic": self.topic_path(self.settings.names.requests_topic)},
+                timeout=ADMIN_TIMEOUT_S,
+                retry=ADMIN_RETRY,
+            )
+        except gexc.NotFound:
+            return
+        except UNREACHABLE_ERRORS as exc:
+            raise self._unreachable(exc) from exc
+
+    def topic_exists(self, name: str) -> bool:
+        try:
+            self.publisher.get_topic(
+                request={"topic": self.topic_path(name)}, timeout=ADMIN_TIMEOUT_S, retry=ADMIN_RETRY
+            )
+        except gexc.NotFound:
+            return False
+        except UNREACHABLE_ERRORS as exc:
+            raise self._unreachable(exc) from exc
+        return True
+
+    def create_topic(self, name: str, *, exist_ok: bool) -> bool:
+        """Create a topic; True if created. Without ``exist_ok`` an existing one is BatchExists."""
+        try:
+            self.publisher.create_topic(
+                request={"name": self.topic_path(name)}, timeout=ADMIN_TIMEOUT_S, retry=ADMIN_RETRY
+            )
+        except gexc.AlreadyExists as exc:
+            if exist_ok:
+                return False
+            raise BatchExists(f"topic {name} already exists: choose another batch id") from exc
+        except UNREACHABLE_ERRORS as exc:
+            raise self._unreachable(exc) from exc
+        return True
+
+    def create_subscription(self, name: str, topic: str, spec: SubscriptionSpec, *, exist_ok: bool) -> bool:
+        """Create a pull subscription exactly as ``spec`` says; True if created."""
+        request: dict[str, Any] = {
+            "name": self.subscription_path(name),
+            "topic": self.topic_path(topic),
+            "ack_deadline_seconds": spec.ack_deadline_s,
+            "retain_acked_messages": spec.retain_acked,
+            "retry_policy": {
+                "minimum_backoff": duration_pb2.Duration(seconds=spec.min_backoff_s),
+                "maximum_backoff": duration_pb2.Duration(seconds=spec.max_backoff_s),
+            },
+        }
+        if spec.dead_letter_topic:
+            request["dead_letter_policy"] = {
+                "dead_letter_topic": self.topic_path(spec.dead_letter_topic),
+                "max_delivery_attempts": spec.max_delivery_attempts,
+            }
+        if spec.expiration_ttl_days is not None:
+            request["expiration_policy"] = {"ttl": duration_pb2.Duration(seconds=spec.expiration_ttl_days * 86400)}
+        try:
+            self.subscriber.create_subscription(request=request, timeout=ADMIN_TIMEOUT_S, retry=ADMIN_RETRY)
+        except gexc.AlreadyExists as exc:
+            if exist_ok:
+                return False
+            raise BatchExists(f"subscription {name} already exists: choose another batch id") from exc
+        except UNREACHABLE_ERRORS as exc:
+            raise self._unreachable(exc) from exc
+        return True
+
+    def delete_topic(self, name: str) -> None:
+        """Delete a topic; a missing one is not an error."""
+        try:
+            self.publisher.delete_topic(
+                request={"topic": self.topic_path(name)}, timeout=ADMIN_TIMEOUT_S, retry=ADMIN_RETRY
+            )
+        except gexc.NotFound:
+            pass
+        except UNREACHABLE_ERRORS as exc:
+            raise self._unreachable(exc) from exc
+
+    def delete_subscription(self, name: str) -> None:
+        """Delete a subscription; a missing one is not an error."""
+        try:
+            self.subscriber.delete_subscription(
+                request={"subscription": self.subscription_path(name)},
+                timeout=ADMIN_TIMEOUT_S,
+                retry=ADMIN_RETRY,
+            )
+        except gexc.NotFound:
+            pass
+        except UNREACHABLE_ERRORS as exc:
+            raise self._unreachable(exc) from exc
+
+    def subscription_exists(self, name: str) -> bool:
+        try:
+            self.subscriber.get_subscription(
+                request={"subscription": self.subscription_path(name)},
+                timeout=ADMIN_TIMEOUT_S,
+                retry=ADMIN_RETRY,
+            )
+        except gexc.NotFound:
+            return False
+        except UNREACHABLE_ERRORS as exc:
+            raise self._unreachable(exc) from exc
+        return True
+
+    def list_topics(self) -> list[str]:
+        """Short names of every topic in the project."""
+        try:
+            topics = self.publisher.list_topics(
+                request={"project": f"projects/{self.project}"}, timeout=ADMIN_TIMEOUT_S
+            )
+            return [t.name.rsplit("/", 1)[-1] for t in topics]
+        except UNREACHABLE_ERRORS as exc:
+            raise self._unreachable(exc) from exc
+
+    def list_subscriptions(self) -> list[str]:
+        """Short names of every subscription in the project."""
+        try:
+            subs = self.subscriber.list_subscriptions(
+                request={"project": f"projects/{self.project}"}, timeout=ADMIN_TIMEOUT_S
+            )
+            return [s.name.rsplit("/", 1)[-1] for s in subs]
+        except UNREACHABLE_ERRORS as exc:
+            raise self._unreachable(exc) from exc
+
+    # ---- data ----------------------------------------------------------------------
+    def publish(self, topic: str, data: bytes, attributes: Mapping[str, str] | None = None) -> Future[str]:
+        """Queue one message on the batching publisher; the future resolves to its message id."""
+        return self.publisher.publish(self.topic_path(topic), data, **dict(attributes or {}))
+
+    def pull(self, subscription: str, *, max_messages: int, timeout_s: float = 10.0) -> list[Received]:
+        """One synchronous pull; an empty list when nothing came back before ``timeout_s``."""
+        try:
+            response = self.subscriber.pull(
+                request={"subscription": self.subscription_path(subscription), "max_messages": max_messages},
+                timeout=timeout_s,
+                retry=None,
+            )
+        except gexc.DeadlineExceeded:
+            return []
+        except gexc.ServiceUnavailable as exc:
+            raise self._unreachable(exc) from exc
+        return [
+            Received(
+                ack_id=m.ack_id,
+                message_id=m.message.message_id,
+                data=m.message.data,
+                attributes=dict(m.message.attributes),
+                delivery_attempt=m.delivery_attempt or 1,
+            )
+            for m in response.received_messages
+        ]
+
+    def ack(self, subscription: str, ack_ids: Sequence[str]) -> None:
+        if ack_ids:
+            self.subscriber.acknowledge(
+                request={"subscription": self.subscription_path(subscription), "ack_ids": list(ack_ids)},
+                timeout=ADMIN_TIMEOUT_S,
+            )
+
+    def modify_ack_deadline(self, subscription: str, ack_ids: Iterable[str], seconds: int) -> None:
+        """Extend (or with 0, give back) the lease of pulled messages."""
+        ids = list(ack_ids)
+        if ids:
+            self.subscriber.modify_ack_deadline(
+                request={
+                    "subscription": self.subscription_path(subscription),
+                    "ack_ids": ids,
+                    "ack_deadline_seconds": seconds,
+                },
+                timeout=ADMIN_TIMEOUT_S,
+            )
+
+    def nack(self, subscription: str, ack_ids: Iterable[str]) -> None:
+        self.modify_ack_deadline(subscription, ack_ids, 0)

@@ -1,0 +1,97 @@
+"""A batch's Pub/Sub resources: created together, deleted together.
+
+Per batch: work topic + subscription (dead-letter policy to the dead topic) and
+dead topic + subscription. Shared: the control (requests) and events topics and
+the launcher's subscriptions to them.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from batchctl.pubsub import PubSub, SubscriptionSpec
+
+
+@dataclass(frozen=True)
+class BatchTopology:
+    """How a batch's subscriptions behave; every default is deliberate."""
+
+    ack_deadline_s: int = 60
+    """Lease of a pulled part before redelivery; workers extend it while they work."""
+    max_delivery_attempts: int = 5
+    """Deliveries before a part goes to the dead-letter topic (Pub/Sub allows 5..100)."""
+    min_backoff_s: int = 1
+    """Redelivery delay after a nack: short, since a nack usually means another worker should try."""
+    max_backoff_s: int = 60
+
+
+def create_batch(pubsub: PubSub, batch_id: str, topology: BatchTopology) -> list[str]:
+    """Create the batch's topics and subscriptions; BatchExists if the id is taken.
+
+    Returns what was created, in order, so a caller can undo exactly that. On failure
+    part-way, what was created is deleted before the error propagates.
+    """
+    names = pubsub.settings.names
+    work, dead = names.work(batch_id), names.dead(batch_id)
+    created: list[str] = []
+    try:
+        pubsub.create_topic(work, exist_ok=False)
+        created.append(f"topic:{work}")
+        pubsub.create_topic(dead, exist_ok=False)
+        created.append(f"topic:{dead}")
+        pubsub.create_subscription(
+            dead, dead, SubscriptionSpec(ack_deadline_s=60, expiration_ttl_days=None), exist_ok=False
+        )
+        created.append(f"subscription:{dead}")
+        spec = SubscriptionSpec(
+            ack_deadline_s=topology.ack_deadline_s,
+            dead_letter_topic=dead,
+            max_delivery_attempts=topology.max_delivery_attempts,
+            min_backoff_s=topology.min_backoff_s,
+            max_backoff_s=topology.max_backoff_s,
+        )
+        pubsub.create_subscription(work, work, spec, exist_ok=False)
+        created.append(f"subscription:{work}")
+    except BaseException:
+        undo(pubsub, created)
+        raise
+    return created
+
+
+def undo(pubsub: PubSub, created: list[str]) -> None:
+    """Delete what ``create_batch`` reported as created, newest first."""
+    for item in reversed(created):
+        kind, name = item.split(":", 1)
+        if kind == "subscription":
+            pubsub.delete_subscription(name)
+        else:
+            pubsub.delete_topic(name)
+
+
+def delete_batch(pubsub: PubSub, batch_id: str, *, keep_dead: bool = False) -> None:
+    """Delete the batch's resources; missing ones are fine. ``keep_dead`` keeps dead parts for retry."""
+    names = pubsub.settings.names
+    pubsub.delete_subscription(names.work(batch_id))
+    pubsub.delete_topic(names.work(batch_id))
+    if not keep_dead:
+        pubsub.delete_subscription(names.dead(batch_id))
+        pubsub.delete_topic(names.dead(batch_id))
+
+
+def ensure_shared(pubsub: PubSub) -> None:
+    """Create the control and events topics and the launcher's subscriptions if missing."""
+    names = pubsub.settings.names
+    pubsub.create_topic(names.requests_topic, exist_ok=True)
+    pubsub.create_topic(names.events_topic, exist_ok=True)
+    pubsub.create_subscription(
+        names.requests_subscription,
+        names.requests_topic,
+        SubscriptionSpec(ack_deadline_s=60, min_backoff_s=1, max_backoff_s=10),
+        exist_ok=True,
+    )
+    pubsub.create_subscription(
+        names.events_subscription,
+        names.events_topic,
+        SubscriptionSpec(ack_deadline_s=60, min_backoff_s=1, max_backoff_s=10),
+        exist_ok=True,
+    )

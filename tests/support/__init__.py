@@ -1,0 +1,1 @@
+"""Test support: the Pub/Sub emulator process, waits with deadlines."""
