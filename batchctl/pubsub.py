@@ -19,7 +19,7 @@ from google.cloud import pubsub_v1
 from google.cloud.pubsub_v1 import types
 from google.protobuf import duration_pb2
 
-from batchctl.errors import BatchExists, Unreachable
+from batchctl.errors import BadInput, BatchExists, Unreachable
 from batchctl.settings import Settings
 
 ADMIN_TIMEOUT_S = 10.0
@@ -27,12 +27,16 @@ ADMIN_RETRY = Retry(
     initial=0.2,
     maximum=2.0,
     multiplier=2.0,
-    timeout=25.0,
+    timeout=15.0,
     predicate=lambda exc: isinstance(exc, (gexc.ServiceUnavailable, gexc.DeadlineExceeded)),
 )
 UNREACHABLE_ERRORS = (gexc.ServiceUnavailable, gexc.DeadlineExceeded, gexc.RetryError)
 MAX_REQUEST_BYTES = 9 * 1024 * 1024
 """A publish request stays under Pub/Sub's 10 MB request limit."""
+
+
+class ResourceMissing(BadInput):
+    """Raised when a data call (pull, publish) names a topic or subscription that does not exist."""
 
 
 @dataclass(frozen=True)
@@ -255,6 +259,19 @@ class PubSub:
         """Queue one message on the batching publisher; the future resolves to its message id."""
         return self.publisher.publish(self.topic_path(topic), data, **dict(attributes or {}))
 
+    def confirm(self, future: Future[str], *, topic: str, timeout_s: float = 30.0) -> str:
+        """Wait for a publish to be confirmed and return its message id.
+
+        ResourceMissing if the topic does not exist; Unreachable if Pub/Sub does not
+        confirm within ``timeout_s``.
+        """
+        try:
+            return future.result(timeout=timeout_s)
+        except gexc.NotFound as exc:
+            raise ResourceMissing(f"topic {topic} does not exist") from exc
+        except (*UNREACHABLE_ERRORS, TimeoutError) as exc:
+            raise self._unreachable(exc) from exc
+
     def pull(self, subscription: str, *, max_messages: int, timeout_s: float = 10.0) -> list[Received]:
         """One synchronous pull; an empty list when nothing came back before ``timeout_s``."""
         try:
@@ -265,6 +282,8 @@ class PubSub:
             )
         except gexc.DeadlineExceeded:
             return []
+        except gexc.NotFound as exc:
+            raise ResourceMissing(f"subscription {subscription} does not exist") from exc
         except gexc.ServiceUnavailable as exc:
             raise self._unreachable(exc) from exc
         return [

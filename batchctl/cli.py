@@ -1,0 +1,78 @@
+"""The ``batchctl`` command: parse, call the library, render. Exit codes in ``batchctl.errors``."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any
+
+from batchctl import logs
+from batchctl.errors import EXIT_BAD_INPUT, EXIT_OK, BatchctlError
+from batchctl.settings import Settings
+
+Command = Callable[[argparse.Namespace, Settings], int]
+
+
+def positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"{value} must be at least 1")
+    return value
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="batchctl", description=__doc__)
+    parser.add_argument("--project", help="Google Cloud project (default: GOOGLE_CLOUD_PROJECT)")
+    parser.add_argument("--backend", choices=("kubernetes", "local"), help="default: BATCHCTL_BACKEND")
+    parser.add_argument("--namespace", help="Kubernetes namespace (default: BATCHCTL_NAMESPACE)")
+    parser.add_argument("--log-level", default=None, help="DEBUG, INFO, WARNING (default INFO)")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    from batchctl import commands
+
+    commands.add_all(sub)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None, environ: Mapping[str, str] | None = None) -> int:
+    """Entry point of the console script; returns the exit code."""
+    parser = build_parser()
+    try:
+        args = parser.parse_args(argv)
+    except SystemExit as exc:  # argparse: --help is 0, a usage error is 2
+        return int(exc.code or 0)
+    logs.configure(level=args.log_level)
+    try:
+        settings = Settings.from_env(
+            os.environ if environ is None else environ,
+            project=args.project,
+            backend=args.backend,
+            namespace=args.namespace,
+        )
+        run: Command = args.run
+        return run(args, settings)
+    except BatchctlError as exc:
+        print(f"batchctl: error: {exc}", file=sys.stderr)
+        return exc.exit_code
+    except Exception:
+        logs.get("cli").exception("unexpected_error", command=args.command)
+        print("batchctl: error: unexpected failure (a bug); see the log above", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print("batchctl: interrupted", file=sys.stderr)
+        return 130
+
+
+def emit_json(obj: Any) -> None:
+    print(json.dumps(obj, sort_keys=True))
+
+
+if __name__ == "__main__":
+    sys.exit(main())
+
+__all__ = ["EXIT_BAD_INPUT", "EXIT_OK", "main"]

@@ -1,0 +1,106 @@
+"""``batchctl submit``: split input, publish every part, then send the batch request.
+
+Nothing is half-done: input is read and cut (spooled) before anything is created;
+if creating, publishing or the request fails, the batch's topics and subscriptions
+are deleted and no request is sent.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import BinaryIO
+
+from batchctl import logs
+from batchctl.errors import BadInput
+from batchctl.messages import BatchRequest, Control, encode_control
+from batchctl.names import generate_batch_id, validate_batch_id
+from batchctl.pubsub import PubSub
+from splitter import readers, topology
+from splitter.partitioner import PartLimits, Spool
+from splitter.publisher import PUBLISH_TIMEOUT_S, PublishFailed, publish_parts
+
+DEFAULT_HANDLER = "worker.demo:handle"
+
+
+@dataclass(frozen=True)
+class SubmitOptions:
+    inputs: list[str]
+    batch_id: str | None = None
+    format: str | None = None
+    limits: PartLimits = PartLimits()
+    handler: str = DEFAULT_HANDLER
+    parts_per_worker: int = 10
+    max_parallelism: int = 10
+    image: str | None = None
+    topology: topology.BatchTopology = topology.BatchTopology()
+
+
+@dataclass(frozen=True)
+class Submitted:
+    batch_id: str
+    parts: int
+    records: int
+    bytes: int
+
+
+def submit(pubsub: PubSub, options: SubmitOptions, *, stdin: BinaryIO | None = None) -> Submitted:
+    """Run a whole submit; raises BatchctlError subclasses with one-line messages."""
+    batch_id = validate_batch_id(options.batch_id) if options.batch_id else generate_batch_id()
+    _check_options(options)
+    log = logs.get("submit", batch_id=batch_id)
+    sources = readers.expand(options.inputs, options.format)
+    fmt = _batch_format(sources)
+    with Spool() as spool:
+        spool.fill(readers.read(sources, max_record_bytes=options.limits.max_part_bytes, stdin=stdin),
+                   options.limits)
+        if not len(spool):
+            raise BadInput(f"{', '.join(options.inputs)}: no records in the input")
+        log.info("input_split", parts=len(spool), records=spool.records, bytes=spool.bytes)
+        pubsub.check_reachable()
+        topology.ensure_shared(pubsub)
+        created = topology.create_batch(pubsub, batch_id, options.topology)
+        try:
+            publish_parts(pubsub, pubsub.settings.names.work(batch_id), spool, batch_id=batch_id, fmt=fmt)
+            request = BatchRequest(
+                batch_id=batch_id, parts=len(spool), records=spool.records, bytes=spool.bytes,
+                handler=options.handler, parts_per_worker=options.parts_per_worker,
+                max_parallelism=options.max_parallelism, image=options.image,
+                max_delivery_attempts=options.topology.max_delivery_attempts,
+            )
+            send_control(pubsub, Control("launch", batch_id, request))
+        except BaseException:
+            log.warning("submit_rolled_back", created=created)
+            topology.undo(pubsub, created)
+            raise
+        log.info("batch_submitted", parts=len(spool))
+        return Submitted(batch_id, len(spool), spool.records, spool.bytes)
+
+
+def send_control(pubsub: PubSub, control: Control) -> None:
+    """Publish one control message and wait until Pub/Sub confirms it."""
+    data, attributes = encode_control(control)
+    future = pubsub.publish(pubsub.settings.names.requests_topic, data, attributes)
+    try:
+        future.result(timeout=PUBLISH_TIMEOUT_S)
+    except Exception as exc:
+        raise PublishFailed(f"sending the {control.action} request failed: {exc}") from exc
+
+
+def _batch_format(sources: list[readers.Source]) -> str:
+    kinds = {"lines" if s.format == "lines" else "jsonl" for s in sources}
+    if len(kinds) > 1:
+        raise BadInput("cannot mix plain-text lines with JSON/CSV input in one batch; pass --format")
+    return kinds.pop() if kinds else "jsonl"
+
+
+def _check_options(options: SubmitOptions) -> None:
+    if ":" not in options.handler or not all(options.handler.split(":", 1)):
+        raise BadInput(f"--handler {options.handler!r}: must be MODULE:FUNC")
+    if options.parts_per_worker < 1:
+        raise BadInput(f"--parts-per-worker {options.parts_per_worker}: must be at least 1")
+    if options.max_parallelism < 1:
+        raise BadInput(f"--max-parallelism {options.max_parallelism}: must be at least 1")
+    if not 5 <= options.topology.max_delivery_attempts <= 100:
+        raise BadInput("--max-delivery-attempts: must be between 5 and 100 (Pub/Sub's range)")
+    if not 10 <= options.topology.ack_deadline_s <= 600:
+        raise BadInput("--ack-deadline: must be between 10 and 600 seconds (Pub/Sub's range)")
