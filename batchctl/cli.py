@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import sys
 from collections.abc import Callable, Mapping, Sequence
@@ -14,16 +13,6 @@ from batchctl.errors import EXIT_BAD_INPUT, EXIT_OK, BatchctlError
 from batchctl.settings import Settings
 
 Command = Callable[[argparse.Namespace, Settings], int]
-
-
-def positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"{value} must be at least 1")
-    return value
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -66,10 +55,6 @@ def main(argv: Sequence[str] | None = None, environ: Mapping[str, str] | None = 
     except KeyboardInterrupt:
         print("batchctl: interrupted", file=sys.stderr)
         return 130
-
-
-def emit_json(obj: Any) -> None:
-    print(json.dumps(obj, sort_keys=True))
 
 
 if __name__ == "__main__":

@@ -3,16 +3,63 @@
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 from typing import Any
 
-from batchctl.errors import EXIT_OK
+from batchctl.errors import EXIT_FAILED, EXIT_OK, BatchctlError
 from batchctl.settings import Settings
+
+WAIT_TIMEOUT_S = 24 * 3600.0
+
+
+def positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"{value} must be at least 1")
+    return value
+
+
+def port_number(text: str) -> int:
+    value = positive_int(text)
+    if value > 65535:
+        raise argparse.ArgumentTypeError(f"{value} is not a TCP port")
+    return value
 
 
 def add_all(sub: Any) -> None:
-    from batchctl.cli import positive_int
+    _add_submit(sub)
+    for name, helptext, run in (("status", "show one batch", run_status), ("list", "list batches", run_list)):
+        p = sub.add_parser(name, help=helptext)
+        if name == "status":
+            p.add_argument("batch_id", metavar="ID")
+        p.add_argument("--json", action="store_true", help="print JSON")
+        p.set_defaults(run=run)
+    for name, helptext in (("cancel", "stop a batch: delete its Jobs and work subscription"),
+                           ("retry", "republish dead-lettered parts and launch workers for them")):
+        p = sub.add_parser(name, help=helptext)
+        p.add_argument("batch_id", metavar="ID")
+        p.add_argument("--json", action="store_true", help="print the resulting status as JSON")
+        p.set_defaults(run=run_control, action=name)
+    p = sub.add_parser("launcher", help="the long-lived service that launches and tracks Jobs")
+    p.add_argument("--port", type=port_number, default=8080, help="health and metrics port")
+    p.set_defaults(run=run_launcher)
+    from worker import cli as worker_cli
 
+    w = sub.add_parser("worker", help="drain a batch's parts (inside a Job, or by hand)")
+    worker_cli.add_arguments(w)
+    w.set_defaults(run=run_worker)
+    d = sub.add_parser("demo", help="run the whole pipeline on this machine against the Pub/Sub emulator")
+    d.add_argument("--records", type=positive_int, default=20000)
+    d.add_argument("--workers", type=positive_int, default=4, help="max parallelism")
+    d.add_argument("--output", help="where result files go (default: a new folder under /tmp)")
+    d.set_defaults(run=run_demo)
+
+
+def _add_submit(sub: Any) -> None:
     p = sub.add_parser("submit", help="split input, publish it as a batch, request workers")
     p.add_argument("inputs", nargs="+", metavar="INPUT", help="file, folder, or - for stdin")
     p.add_argument("--batch-id")
@@ -22,56 +69,141 @@ def add_all(sub: Any) -> None:
     p.add_argument("--handler", default="worker.demo:handle", help="MODULE:FUNC")
     p.add_argument("--parts-per-worker", type=positive_int, default=10)
     p.add_argument("--max-parallelism", type=positive_int, default=10)
-    p.add_argument("--max-delivery-attempts", type=positive_int, default=5)
+    p.add_argument("--max-delivery-attempts", type=positive_int, default=5, help="5..100")
     p.add_argument("--ack-deadline", type=positive_int, default=60, help="seconds (10..600)")
     p.add_argument("--image", help="worker image for this batch (default: the launcher's)")
     p.add_argument("--wait", action="store_true", help="follow the batch to its end")
     p.add_argument("--json", action="store_true", help="print a JSON summary")
     p.set_defaults(run=run_submit)
 
-    w = sub.add_parser("worker", help="drain a batch's parts (inside a Job, or by hand)")
-    try:
-        from worker import cli as worker_cli
-    except ImportError:  # TODO(lead): remove once worker/cli.py lands
-        return
-    worker_cli.add_arguments(w)
-    w.set_defaults(run=run_worker)
+
+def emit_json(obj: Any) -> None:
+    print(json.dumps(obj, sort_keys=True))
 
 
 def run_submit(args: argparse.Namespace, settings: Settings) -> int:
-    from batchctl.cli import emit_json
     from batchctl.pubsub import PubSub
     from splitter.partitioner import PartLimits
     from splitter.submit import SubmitOptions, submit
     from splitter.topology import BatchTopology
 
     options = SubmitOptions(
-        inputs=args.inputs,
-        batch_id=args.batch_id,
-        format=args.format,
-        limits=PartLimits(args.records_per_part, args.max_part_bytes),
-        handler=args.handler,
-        parts_per_worker=args.parts_per_worker,
-        max_parallelism=args.max_parallelism,
-        image=args.image,
+        inputs=args.inputs, batch_id=args.batch_id, format=args.format,
+        limits=PartLimits(args.records_per_part, args.max_part_bytes), handler=args.handler,
+        parts_per_worker=args.parts_per_worker, max_parallelism=args.max_parallelism, image=args.image,
         topology=BatchTopology(ack_deadline_s=args.ack_deadline, max_delivery_attempts=args.max_delivery_attempts),
     )
+    store = _store(settings) if args.wait else None  # fail on an unreachable cluster before publishing
     pubsub = PubSub(settings)
     try:
-        result = submit(pubsub, options)
+        result = submit(pubsub, options, stdin=sys.stdin.buffer if "-" in args.inputs else None)
     finally:
         pubsub.close()
     summary = {"batch_id": result.batch_id, "parts": result.parts, "records": result.records,
                "bytes": result.bytes}
-    if args.json:
-        emit_json(summary)
+    if not args.wait:
+        if args.json:
+            emit_json(summary)
+        else:
+            print(f"submitted {result.batch_id}: {result.parts} parts, {result.records} records, "
+                  f"{result.bytes} bytes")
+        return EXIT_OK
+    assert store is not None
+    return _follow(settings, store, result.batch_id, as_json=args.json)
+
+
+def _follow(settings: Settings, store: Any, batch_id: str, *, as_json: bool) -> int:
+    from batchctl import batches
+    from batchctl.render import ProgressBar
+
+    backend = _backend(settings)
+    bar = ProgressBar()
+
+    def show(batch: Any) -> None:
+        bar.update(batches.describe(batch, batches.active_workers(backend, batch)))
+
+    try:
+        final = batches.follow(store, batch_id, timeout=WAIT_TIMEOUT_S, on_poll=show)
+    finally:
+        bar.close()
+    status = batches.describe(final, 0)
+    if as_json:
+        emit_json(status)
     else:
-        print(f"submitted {result.batch_id}: {result.parts} parts, {result.records} records, "
-              f"{result.bytes} bytes", file=sys.stdout)
+        print(f"{batch_id} {final.state}: {status['parts_done']}/{status['parts_total']} parts done, "
+              f"{status['parts_dead']} dead")
+    return EXIT_OK if final.state == "succeeded" else EXIT_FAILED
+
+
+def _store(settings: Settings) -> Any:
+    from launcher.app import open_store
+
+    return open_store(settings)
+
+
+def _backend(settings: Settings) -> Any:
+    from launcher.app import open_backend
+
+    try:
+        return open_backend(settings)
+    except BatchctlError:
+        return None
+
+
+def run_status(args: argparse.Namespace, settings: Settings) -> int:
+    from batchctl import batches
+    from batchctl.render import status_text
+
+    batch = batches.load(_store(settings), args.batch_id)
+    status = batches.describe(batch, batches.active_workers(_backend(settings), batch))
+    emit_json(status) if args.json else status_text(status)
     return EXIT_OK
+
+
+def run_list(args: argparse.Namespace, settings: Settings) -> int:
+    from batchctl import batches
+    from batchctl.render import table
+
+    backend = _backend(settings)
+    rows = [batches.describe(b, batches.active_workers(backend, b)) for b in _store(settings).load_all()]
+    if args.json:
+        emit_json(rows)
+    else:
+        table(rows)
+    return EXIT_OK
+
+
+def run_control(args: argparse.Namespace, settings: Settings) -> int:
+    from batchctl import batches
+    from batchctl.pubsub import PubSub
+    from batchctl.render import status_text
+
+    pubsub = PubSub(settings)
+    try:
+        batch = batches.request(pubsub, _store(settings), args.batch_id, args.action)
+    finally:
+        pubsub.close()
+    status = batches.describe(batch, 0)
+    emit_json(status) if args.json else status_text(status)
+    return EXIT_OK
+
+
+def run_launcher(args: argparse.Namespace, settings: Settings) -> int:
+    from launcher.app import serve
+
+    return serve(settings, port=args.port)
 
 
 def run_worker(args: argparse.Namespace, settings: Settings) -> int:
     from worker import cli as worker_cli
 
     return int(worker_cli.run(args, settings.environ))
+
+
+def run_demo(args: argparse.Namespace, settings: Settings) -> int:
+    from batchctl import logs
+    from batchctl.demo import DemoOptions, run
+
+    if args.log_level is None:
+        logs.configure(level="WARNING")
+    return run(settings, DemoOptions(records=args.records, workers=args.workers, output=args.output))

@@ -75,8 +75,10 @@ class PubSub:
         flow_bytes: int = 64 * 1024 * 1024,
         flow_messages: int = 1000,
     ) -> None:
+        if not settings.project:
+            raise BadInput("GOOGLE_CLOUD_PROJECT is not set (or pass --project)")
         self.settings = settings
-        self.project = settings.project
+        self.project: str = settings.project
         if settings.emulator_host:
             # The Google client decides emulator-or-not from this variable alone.
             os.environ["PUBSUB_EMULATOR_HOST"] = settings.emulator_host

@@ -23,8 +23,8 @@ EMULATOR_PROJECT = "batchctl-local"
 class Settings:
     """Where batchctl talks to and how it names things."""
 
-    project: str
-    """Google Cloud project of every topic and subscription."""
+    project: str | None
+    """Google Cloud project of every topic and subscription (None: not configured)."""
     emulator_host: str | None
     """``host:port`` of a Pub/Sub emulator, or None for real Pub/Sub."""
     backend: str
@@ -63,11 +63,8 @@ class Settings:
         problems: list[str] = []
         emulator = env.get("PUBSUB_EMULATOR_HOST") or None
         project = project or env.get("GOOGLE_CLOUD_PROJECT") or env.get("GCLOUD_PROJECT")
-        if not project:
-            if emulator:
-                project = EMULATOR_PROJECT
-            else:
-                problems.append("GOOGLE_CLOUD_PROJECT is not set (or pass --project)")
+        if not project and emulator:
+            project = EMULATOR_PROJECT
         backend = backend or env.get("BATCHCTL_BACKEND") or "kubernetes"
         if backend not in BACKENDS:
             problems.append(f"BATCHCTL_BACKEND={backend!r}: must be one of {', '.join(BACKENDS)}")
@@ -78,7 +75,7 @@ class Settings:
             raise BadInput("; ".join(problems))
         state_dir = Path(env.get("BATCHCTL_STATE_DIR") or Path.home() / ".local/state/batchctl")
         return cls(
-            project=project or EMULATOR_PROJECT,
+            project=project,
             emulator_host=emulator,
             backend=backend,
             namespace=namespace or env.get("BATCHCTL_NAMESPACE") or _default_namespace(),

@@ -11,7 +11,7 @@ import pytest
 
 from batchctl.pubsub import PubSub
 from batchctl.settings import Settings
-from tests.support.emulator import Emulator, EmulatorMissing
+from batchctl.emulator import Emulator, EmulatorMissing
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:

@@ -1,4 +1,4 @@
-"""Start and stop the real Pub/Sub emulator (``gcloud beta emulators pubsub start``)."""
+"""Start and stop the real Pub/Sub emulator (`gcloud beta emulators pubsub start`): for `demo`, tests and benches."""
 
 from __future__ import annotations
 

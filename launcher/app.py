@@ -1,0 +1,104 @@
+"""Assemble a launcher (or just its store) for a backend, and run it as a service."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import threading
+from dataclasses import dataclass
+
+from batchctl import logs
+from batchctl.errors import BadInput
+from batchctl.pubsub import PubSub
+from batchctl.settings import Settings
+from launcher import http
+from launcher.backend import Backend
+from launcher.jobconfig import JobConfig
+from launcher.kube import Kube
+from launcher.leader import FileElector, LeaseElector
+from launcher.service import Elector, Launcher, Tuning
+from launcher.store import ConfigMapStore, FileStore, StateStore
+
+
+@dataclass
+class Parts:
+    store: StateStore
+    backend: Backend
+    elector: Elector
+    kube: Kube | None
+
+
+def open_store(settings: Settings) -> StateStore:
+    """The state store of the configured backend (what ``status`` and ``list`` read)."""
+    if settings.backend == "local":
+        return FileStore(settings.state_dir)
+    return ConfigMapStore(Kube(settings.namespace, environ=settings.environ), settings.names)
+
+
+def open_backend(settings: Settings) -> Backend:
+    """The backend alone (what ``status`` uses to count active workers)."""
+    return assemble(settings, elect=False).backend
+
+
+def assemble(settings: Settings, *, elect: bool = True, worker_env: dict[str, str] | None = None) -> Parts:
+    if settings.backend == "local":
+        from launcher.local_backend import LocalBackend
+
+        return Parts(FileStore(settings.state_dir),
+                     LocalBackend(settings, worker_env_extra=worker_env),
+                     FileElector(settings.state_dir), None)
+    from launcher.kube_backend import KubeBackend
+
+    kube = Kube(settings.namespace, environ=settings.environ)
+    config = JobConfig.from_env(settings.environ)
+    backend = KubeBackend(settings, kube, config, watch=elect)
+    identity = settings.environ.get("BATCHCTL_POD_NAME") or f"{socket.gethostname()}-{os.getpid()}"
+    elector: Elector
+    if elect and _truthy(settings.environ.get("BATCHCTL_LEADER_ELECTION", "true")):
+        elector = LeaseElector(kube, settings.names.lease, identity)
+    else:
+        elector = _AlwaysLeader()
+    return Parts(ConfigMapStore(kube, settings.names), backend, elector, kube)
+
+
+class _AlwaysLeader:
+    """Leader election switched off (a single replica)."""
+
+    is_leader = True
+    watching = True
+
+    def start(self) -> threading.Thread:
+        return threading.current_thread()
+
+    def stop(self, *, release: bool = True) -> None:
+        """Nothing to give up."""
+
+
+def _truthy(value: str) -> bool:
+    lowered = value.strip().lower()
+    if lowered not in ("true", "false", "1", "0", "yes", "no"):
+        raise BadInput(f"BATCHCTL_LEADER_ELECTION={value!r}: must be true or false")
+    return lowered in ("true", "1", "yes")
+
+
+def serve(settings: Settings, *, port: int, tuning: Tuning = Tuning()) -> int:
+    """``batchctl launcher``: run until SIGTERM or SIGINT; exit 0 after a clean stop."""
+    pubsub = PubSub(settings)
+    parts = assemble(settings)
+    launcher = Launcher(settings, pubsub, parts.store, parts.backend, parts.elector, tuning=tuning)
+    checks = [pubsub.check_reachable]
+    if parts.kube is not None:
+        kube = parts.kube
+        checks.append(lambda: kube.list_jobs("batchctl.dev/probe=none") and None)
+    server = http.serve(port, healthy=launcher.healthy, ready=lambda: launcher.ready(checks),
+                        registry=launcher.metrics.registry)
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, lambda *_: launcher.stop())
+    logs.get("launcher").info("serving", port=server.server_address[1])
+    try:
+        launcher.run()
+    finally:
+        server.shutdown()
+        pubsub.close()
+    return 0

@@ -1,0 +1,41 @@
+"""What a backend does for the reconciler, and the worker environment both backends give."""
+
+from __future__ import annotations
+
+from typing import Protocol
+
+from batchctl.settings import Settings
+from launcher.planner import Launch, ObservedJob
+from launcher.state import BatchState
+
+
+class Backend(Protocol):
+    """Runs "Jobs": Kubernetes Jobs, or groups of local worker processes."""
+
+    def launch(self, batch: BatchState, launch: Launch) -> bool:
+        """Start the Job; False if it already existed (a repeated launch is harmless)."""
+        ...
+
+    def observe(self, batch_id: str) -> list[ObservedJob]:
+        """The batch's Jobs as they are now."""
+        ...
+
+    def delete_jobs(self, batch_id: str) -> None:
+        """Stop and delete every Job of the batch (their workers get SIGTERM)."""
+        ...
+
+    def close(self) -> None: ...
+
+
+def worker_env(settings: Settings, batch: BatchState) -> dict[str, str]:
+    """The environment that configures ``batchctl worker`` for this batch."""
+    env = {
+        "BATCHCTL_BATCH_ID": batch.batch_id,
+        "BATCHCTL_SUBSCRIPTION": settings.names.work(batch.batch_id),
+        "BATCHCTL_HANDLER": batch.request.handler,
+        "BATCHCTL_PREFIX": settings.prefix,
+        "GOOGLE_CLOUD_PROJECT": settings.project,
+    }
+    if settings.emulator_host:
+        env["PUBSUB_EMULATOR_HOST"] = settings.emulator_host
+    return env

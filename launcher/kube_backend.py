@@ -1,0 +1,127 @@
+"""Kubernetes backend: Jobs through the API server, observed through a watch-fed cache.
+
+The cache is filled by listing the launcher's Jobs (by label) and then watching
+them; when a watch ends or breaks it re-lists, so a missed event costs a re-list,
+never correctness. ``observe`` reads the cache; until the first list completes it
+reads the API server directly.
+"""
+
+from __future__ import annotations
+
+import threading
+from typing import Any
+
+from batchctl import logs
+from batchctl.errors import BatchctlError
+from batchctl.names import LABEL_BATCH, LABEL_COMPONENT, LABEL_NAME
+from batchctl.settings import Settings
+from launcher import jobspec
+from launcher.backend import worker_env
+from launcher.jobconfig import JobConfig
+from launcher.kube import Conflict, Kube
+from launcher.planner import Launch, ObservedJob
+from launcher.state import BatchState
+
+JOB_SELECTOR = f"{LABEL_NAME}=batchctl,{LABEL_COMPONENT}=worker"
+WATCH_TIMEOUT_S = 240
+
+
+def observed(job: dict[str, Any]) -> ObservedJob:
+    """Read a Job's status the way the Job controller writes it."""
+    status = job.get("status") or {}
+    conditions = [c for c in status.get("conditions") or [] if c.get("status") == "True"]
+    kinds = {c.get("type"): c for c in conditions}
+    failed = kinds.get("Failed") or kinds.get("FailureTarget")
+    finished = "Complete" in kinds or "Failed" in kinds
+    return ObservedJob(
+        name=job["metadata"]["name"],
+        active=int(status.get("active") or 0),
+        finished=finished,
+        failed_reason=failed.get("reason") if failed else None,
+    )
+
+
+class KubeBackend:
+    def __init__(self, settings: Settings, kube: Kube, config: JobConfig, *, watch: bool = True) -> None:
+        self.settings = settings
+        self.kube = kube
+        self.config = config
+        self.log = logs.get("kube-backend")
+        self._jobs: dict[str, dict[str, Any]] = {}
+        self._synced = threading.Event()
+        self._stop = threading.Event()
+        self._lock = threading.Lock()
+        self.changed = threading.Event()
+        """Set whenever a watched Job changes, so the launcher can reconcile at once."""
+        if watch:
+            threading.Thread(target=self._watch_loop, name="job-watch", daemon=True).start()
+
+    def launch(self, batch: BatchState, launch: Launch) -> bool:
+        config = self.config.with_image(batch.request.image)
+        job = jobspec.build_job(
+            name=launch.name,
+            namespace=self.kube.namespace,
+            labels=self.settings.names.batch_labels(batch.batch_id),
+            parallelism=min(launch.parallelism, config.max_parallelism),
+            env=worker_env(self.settings, batch),
+            config=config,
+        )
+        try:
+            self.kube.create_job(jobspec.job_to_dict(job))
+        except Conflict:
+            return False
+        return True
+
+    def observe(self, batch_id: str) -> list[ObservedJob]:
+        if not self._synced.is_set():
+            items = self.kube.list_jobs(f"{JOB_SELECTOR},{LABEL_BATCH}={batch_id}")
+            return [observed(j) for j in items]
+        with self._lock:
+            jobs = [j for j in self._jobs.values() if _batch_of(j) == batch_id]
+        return [observed(j) for j in jobs]
+
+    def delete_jobs(self, batch_id: str) -> None:
+        for job in self.kube.list_jobs(f"{JOB_SELECTOR},{LABEL_BATCH}={batch_id}"):
+            self.kube.delete_job(job["metadata"]["name"])
+
+    def close(self) -> None:
+        self._stop.set()
+
+    def _watch_loop(self) -> None:
+        while not self._stop.is_set():
+            try:
+                self._relist()
+                for kind, job in self.kube.watch_jobs(JOB_SELECTOR, timeout_s=WATCH_TIMEOUT_S):
+                    self._apply(kind, job)
+                    if self._stop.is_set():
+                        return
+            except BatchctlError as exc:
+                self.log.warning("job_watch_broken", error=str(exc))
+                self._stop.wait(1.0)
+            except Exception:  # a watch must never die silently; re-list and go on
+                self.log.exception("job_watch_failed")
+                self._stop.wait(1.0)
+
+    def _relist(self) -> None:
+        items = self.kube.list_jobs(JOB_SELECTOR)
+        with self._lock:
+            self._jobs = {j["metadata"]["name"]: j for j in items}
+        self._synced.set()
+        self.changed.set()
+
+    def _apply(self, kind: str, job: dict[str, Any]) -> None:
+        name = job.get("metadata", {}).get("name")
+        if not name:
+            return
+        with self._lock:
+            if kind == "DELETED":
+                self._jobs.pop(name, None)
+            else:
+                self._jobs[name] = job
+        self.changed.set()
+
+
+def _batch_of(job: dict[str, Any]) -> str | None:
+    labels = job.get("metadata", {}).get("labels") or {}
+    value = labels.get(LABEL_BATCH)
+    return str(value) if value else None

@@ -1,0 +1,201 @@
+"""Local backend: a "Job" is a group of ``batchctl worker`` processes on this machine.
+
+Same semantics as a Kubernetes work-queue Job: up to ``parallelism`` workers; once
+one exits 0 no new worker starts; a worker that fails is replaced until
+``backoff_limit``; exit code 2 (configuration error) fails the Job at once. Worker
+PIDs are written under the state dir so a restarted launcher still sees (and does
+not duplicate) a Job whose workers outlived it.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import threading
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from batchctl import logs
+from batchctl.settings import Settings
+from launcher.backend import worker_env
+from launcher.planner import CONFIG_ERROR_REASON, Launch, ObservedJob
+from launcher.state import BatchState
+
+CONFIG_ERROR_EXIT = 2
+
+
+@dataclass
+class LocalJob:
+    name: str
+    batch_id: str
+    parallelism: int
+    env: dict[str, str]
+    backoff_limit: int
+    procs: list[subprocess.Popen[bytes]] = field(default_factory=list)
+    succeeded: int = 0
+    failed: int = 0
+    failed_reason: str | None = None
+    deleted: bool = False
+
+    @property
+    def active(self) -> int:
+        return sum(1 for p in self.procs if p.poll() is None)
+
+
+class LocalBackend:
+    def __init__(self, settings: Settings, *, backoff_limit: int = 6, worker_env_extra: dict[str, str] | None = None,
+                 log_dir: Path | None = None) -> None:
+        self.settings = settings
+        self.backoff_limit = backoff_limit
+        self.extra = dict(worker_env_extra or {})
+        self.dir = settings.state_dir / "jobs"
+        self.dir.mkdir(parents=True, exist_ok=True)
+        self.log_dir = log_dir or settings.state_dir / "logs"
+        self.log_dir.mkdir(parents=True, exist_ok=True)
+        self.log = logs.get("local-backend")
+        self._jobs: dict[str, LocalJob] = {}
+        self._lock = threading.RLock()
+
+    def launch(self, batch: BatchState, launch: Launch) -> bool:
+        with self._lock:
+            if launch.name in self._jobs or self._pid_file(launch.name).exists():
+                return False
+            env = {**self.settings.environ, **self.extra, **worker_env(self.settings, batch)}
+            job = LocalJob(launch.name, batch.batch_id, launch.parallelism, env, self.backoff_limit)
+            self._jobs[launch.name] = job
+            for _ in range(launch.parallelism):
+                self._start_worker(job)
+            return True
+
+    def observe(self, batch_id: str) -> list[ObservedJob]:
+        with self._lock:
+            jobs = [j for j in self._jobs.values() if j.batch_id == batch_id]
+            for job in jobs:
+                self._step(job)
+            seen = {j.name for j in jobs}
+            result = [self._observed(j) for j in jobs]
+        return result + self._orphans(batch_id, seen)
+
+    def delete_jobs(self, batch_id: str) -> None:
+        with self._lock:
+            for job in [j for j in self._jobs.values() if j.batch_id == batch_id]:
+                job.deleted = True
+                for proc in job.procs:
+                    if proc.poll() is None:
+                        proc.send_signal(signal.SIGTERM)
+            for path in self.dir.glob("*.json"):
+                self._signal_orphan(path, batch_id)
+
+    def close(self) -> None:
+        """Leave workers running: they drain and exit by themselves (like Jobs outliving a launcher)."""
+
+    def stop_all(self, timeout: float = 30.0) -> None:
+        """Terminate every worker this backend started (used by ``demo`` and tests)."""
+        with self._lock:
+            procs = [p for j in self._jobs.values() for p in j.procs if p.poll() is None]
+        for proc in procs:
+            proc.send_signal(signal.SIGTERM)
+        for proc in procs:
+            try:
+                proc.wait(timeout=timeout)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait(timeout=5)
+
+    # ---- work-queue semantics --------------------------------------------------------
+    def _start_worker(self, job: LocalJob) -> None:
+        index = len(job.procs)
+        env = {**job.env, "BATCHCTL_WORKER_ID": f"{job.name}-{index}"}
+        with (self.log_dir / f"{job.name}-{index}.log").open("ab") as out:
+            proc = subprocess.Popen(
+                [sys.executable, "-m", "batchctl.cli", "worker"],
+                env=env, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                start_new_session=True,
+            )
+        job.procs.append(proc)
+        self._write_pids(job)
+        self.log.info("worker_started", batch_id=job.batch_id, job=job.name, pid=proc.pid)
+
+    def _step(self, job: LocalJob) -> None:
+        """Account for exited workers and replace failed ones, as the Job controller would."""
+        exited = [p for p in job.procs if p.poll() is not None and not getattr(p, "_counted", False)]
+        for proc in exited:
+            proc._counted = True  # type: ignore[attr-defined]
+            if proc.returncode == 0:
+                job.succeeded += 1
+            else:
+                job.failed += 1
+                if proc.returncode == CONFIG_ERROR_EXIT and job.failed_reason is None:
+                    job.failed_reason = CONFIG_ERROR_REASON
+        if job.deleted or job.succeeded or job.failed_reason:
+            if job.failed_reason:
+                self._terminate(job)
+            return
+        while job.active < job.parallelism and job.failed <= job.backoff_limit:
+            self._start_worker(job)
+        if job.failed > job.backoff_limit and job.active == 0 and job.failed_reason is None:
+            job.failed_reason = "BackoffLimitExceeded"
+
+    def _terminate(self, job: LocalJob) -> None:
+        for proc in job.procs:
+            if proc.poll() is None:
+                proc.send_signal(signal.SIGTERM)
+
+    def _observed(self, job: LocalJob) -> ObservedJob:
+        active = job.active
+        finished = active == 0
+        if finished:
+            self._pid_file(job.name).unlink(missing_ok=True)
+        return ObservedJob(job.name, active, finished, job.failed_reason)
+
+    # ---- surviving a launcher restart ------------------------------------------------
+    def _pid_file(self, name: str) -> Path:
+        return self.dir / f"{name}.json"
+
+    def _write_pids(self, job: LocalJob) -> None:
+        body = {"batch_id": job.batch_id, "pids": [p.pid for p in job.procs]}
+        self._pid_file(job.name).write_text(json.dumps(body))
+
+    def _orphans(self, batch_id: str, seen: set[str]) -> list[ObservedJob]:
+        """Jobs started by an earlier launcher process whose workers may still run."""
+        result = []
+        for path in self.dir.glob("*.json"):
+            name = path.stem
+            if name in seen:
+                continue
+            try:
+                body = json.loads(path.read_text())
+            except (OSError, ValueError):
+                continue
+            if body.get("batch_id") != batch_id:
+                continue
+            alive = sum(1 for pid in body.get("pids", []) if _alive(pid))
+            if not alive:
+                path.unlink(missing_ok=True)
+            result.append(ObservedJob(name, alive, alive == 0))
+        return result
+
+    def _signal_orphan(self, path: Path, batch_id: str) -> None:
+        try:
+            body = json.loads(path.read_text())
+        except (OSError, ValueError):
+            return
+        if body.get("batch_id") == batch_id:
+            for pid in body.get("pids", []):
+                if _alive(pid):
+                    os.kill(pid, signal.SIGTERM)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except (ProcessLookupError, PermissionError):
+        return False
+    try:  # a zombie child of ours counts as gone
+        done, _ = os.waitpid(pid, os.WNOHANG)
+    except ChildProcessError:
+        return True
+    return done == 0

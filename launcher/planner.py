@@ -1,0 +1,122 @@
+"""What to do next for one batch: a pure function of its state and its observed Jobs.
+
+No I/O here. ``plan`` is called on every reconcile pass (level-triggered): it must
+give the same answer for the same inputs, and applying its actions twice must be
+harmless (Job names are deterministic, so a repeated launch answers 409).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+from launcher.state import CANCELLED, FAILED, PENDING, RUNNING, SUCCEEDED, TERMINAL, BatchState
+
+MAX_IDLE_JOBS = 3
+"""Consecutive Jobs that end without a part moving before the batch is failed (parts lost)."""
+CONFIG_ERROR_REASON = "PodFailurePolicy"
+"""Job condition reason when a worker exited with the configuration-error code."""
+
+
+@dataclass(frozen=True)
+class ObservedJob:
+    """What the backend sees of one Job right now."""
+
+    name: str
+    active: int
+    finished: bool
+    failed_reason: str | None = None
+
+
+@dataclass(frozen=True)
+class Launch:
+    name: str
+    n: int
+    parallelism: int
+
+
+@dataclass(frozen=True)
+class Finish:
+    """Move the batch to a terminal state."""
+
+    state: str
+    reason: str = ""
+
+
+@dataclass(frozen=True)
+class Cleanup:
+    """Delete the batch's work resources (``keep_dead`` keeps the dead-letter ones)."""
+
+    keep_dead: bool
+
+
+@dataclass(frozen=True)
+class CheckDead:
+    """Count the dead-letter subscription: parts may have died without an event."""
+
+
+Action = Launch | Finish | Cleanup | CheckDead
+
+
+def parallelism(remaining: int, *, parts_per_worker: int, max_parallelism: int) -> int:
+    """``min(max_parallelism, ceil(remaining / parts_per_worker))``, never below 1."""
+    return max(1, min(max_parallelism, math.ceil(remaining / parts_per_worker)))
+
+
+def plan(batch: BatchState, jobs: list[ObservedJob], *, job_name: str) -> list[Action]:
+    """The actions that move ``batch`` toward its end, given its Jobs as observed.
+
+    ``job_name`` is the name pattern with ``{n}`` for the Job number.
+    """
+    if batch.state in TERMINAL:
+        return _plan_terminal(batch, jobs)
+    active = any(not j.finished for j in jobs)
+    if batch.remaining <= 0:
+        if batch.dead - batch.done:
+            return [Finish(FAILED, f"{len(batch.dead - batch.done)} parts dead-lettered")]
+        return [Finish(SUCCEEDED)] + ([] if active else [Cleanup(keep_dead=False)])
+    if active:
+        return []
+    if any(j.failed_reason == CONFIG_ERROR_REASON for j in _current(batch, jobs)):
+        return [Finish(FAILED, "worker configuration error (exit 2): see the Job's pod logs")]
+    idle = _idle_streak(batch)
+    if idle >= MAX_IDLE_JOBS:
+        return [Finish(FAILED, f"{idle} Jobs in a row ended without progress; {batch.remaining} parts missing")]
+    if idle and batch.dead_checked < len(batch.jobs):
+        return [CheckDead()]
+    n = len(batch.jobs) + 1
+    size = parallelism(batch.remaining, parts_per_worker=batch.request.parts_per_worker,
+                       max_parallelism=batch.request.max_parallelism)
+    return [Launch(job_name.format(n=n), n, size)]
+
+
+def _plan_terminal(batch: BatchState, jobs: list[ObservedJob]) -> list[Action]:
+    active = any(not j.finished for j in jobs)
+    if batch.state == SUCCEEDED and not batch.cleaned and not active:
+        return [Cleanup(keep_dead=False)]
+    return []
+
+
+def _current(batch: BatchState, jobs: list[ObservedJob]) -> list[ObservedJob]:
+    """The observed Job matching the batch's latest launch, if any."""
+    if not batch.jobs:
+        return []
+    return [j for j in jobs if j.name == batch.jobs[-1].name]
+
+
+def _idle_streak(batch: BatchState) -> int:
+    """How many of the latest Jobs ended without any part moving.
+
+    Job k was idle if progress when Job k+1 launched (or now, for the last one)
+    equals progress when Job k launched.
+    """
+    marks = [j.progress_at_launch for j in batch.jobs] + [batch.progress]
+    streak = 0
+    for before, after in zip(reversed(marks[:-1]), reversed(marks[1:]), strict=True):
+        if after != before:
+            break
+        streak += 1
+    return streak
+
+
+__all__ = ["CANCELLED", "FAILED", "PENDING", "RUNNING", "SUCCEEDED", "Action", "plan"]

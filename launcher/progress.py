@@ -1,0 +1,38 @@
+"""Fold worker events into batch state: each part counted once, however often delivered. Pure."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+
+from batchctl.messages import Event
+from launcher.state import TERMINAL, BatchState
+
+
+def apply_events(batches: Mapping[str, BatchState], events: Iterable[Event]) -> set[str]:
+    """Record part_done / part_failed events; return the ids of batches that changed.
+
+    A part is done once any delivery of it is done. A failure on the last allowed
+    delivery attempt means Pub/Sub dead-letters it, so it is counted dead (unless
+    it is, or later becomes, done). Events of unknown or finished batches, or with a
+    part index outside the batch, are ignored.
+    """
+    changed: set[str] = set()
+    for event in events:
+        batch = batches.get(event.batch_id)
+        if batch is None or batch.state in TERMINAL or event.part is None:
+            continue
+        if not 0 <= event.part < batch.parts:
+            continue
+        if event.type == "part_done" and event.part not in batch.done:
+            batch.done.add(event.part)
+            batch.dead.discard(event.part)
+            changed.add(batch.batch_id)
+        elif (
+            event.type == "part_failed"
+            and event.attempt >= batch.request.max_delivery_attempts
+            and event.part not in batch.done
+            and event.part not in batch.dead
+        ):
+            batch.dead.add(event.part)
+            changed.add(batch.batch_id)
+    return changed

@@ -1,0 +1,120 @@
+"""Apply what the planner decided: launch Jobs, finish batches, clean up, count the dead.
+
+Order makes every step safe to repeat: a Job is created before its record is saved
+(a crash in between re-plans the same deterministic name and gets 409), and a
+batch is marked finished before its resources are deleted.
+"""
+
+from __future__ import annotations
+
+import time
+
+from typing import Any
+
+from batchctl import logs
+from batchctl.messages import Event, encode_event
+from batchctl.pubsub import PubSub
+from batchctl.settings import Settings
+from launcher.backend import Backend
+from launcher.metrics import Metrics
+from launcher.planner import Action, CheckDead, Cleanup, Finish, Launch, ObservedJob, plan
+from launcher.state import FAILED, RUNNING, SUCCEEDED, BatchState, JobRecord
+from launcher.store import StateStore
+from splitter import topology
+
+UNSEEN_GRACE_S = 60.0
+"""A Job recorded but not yet observed (watch lag) counts as running for this long."""
+MAX_ROUNDS = 4
+
+
+class Reconciler:
+    def __init__(self, settings: Settings, pubsub: PubSub, store: StateStore, backend: Backend,
+                 metrics: Metrics) -> None:
+        self.settings, self.pubsub, self.store, self.backend = settings, pubsub, store, backend
+        self.metrics = metrics
+
+    def reconcile(self, batch: BatchState) -> None:
+        """Plan and apply until the plan is empty (bounded)."""
+        log = logs.get("reconciler", batch_id=batch.batch_id)
+        pattern = self.settings.names.job(batch.batch_id, 0)[:-1] + "{n}"
+        for _ in range(MAX_ROUNDS):
+            actions = plan(batch, self.observe(batch), job_name=pattern)
+            if not actions:
+                return
+            for action in actions:
+                self.apply(batch, action, log)
+
+    def observe(self, batch: BatchState) -> list[ObservedJob]:
+        jobs = self.backend.observe(batch.batch_id)
+        seen = {j.name for j in jobs}
+        now = time.time()
+        for record in batch.jobs:
+            if record.name not in seen and now - record.launched < UNSEEN_GRACE_S:
+                jobs.append(ObservedJob(record.name, active=0, finished=False))
+        return jobs
+
+    def apply(self, batch: BatchState, action: Action, log: Any = None) -> None:
+        log = log or logs.get("reconciler", batch_id=batch.batch_id)
+        if isinstance(action, Launch):
+            self._launch(batch, action, log)
+        elif isinstance(action, Finish):
+            self._finish(batch, action, log)
+        elif isinstance(action, Cleanup):
+            topology.delete_batch(self.pubsub, batch.batch_id, keep_dead=action.keep_dead)
+            batch.cleaned = True
+            self.store.save(batch)
+            log.info("batch_cleaned_up")
+        elif isinstance(action, CheckDead):
+            dead = count_dead(self.pubsub, self.settings.names.dead(batch.batch_id))
+            batch.dead |= dead - batch.done
+            batch.dead_checked = len(batch.jobs)
+            self.store.save(batch)
+            log.info("dead_letters_counted", dead=len(batch.dead))
+
+    def _launch(self, batch: BatchState, action: Launch, log: Any) -> None:
+        created = self.backend.launch(batch, action)
+        now = time.time()
+        if not batch.jobs:
+            self.metrics.launch_latency.observe(max(0.0, now - batch.request.created))
+        batch.jobs.append(JobRecord(action.name, action.n, action.parallelism, now, batch.progress))
+        batch.state = RUNNING
+        self.store.save(batch)
+        if created:
+            self.metrics.jobs_launched.inc()
+        log.info("job_launched" if created else "job_already_exists", job=action.name,
+                 parallelism=action.parallelism, remaining=batch.remaining)
+
+    def _finish(self, batch: BatchState, action: Finish, log: Any) -> None:
+        batch.state = action.state
+        batch.reason = action.reason
+        batch.finished = time.time()
+        self.store.save(batch)
+        publish_event(self.pubsub, Event("batch_finished", batch.batch_id, "launcher", reason=action.state))
+        level = log.info if action.state == SUCCEEDED else log.warning
+        level("batch_finished", state=action.state, reason=action.reason, parts_done=len(batch.done),
+              parts_dead=len(batch.dead))
+
+
+def publish_event(pubsub: PubSub, event: Event) -> None:
+    data, attributes = encode_event(event)
+    pubsub.publish(pubsub.settings.names.events_topic, data, attributes).result(timeout=30)
+
+
+def count_dead(pubsub: PubSub, subscription: str) -> set[int]:
+    """Part indices on the dead-letter subscription, leaving every message there (for retry)."""
+    held: list[str] = []
+    parts: set[int] = set()
+    try:
+        while True:
+            batch = pubsub.pull(subscription, max_messages=1000, timeout_s=1.0)
+            if not batch:
+                break
+            held.extend(m.ack_id for m in batch)
+            parts.update(int(m.attributes["part"]) for m in batch if m.attributes.get("part", "").isdigit())
+    finally:
+        for i in range(0, len(held), 1000):
+            pubsub.nack(subscription, held[i : i + 1000])
+    return parts
+
+
+__all__ = ["FAILED", "Reconciler", "count_dead", "publish_event"]

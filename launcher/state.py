@@ -1,0 +1,118 @@
+"""A batch's durable state: its request, which parts are done or dead, its Jobs.
+
+Serialised to a small JSON document (part sets as zlib-compressed bitmaps, so a
+batch of a million parts stays far under a ConfigMap's 1 MiB) and kept by a
+``StateStore``: ConfigMaps for the Kubernetes backend, files for the local one.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import zlib
+from dataclasses import asdict, dataclass, field, replace
+from typing import Any
+
+from batchctl.messages import BatchRequest
+
+PENDING, RUNNING, SUCCEEDED, FAILED, CANCELLED = "pending", "running", "succeeded", "failed", "cancelled"
+TERMINAL = (SUCCEEDED, FAILED, CANCELLED)
+
+
+@dataclass(frozen=True)
+class JobRecord:
+    """A Job the launcher created for the batch (or a local process group)."""
+
+    name: str
+    n: int
+    parallelism: int
+    launched: float
+    progress_at_launch: int
+    """done + dead when the Job was launched: a Job that ends without moving it was idle."""
+
+
+@dataclass
+class BatchState:
+    request: BatchRequest
+    state: str = PENDING
+    done: set[int] = field(default_factory=set)
+    dead: set[int] = field(default_factory=set)
+    jobs: list[JobRecord] = field(default_factory=list)
+    created: float = 0.0
+    finished: float | None = None
+    reason: str = ""
+    cleaned: bool = False
+    retries: int = 0
+    dead_checked: int = 0
+    """Number of Jobs when the dead-letter subscription was last counted."""
+    version: str | None = field(default=None, compare=False)
+    """Store-specific version (a resourceVersion) of what was loaded; not serialised."""
+
+    @property
+    def batch_id(self) -> str:
+        return self.request.batch_id
+
+    @property
+    def parts(self) -> int:
+        return self.request.parts
+
+    @property
+    def progress(self) -> int:
+        return len(self.done) + len(self.dead - self.done)
+
+    @property
+    def remaining(self) -> int:
+        return self.parts - self.progress
+
+    def to_json(self) -> str:
+        body: dict[str, Any] = {
+            "request": asdict(self.request),
+            "state": self.state,
+            "done": _pack(self.done),
+            "dead": _pack(self.dead),
+            "jobs": [asdict(j) for j in self.jobs],
+            "created": self.created,
+            "finished": self.finished,
+            "reason": self.reason,
+            "cleaned": self.cleaned,
+            "retries": self.retries,
+            "dead_checked": self.dead_checked,
+        }
+        return json.dumps(body, separators=(",", ":"))
+
+    @classmethod
+    def from_json(cls, text: str, version: str | None = None) -> BatchState:
+        body = json.loads(text)
+        return cls(
+            request=BatchRequest(**body["request"]),
+            state=body["state"],
+            done=_unpack(body["done"]),
+            dead=_unpack(body["dead"]),
+            jobs=[JobRecord(**j) for j in body["jobs"]],
+            created=body["created"],
+            finished=body["finished"],
+            reason=body.get("reason", ""),
+            cleaned=body.get("cleaned", False),
+            retries=body.get("retries", 0),
+            dead_checked=body.get("dead_checked", 0),
+            version=version,
+        )
+
+    def copy(self) -> BatchState:
+        return replace(self, done=set(self.done), dead=set(self.dead), jobs=list(self.jobs))
+
+
+def _pack(parts: set[int]) -> str:
+    if not parts:
+        return ""
+    bits = bytearray((max(parts) >> 3) + 1)
+    for p in parts:
+        bits[p >> 3] |= 1 << (p & 7)
+    return base64.b64encode(zlib.compress(bytes(bits), 6)).decode()
+
+
+def _unpack(text: str) -> set[int]:
+    if not text:
+        return set()
+    bits = zlib.decompress(base64.b64decode(text))
+    return {i * 8 + b for i, byte in enumerate(bits) if byte for b in range(8) if byte >> b & 1}

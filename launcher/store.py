@@ -1,0 +1,140 @@
+"""Where batch state lives: one ConfigMap per batch in the cluster, or one file per batch locally.
+
+Why ConfigMaps: namespaced (RBAC stays a Role), no CRD to install (which needs
+cluster-wide rights), watchable, labelled per batch, and 1 MiB holds the part
+bitmaps of millions of parts. Writes carry the resourceVersion that was read, so
+a launcher that lost leadership cannot overwrite its successor's progress.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from pathlib import Path
+from typing import Protocol
+
+from batchctl.names import LABEL_BATCH, LABEL_COMPONENT, LABEL_NAME, Names
+from launcher.kube import Conflict, Kube, NotFound
+from launcher.state import BatchState
+
+STATE_KEY = "state.json"
+STATE_SELECTOR = f"{LABEL_NAME}=batchctl,{LABEL_COMPONENT}=state"
+
+
+class StateStore(Protocol):
+    def load(self, batch_id: str) -> BatchState | None: ...
+    def load_all(self) -> list[BatchState]: ...
+    def create(self, state: BatchState) -> bool:
+        """Store a new batch; False if one with this id exists already."""
+        ...
+    def save(self, state: BatchState) -> None:
+        """Store ``state`` over what was loaded; Conflict if someone wrote in between."""
+        ...
+    def delete(self, batch_id: str) -> None: ...
+
+
+def newest_first(states: list[BatchState]) -> list[BatchState]:
+    return sorted(states, key=lambda s: (s.request.created, s.batch_id), reverse=True)
+
+
+class FileStore:
+    """``<state_dir>/batches/<id>.json``, written atomically (temp file, then rename)."""
+
+    def __init__(self, state_dir: Path) -> None:
+        self.dir = state_dir / "batches"
+        self.dir.mkdir(parents=True, exist_ok=True)
+
+    def _path(self, batch_id: str) -> Path:
+        return self.dir / f"{batch_id}.json"
+
+    def load(self, batch_id: str) -> BatchState | None:
+        try:
+            return BatchState.from_json(self._path(batch_id).read_text())
+        except FileNotFoundError:
+            return None
+
+    def load_all(self) -> list[BatchState]:
+        states = []
+        for path in self.dir.glob("*.json"):
+            try:
+                states.append(BatchState.from_json(path.read_text()))
+            except (OSError, ValueError, KeyError):
+                continue
+        return newest_first(states)
+
+    def create(self, state: BatchState) -> bool:
+        try:
+            fd = os.open(self._path(state.batch_id), os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+        except FileExistsError:
+            return False
+        os.close(fd)
+        self.save(state)
+        return True
+
+    def save(self, state: BatchState) -> None:
+        fd, tmp = tempfile.mkstemp(dir=self.dir, prefix=".tmp-")
+        with os.fdopen(fd, "w") as out:
+            out.write(state.to_json())
+        os.replace(tmp, self._path(state.batch_id))
+
+    def delete(self, batch_id: str) -> None:
+        self._path(batch_id).unlink(missing_ok=True)
+
+
+class ConfigMapStore:
+    """``<prefix>-<id>-state`` ConfigMaps, conditional on resourceVersion."""
+
+    def __init__(self, kube: Kube, names: Names) -> None:
+        self.kube = kube
+        self.names = names
+
+    def load(self, batch_id: str) -> BatchState | None:
+        try:
+            return self._decode(self.kube.get_configmap(self.names.state_object(batch_id)))
+        except NotFound:
+            return None
+
+    def load_all(self) -> list[BatchState]:
+        states = [self._decode(cm) for cm in self.kube.list_configmaps(STATE_SELECTOR)]
+        prefixed = [s for s in states if s is not None]
+        return newest_first(prefixed)
+
+    def create(self, state: BatchState) -> bool:
+        labels = {LABEL_NAME: "batchctl", LABEL_COMPONENT: "state", LABEL_BATCH: state.batch_id}
+        body = {
+            "apiVersion": "v1",
+            "kind": "ConfigMap",
+            "metadata": {"name": self.names.state_object(state.batch_id), "labels": labels},
+            "data": {STATE_KEY: state.to_json()},
+        }
+        try:
+            created = self.kube.create_configmap(body)
+        except Conflict:
+            return False
+        state.version = created["metadata"].get("resourceVersion")
+        return True
+
+    def save(self, state: BatchState) -> None:
+        body: dict[str, object] = {"data": {STATE_KEY: state.to_json()}}
+        if state.version:
+            body["metadata"] = {"resourceVersion": state.version}
+        saved = self.kube.patch_configmap(self.names.state_object(state.batch_id), body)
+        state.version = saved["metadata"].get("resourceVersion")
+
+    def delete(self, batch_id: str) -> None:
+        self.kube.delete_configmap(self.names.state_object(batch_id))
+
+    def _decode(self, cm: dict[str, object]) -> BatchState | None:
+        meta = cm.get("metadata") or {}
+        name = str(meta.get("name", "")) if isinstance(meta, dict) else ""
+        data = cm.get("data") or {}
+        if not name.startswith(self.names.prefix + "-") or not isinstance(data, dict) or STATE_KEY not in data:
+            return None
+        try:
+            return BatchState.from_json(str(data[STATE_KEY]), version=meta.get("resourceVersion"))  # type: ignore[union-attr]
+        except (ValueError, KeyError, TypeError):
+            return None
+
+
+__all__ = ["ConfigMapStore", "FileStore", "StateStore", "json"]
