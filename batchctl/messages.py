@@ -32,6 +32,7 @@ class BatchRequest:
     max_parallelism: int = 10
     image: str | None = None
     max_delivery_attempts: int = 5
+    ack_deadline_s: int = 60
     created: float = field(default_factory=time.time)
 
 
@@ -86,7 +87,8 @@ def _request(raw: dict[str, Any]) -> BatchRequest:
         request = BatchRequest(**raw)
     except TypeError as exc:
         raise BadInput(f"control message: field 'request' is malformed: {exc}") from exc
-    for name in ("parts", "records", "bytes", "parts_per_worker", "max_parallelism", "max_delivery_attempts"):
+    for name in ("parts", "records", "bytes", "parts_per_worker", "max_parallelism", "max_delivery_attempts",
+                 "ack_deadline_s"):
         value = getattr(request, name)
         if not isinstance(value, int) or isinstance(value, bool) or value < 0:
             raise BadInput(f"control message: field 'request.{name}' must be a non-negative integer")

@@ -236,6 +236,28 @@ class PubSub:
             raise self._unreachable(exc) from exc
         return True
 
+    def subscription_spec(self, name: str) -> SubscriptionSpec:
+        """How an existing subscription behaves: ack deadline, dead-letter and retry policies.
+
+        Needs ``pubsub.subscriptions.get``; ResourceMissing if it does not exist.
+        """
+        try:
+            sub = self.subscriber.get_subscription(
+                request={"subscription": self.subscription_path(name)}, timeout=ADMIN_TIMEOUT_S, retry=ADMIN_RETRY
+            )
+        except gexc.NotFound as exc:
+            raise ResourceMissing(f"subscription {name} does not exist") from exc
+        except UNREACHABLE_ERRORS as exc:
+            raise self._unreachable(exc) from exc
+        dead, retry = sub.dead_letter_policy, sub.retry_policy
+        return SubscriptionSpec(
+            ack_deadline_s=sub.ack_deadline_seconds,
+            dead_letter_topic=dead.dead_letter_topic or None,
+            max_delivery_attempts=dead.max_delivery_attempts or 0,
+            min_backoff_s=int(retry.minimum_backoff.total_seconds()) if "retry_policy" in sub else 0,
+            max_backoff_s=int(retry.maximum_backoff.total_seconds()) if "retry_policy" in sub else 0,
+        )
+
     def list_topics(self) -> list[str]:
         """Short names of every topic in the project."""
         try:

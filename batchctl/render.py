@@ -8,7 +8,8 @@ from typing import Any, TextIO
 COLUMNS = ("batch_id", "state", "parts_done", "parts_dead", "parts_total", "workers", "created")
 
 
-def table(rows: list[dict[str, Any]], out: TextIO = sys.stdout) -> None:
+def table(rows: list[dict[str, Any]], out: TextIO | None = None) -> None:
+    out = out or sys.stdout
     if not rows:
         print("no batches", file=out)
         return
@@ -19,7 +20,8 @@ def table(rows: list[dict[str, Any]], out: TextIO = sys.stdout) -> None:
         print("  ".join(v.ljust(w) for v, w in zip(row, widths, strict=True)), file=out)
 
 
-def status_text(status: dict[str, Any], out: TextIO = sys.stdout) -> None:
+def status_text(status: dict[str, Any], out: TextIO | None = None) -> None:
+    out = out or sys.stdout
     for key in ("batch_id", "state", "parts_total", "parts_done", "parts_dead", "workers", "created",
                 "finished", "reason"):
         print(f"{key:12} {status.get(key) if status.get(key) not in (None, '') else '-'}", file=out)
@@ -29,9 +31,9 @@ def status_text(status: dict[str, Any], out: TextIO = sys.stdout) -> None:
 class ProgressBar:
     """One line redrawn in place on a terminal; a line per change when piped."""
 
-    def __init__(self, out: TextIO = sys.stderr, width: int = 30) -> None:
-        self.out, self.width = out, width
-        self.tty = out.isatty()
+    def __init__(self, out: TextIO | None = None, width: int = 30) -> None:
+        self.out, self.width = out or sys.stderr, width
+        self.tty = self.out.isatty()
         self.last = ""
 
     def update(self, status: dict[str, Any]) -> None:

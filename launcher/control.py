@@ -12,12 +12,15 @@ from collections.abc import MutableMapping
 from typing import Any
 
 from batchctl import logs
+from batchctl.errors import BatchctlError
 from batchctl.messages import Control
 from batchctl.pubsub import PubSub
 from launcher.backend import Backend
 from launcher.state import CANCELLED, FAILED, RUNNING, TERMINAL, BatchState
 from launcher.store import StateStore
 from splitter.publisher import PUBLISH_TIMEOUT_S
+
+DEAD_LETTER_WAIT_S = 20.0
 
 
 class Controller:
@@ -61,27 +64,49 @@ class Controller:
         if batch.state == CANCELLED:
             log.warning("retry_of_cancelled_batch_ignored")
             return
-        moved = republish_dead(self.pubsub, batch.batch_id)
+        expected = batch.dead - batch.done
+        moved = republish_dead(self.pubsub, batch.batch_id, expected)
         batch.dead -= moved
-        if batch.remaining <= 0 and not batch.dead:
-            return
-        batch.state, batch.finished, batch.reason = RUNNING, None, ""
         batch.retries += 1
-        batch.dead_checked = len(batch.jobs)
+        batch.dead_checked = batch.retry_floor = len(batch.jobs)
+        if batch.remaining > 0:
+            batch.state, batch.finished, batch.reason = RUNNING, None, ""
         self.store.save(batch)
-        log.info("batch_retried", republished=len(moved))
+        log.info("batch_retried", republished=len(moved), expected=len(expected))
 
 
-def republish_dead(pubsub: PubSub, batch_id: str) -> set[int]:
-    """Move every dead-lettered part back to the work topic; the dead copy is acked only after."""
+def republish_dead(pubsub: PubSub, batch_id: str, expected: set[int],
+                   wait_s: float = DEAD_LETTER_WAIT_S) -> set[int]:
+    """Move dead-lettered parts back to the work topic; each dead copy is acked only after.
+
+    Pub/Sub moves a part to the dead-letter topic when it would deliver it once more
+    after the last allowed attempt, so a part reported dead is only forwarded once
+    someone pulls the work subscription: with no worker left, ``nudge`` does that.
+    Keep going until every ``expected`` part came, or ``wait_s``.
+    """
     names = pubsub.settings.names
     moved: set[int] = set()
+    deadline = time.monotonic() + wait_s
     while True:
         msgs = pubsub.pull(names.dead(batch_id), max_messages=500, timeout_s=1.0)
         if not msgs:
-            return moved
+            if expected <= moved or time.monotonic() > deadline:
+                return moved
+            nudge(pubsub, names.work(batch_id))
+            continue
         futures = [pubsub.publish(names.work(batch_id), m.data, m.attributes) for m in msgs]
         for future in futures:
             future.result(timeout=PUBLISH_TIMEOUT_S)
         pubsub.ack(names.dead(batch_id), [m.ack_id for m in msgs])
         moved.update(int(m.attributes["part"]) for m in msgs if m.attributes.get("part", "").isdigit())
+
+
+def nudge(pubsub: PubSub, subscription: str) -> None:
+    """Pull once and give everything back: makes Pub/Sub forward parts past their last attempt."""
+    try:
+        msgs = pubsub.pull(subscription, max_messages=100, timeout_s=0.5)
+    except BatchctlError:
+        return
+    pubsub.nack(subscription, [m.ack_id for m in msgs])
+    if not msgs:
+        time.sleep(0.2)

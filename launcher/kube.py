@@ -89,14 +89,18 @@ class Kube:
                 obj = event["object"]
                 raw = obj if isinstance(obj, dict) else self.batch.api_client.sanitize_for_serialization(obj)
                 yield str(event["type"]), raw
+        except ApiException as exc:  # 410 Gone: the caller re-lists
+            raise Unreachable(f"watch on the Kubernetes API at {self.host} ended: {exc.status}") from exc
         except (urllib3.exceptions.HTTPError, OSError) as exc:
             raise Unreachable(f"watch on the Kubernetes API at {self.host} broke: {exc}") from exc
 
     def delete_job(self, name: str) -> None:
         """Delete a Job and, with foreground propagation, its pods; a missing Job is fine."""
         try:
+            # A real server answers a foreground delete with the Job itself, which client 37's
+            # response model rejects after the delete succeeded: don't decode the answer.
             self._call(self.batch.delete_namespaced_job, name, self.namespace,
-                       body=client.V1DeleteOptions(propagation_policy="Foreground"))
+                       body=client.V1DeleteOptions(propagation_policy="Foreground"), _preload_content=False)
         except NotFound:
             pass
 

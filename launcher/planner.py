@@ -63,10 +63,13 @@ def parallelism(remaining: int, *, parts_per_worker: int, max_parallelism: int) 
     return max(1, min(max_parallelism, math.ceil(remaining / parts_per_worker)))
 
 
-def plan(batch: BatchState, jobs: list[ObservedJob], *, job_name: str) -> list[Action]:
-    """The actions that move ``batch`` toward its end, given its Jobs as observed.
+def plan(batch: BatchState, jobs: list[ObservedJob], *, job_name: str, now: float = math.inf) -> list[Action]:
+    """The actions that move ``batch`` toward its end, given its Jobs as observed at ``now``.
 
-    ``job_name`` is the name pattern with ``{n}`` for the Job number.
+    ``job_name`` is the name pattern with ``{n}`` for the Job number. After an idle
+    Job, the next one waits until one ack deadline has passed since the idle one
+    launched: parts leased by a killed worker come back only when their lease lapses,
+    and a follow-up that drains an empty queue before then proves nothing.
     """
     if batch.state in TERMINAL:
         return _plan_terminal(batch, jobs)
@@ -74,16 +77,19 @@ def plan(batch: BatchState, jobs: list[ObservedJob], *, job_name: str) -> list[A
     if batch.remaining <= 0:
         if batch.dead - batch.done:
             return [Finish(FAILED, f"{len(batch.dead - batch.done)} parts dead-lettered")]
-        return [Finish(SUCCEEDED)] + ([] if active else [Cleanup(keep_dead=False)])
+        done: list[Action] = [Finish(SUCCEEDED)]
+        return done if active else [*done, Cleanup(keep_dead=False)]
     if active:
         return []
     if any(j.failed_reason == CONFIG_ERROR_REASON for j in _current(batch, jobs)):
         return [Finish(FAILED, "worker configuration error (exit 2): see the Job's pod logs")]
     idle = _idle_streak(batch)
-    if idle >= MAX_IDLE_JOBS:
-        return [Finish(FAILED, f"{idle} Jobs in a row ended without progress; {batch.remaining} parts missing")]
     if idle and batch.dead_checked < len(batch.jobs):
         return [CheckDead()]
+    if idle >= MAX_IDLE_JOBS:
+        return [Finish(FAILED, f"{idle} Jobs in a row ended without progress; {batch.remaining} parts missing")]
+    if idle and now - batch.jobs[-1].launched < batch.request.ack_deadline_s:
+        return []
     n = len(batch.jobs) + 1
     size = parallelism(batch.remaining, parts_per_worker=batch.request.parts_per_worker,
                        max_parallelism=batch.request.max_parallelism)
@@ -107,10 +113,10 @@ def _current(batch: BatchState, jobs: list[ObservedJob]) -> list[ObservedJob]:
 def _idle_streak(batch: BatchState) -> int:
     """How many of the latest Jobs ended without any part moving.
 
-    Job k was idle if progress when Job k+1 launched (or now, for the last one)
-    equals progress when Job k launched.
+    Job k was idle if activity (parts done, dead or failed) when Job k+1 launched
+    (or now, for the last one) equals activity when Job k launched.
     """
-    marks = [j.progress_at_launch for j in batch.jobs] + [batch.progress]
+    marks = [j.progress_at_launch for j in batch.jobs[batch.retry_floor :]] + [batch.activity]
     streak = 0
     for before, after in zip(reversed(marks[:-1]), reversed(marks[1:]), strict=True):
         if after != before:

@@ -27,7 +27,11 @@ def apply_events(batches: Mapping[str, BatchState], events: Iterable[Event]) -> 
             batch.done.add(event.part)
             batch.dead.discard(event.part)
             changed.add(batch.batch_id)
-        elif (
+            continue
+        if event.type == "part_failed":
+            batch.failures += 1
+            changed.add(batch.batch_id)
+        if (
             event.type == "part_failed"
             and event.attempt >= batch.request.max_delivery_attempts
             and event.part not in batch.done

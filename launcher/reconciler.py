@@ -16,6 +16,7 @@ from batchctl.messages import Event, encode_event
 from batchctl.pubsub import PubSub
 from batchctl.settings import Settings
 from launcher.backend import Backend
+from launcher.control import nudge
 from launcher.metrics import Metrics
 from launcher.planner import Action, CheckDead, Cleanup, Finish, Launch, ObservedJob, plan
 from launcher.state import FAILED, RUNNING, SUCCEEDED, BatchState, JobRecord
@@ -38,7 +39,7 @@ class Reconciler:
         log = logs.get("reconciler", batch_id=batch.batch_id)
         pattern = self.settings.names.job(batch.batch_id, 0)[:-1] + "{n}"
         for _ in range(MAX_ROUNDS):
-            actions = plan(batch, self.observe(batch), job_name=pattern)
+            actions = plan(batch, self.observe(batch), job_name=pattern, now=time.time())
             if not actions:
                 return
             for action in actions:
@@ -65,6 +66,7 @@ class Reconciler:
             self.store.save(batch)
             log.info("batch_cleaned_up")
         elif isinstance(action, CheckDead):
+            nudge(self.pubsub, self.settings.names.work(batch.batch_id))
             dead = count_dead(self.pubsub, self.settings.names.dead(batch.batch_id))
             batch.dead |= dead - batch.done
             batch.dead_checked = len(batch.jobs)
@@ -76,7 +78,7 @@ class Reconciler:
         now = time.time()
         if not batch.jobs:
             self.metrics.launch_latency.observe(max(0.0, now - batch.request.created))
-        batch.jobs.append(JobRecord(action.name, action.n, action.parallelism, now, batch.progress))
+        batch.jobs.append(JobRecord(action.name, action.n, action.parallelism, now, batch.activity))
         batch.state = RUNNING
         self.store.save(batch)
         if created:

@@ -28,7 +28,7 @@ class JobRecord:
     parallelism: int
     launched: float
     progress_at_launch: int
-    """done + dead when the Job was launched: a Job that ends without moving it was idle."""
+    """``BatchState.activity`` when the Job was launched: a Job that ends without moving it was idle."""
 
 
 @dataclass
@@ -43,6 +43,10 @@ class BatchState:
     reason: str = ""
     cleaned: bool = False
     retries: int = 0
+    retry_floor: int = 0
+    """Number of Jobs at the last retry: Jobs before it never count toward an idle streak."""
+    failures: int = 0
+    """part_failed events seen: attempts count as activity when judging a Job idle."""
     dead_checked: int = 0
     """Number of Jobs when the dead-letter subscription was last counted."""
     version: str | None = field(default=None, compare=False)
@@ -61,6 +65,11 @@ class BatchState:
         return len(self.done) + len(self.dead - self.done)
 
     @property
+    def activity(self) -> int:
+        """Grows whenever a worker reports anything about a part: the idle-Job yardstick."""
+        return self.progress + self.failures
+
+    @property
     def remaining(self) -> int:
         return self.parts - self.progress
 
@@ -77,6 +86,8 @@ class BatchState:
             "cleaned": self.cleaned,
             "retries": self.retries,
             "dead_checked": self.dead_checked,
+            "failures": self.failures,
+            "retry_floor": self.retry_floor,
         }
         return json.dumps(body, separators=(",", ":"))
 
@@ -95,6 +106,8 @@ class BatchState:
             cleaned=body.get("cleaned", False),
             retries=body.get("retries", 0),
             dead_checked=body.get("dead_checked", 0),
+            failures=body.get("failures", 0),
+            retry_floor=body.get("retry_floor", 0),
             version=version,
         )
 

@@ -66,6 +66,7 @@ def submit(pubsub: PubSub, options: SubmitOptions, *, stdin: BinaryIO | None = N
                 handler=options.handler, parts_per_worker=options.parts_per_worker,
                 max_parallelism=options.max_parallelism, image=options.image,
                 max_delivery_attempts=options.topology.max_delivery_attempts,
+                ack_deadline_s=options.topology.ack_deadline_s,
             )
             send_control(pubsub, Control("launch", batch_id, request))
         except BaseException:

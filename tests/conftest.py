@@ -9,9 +9,14 @@ from pathlib import Path
 
 import pytest
 
+from batchctl import logs
 from batchctl.pubsub import PubSub
 from batchctl.settings import Settings
 from batchctl.emulator import Emulator, EmulatorMissing
+
+pytest_plugins = ["tests.support.kube_fixtures"]
+
+logs.configure(json=True)
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:

@@ -1,0 +1,49 @@
+"""Handlers for worker tests, imported by worker subprocesses as ``tests.support.handlers:FUNC``.
+
+Each one leaves marker files in ``part.results_dir`` so a test can see which parts
+ran, how often, and when one is under way.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+import uuid
+from pathlib import Path
+from typing import Any
+
+
+def noop(part: Any) -> None:
+    """Do nothing: the bench's handler."""
+
+
+def _mark(part: Any, what: str) -> None:
+    folder = Path(part.results_dir)
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / f"{what}-{part.index:06d}-{os.getpid()}-{uuid.uuid4().hex[:8]}").touch()
+
+
+def scripted(part: Any) -> None:
+    """Obey each record: ``{"sleep": s}`` sleeps, ``{"fail": true}`` raises; marks start and finish."""
+    _mark(part, "started")
+    for record in part.records:
+        if isinstance(record, dict) and record.get("fail"):
+            raise RuntimeError(f"poison record in part {part.index}")
+        if isinstance(record, dict) and record.get("sleep"):
+            time.sleep(float(record["sleep"]))
+    _mark(part, "done")
+
+
+def markers(folder: Path, what: str) -> list[int]:
+    """Part indexes of every ``what`` marker in ``folder`` (one entry per handler call)."""
+    if not folder.exists():
+        return []
+    return sorted(int(p.name.split("-")[1]) for p in folder.glob(f"{what}-*"))
+
+
+def fail_while_file_exists(part: Any) -> None:
+    """Raise while the file named by a record's ``fail_while`` exists; otherwise like ``scripted``."""
+    for record in part.records:
+        if isinstance(record, dict) and record.get("fail_while") and Path(record["fail_while"]).exists():
+            raise RuntimeError(f"part {part.index} fails while {record['fail_while']} exists")
+    scripted(part)

@@ -1,0 +1,95 @@
+"""``batchctl worker``: flags for running by hand, and ``run`` returning the exit code.
+
+Inside a Job the worker is configured from the environment the launcher sets;
+the same variables and these flags work by hand (a flag wins over its variable):
+
+    BATCHCTL_BATCH_ID        --batch-id       batch to drain
+    BATCHCTL_SUBSCRIPTION    --subscription   short name or projects/…/subscriptions/…
+    BATCHCTL_HANDLER         --handler        MODULE:FUNC (default worker.demo:handle)
+    BATCHCTL_CONCURRENCY     --concurrency    parts at once (default 1)
+    BATCHCTL_EMPTY_PULLS     --empty-pulls    consecutive empty pulls meaning drained (3)
+    BATCHCTL_PULL_TIMEOUT_S  --pull-timeout   longest pull, least spacing of empty pulls (1.0)
+    BATCHCTL_DRAIN_BUDGET_S  --drain-budget   after SIGTERM, time for in-flight parts (20)
+    BATCHCTL_LEASE_S         --lease          ack deadline renewed on held parts (30)
+    BATCHCTL_WORKER_ID       --worker-id      name in events (hostname-pid)
+    BATCHCTL_RESULTS_DIR     --results-dir    where the demo handler writes (./batchctl-results)
+
+Exit codes: 0 drained or terminated cleanly, 1 crash, 2 configuration error (bad
+value, handler not importable, subscription or events topic missing), 3 Pub/Sub
+unreachable.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from collections.abc import Mapping
+from typing import Any
+
+from batchctl import logs
+from batchctl.errors import BadInput
+from batchctl.pubsub import PubSub
+from batchctl.settings import Settings
+from worker.config import OPTIONS, WorkerConfig
+from worker.handler import load_handler
+from worker.runtime import Worker
+from worker.shutdown import Shutdown
+
+FLAG_HELP = {
+    "batch_id": "batch to drain (BATCHCTL_BATCH_ID)",
+    "subscription": "work subscription, short name or full path (BATCHCTL_SUBSCRIPTION)",
+    "handler": "MODULE:FUNC called per part (BATCHCTL_HANDLER, default worker.demo:handle)",
+    "concurrency": "parts handled at once (BATCHCTL_CONCURRENCY, default 1)",
+    "empty_pulls": "consecutive empty pulls meaning drained (BATCHCTL_EMPTY_PULLS, default 3)",
+    "pull_timeout_s": "seconds per pull and between empty pulls (BATCHCTL_PULL_TIMEOUT_S, default 1)",
+    "drain_budget_s": "seconds in-flight parts get after SIGTERM (BATCHCTL_DRAIN_BUDGET_S, default 20)",
+    "lease_s": "ack deadline renewed on held parts, seconds (BATCHCTL_LEASE_S, default 30)",
+    "worker_id": "name in events and logs (BATCHCTL_WORKER_ID, default hostname-pid)",
+    "results_dir": "demo handler output folder (BATCHCTL_RESULTS_DIR, default ./batchctl-results)",
+}
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """Add the worker's flags; each defaults to None so its variable (or default) applies."""
+    for option in OPTIONS:
+        flags = [option.flag, "--ack-deadline"] if option.field == "lease_s" else [option.flag]
+        parser.add_argument(
+            *flags, dest=f"worker_{option.field}", metavar="VALUE", default=None, help=FLAG_HELP[option.field]
+        )
+
+
+def run(args: argparse.Namespace, environ: Mapping[str, str]) -> int:
+    """Configure, import the handler, run until drained or stopped; returns the exit code."""
+    try:
+        settings = Settings.from_env(environ)
+        flags = {o.field: getattr(args, f"worker_{o.field}", None) for o in OPTIONS}
+        config = WorkerConfig.from_sources(environ, flags, prefix=settings.prefix)
+        handler = load_handler(config.handler)
+    except BadInput as exc:
+        sys.stderr.write(f"batchctl worker: {exc}\n")
+        return exc.exit_code
+    log = logs.get("worker", batch_id=config.batch_id, worker=config.worker_id)
+    shutdown = Shutdown(config.drain_budget_s)
+    shutdown.install()
+    pubsub = PubSub(settings)
+    try:
+        return Worker(config, pubsub, handler, shutdown=shutdown, log=log).run()
+    finally:
+        _close(pubsub, log)
+
+
+def _close(pubsub: PubSub, log: Any) -> None:
+    try:
+        pubsub.close()
+    except Exception as exc:  # closing must not turn a clean exit into a crash
+        log.warning("pubsub_close_failed", error=f"{type(exc).__name__}: {exc}")
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``python -m worker``: the same as ``batchctl worker``."""
+    parser = argparse.ArgumentParser(prog="python -m worker", description="Drain one batch's parts.")
+    add_arguments(parser)
+    args = parser.parse_args(argv)
+    logs.configure()
+    return run(args, os.environ)

@@ -1,0 +1,143 @@
+"""The parts this worker holds, and the thread that keeps their leases alive.
+
+Every pulled message is ``Held`` here from the pull until its ack or nack has been
+sent, so "nothing in flight" (for drain) is exact. A background thread renews the
+ack deadline of everything held every ``renew_every_s``, so a part that runs for
+hours is not redelivered meanwhile; if the worker dies, renewals stop and Pub/Sub
+redelivers the part within ``lease_s``.
+
+Lease renewals and acks/nacks go through one RPC lock: a renewal can never land
+after the nack of the same message and quietly take it back for another lease.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from typing import Any
+
+from batchctl.pubsub import PubSub, Received
+
+MAX_IDS_PER_REQUEST = 1000
+"""Ack ids per acknowledge/modifyAckDeadline request, well inside the 512 KB request limit."""
+
+
+@dataclass(eq=False)
+class Held:
+    """One pulled message, from pull to ack or nack."""
+
+    received: Received
+    pulled_at: float = field(default_factory=time.monotonic)
+    abandoned: bool = False
+    """Set when the worker gave the message back while its handler still ran."""
+
+
+class Leases:
+    """Thread-safe registry of held messages plus their lease renewal thread."""
+
+    def __init__(
+        self, pubsub: PubSub, subscription: str, *, lease_s: int, renew_every_s: float, log: Any
+    ) -> None:
+        self._pubsub = pubsub
+        self._subscription = subscription
+        self._lease_s = lease_s
+        self._renew_every_s = renew_every_s
+        self._log = log
+        self._held: dict[str, Held] = {}
+        self._changed = threading.Condition()
+        self._rpc_lock = threading.Lock()
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    # ---- registry --------------------------------------------------------------------
+    def add(self, messages: Iterable[Received]) -> list[Held]:
+        held = [Held(m) for m in messages]
+        with self._changed:
+            for h in held:
+                self._held[h.received.ack_id] = h
+        return held
+
+    def count(self) -> int:
+        with self._changed:
+            return len(self._held)
+
+    def wait_below(self, limit: int, timeout: float) -> bool:
+        """Wait until fewer than ``limit`` messages are held; False on timeout."""
+        with self._changed:
+            return self._changed.wait_for(lambda: len(self._held) < limit, timeout=max(0.0, timeout))
+
+    def _remove(self, held: Iterable[Held]) -> None:
+        with self._changed:
+            for h in held:
+                self._held.pop(h.received.ack_id, None)
+            self._changed.notify_all()
+
+    # ---- settling --------------------------------------------------------------------
+    def settle(self, acks: list[Held], nacks: list[Held]) -> tuple[int, int]:
+        """Ack and nack (skipping abandoned ones); returns how many of each were sent."""
+        acks = [h for h in acks if not h.abandoned]
+        nacks = [h for h in nacks if not h.abandoned]
+        with self._rpc_lock:
+            self._send("ack", acks)
+            self._send("nack", nacks)
+            self._remove(acks + nacks)
+        return len(acks), len(nacks)
+
+    def give_back(self, messages: Iterable[Received]) -> None:
+        """Nack messages that were pulled but will not be handled (a stop came first)."""
+        held = [Held(m) for m in messages]
+        if held:
+            with self._rpc_lock:
+                self._send("nack", held)
+
+    def abandon_all(self) -> int:
+        """Nack everything still held and mark it abandoned; a later outcome is then ignored."""
+        with self._rpc_lock:
+            with self._changed:
+                held = list(self._held.values())
+                for h in held:
+                    h.abandoned = True
+            self._send("nack", held)
+            self._remove(held)
+        return len(held)
+
+    def _send(self, what: str, held: list[Held]) -> None:
+        """One RPC per chunk of ack ids; a failure is logged (the part simply comes back later)."""
+        ids = [h.received.ack_id for h in held]
+        for start in range(0, len(ids), MAX_IDS_PER_REQUEST):
+            chunk = ids[start : start + MAX_IDS_PER_REQUEST]
+            try:
+                if what == "ack":
+                    self._pubsub.ack(self._subscription, chunk)
+                elif what == "nack":
+                    self._pubsub.nack(self._subscription, chunk)
+                else:
+                    self._pubsub.modify_ack_deadline(self._subscription, chunk, self._lease_s)
+            except Exception as exc:  # the message is redelivered later: a duplicate, never a loss
+                self._log.warning(f"{what}_failed", messages=len(chunk), error=f"{type(exc).__name__}: {exc}")
+
+    # ---- renewal ---------------------------------------------------------------------
+    def renew(self) -> int:
+        """Extend the lease of everything held to ``lease_s`` from now; returns how many."""
+        with self._rpc_lock:
+            with self._changed:
+                held = [h for h in self._held.values() if not h.abandoned]
+            self._send("renew", held)
+        return len(held)
+
+    def start(self) -> None:
+        self._thread = threading.Thread(target=self._renew_loop, name="lease-renewal", daemon=True)
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout=15)
+
+    def _renew_loop(self) -> None:
+        while not self._stop.wait(self._renew_every_s):
+            renewed = self.renew()
+            if renewed:
+                self._log.debug("leases_renewed", messages=renewed, lease_s=self._lease_s)

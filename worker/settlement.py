@@ -1,0 +1,118 @@
+"""Settling a handled part: publish its outcome event, then ack (done) or nack (failed).
+
+A handler slot hands its outcome over and is free at once; this module finishes the
+part off the slot's time. ``part_done`` is published, and only when Pub/Sub has
+confirmed it is the part acked (if the event cannot be published, the part is
+nacked and done again later: a duplicate, never a lost count). Acks and nacks that
+pile up meanwhile go out together, one request per kind.
+"""
+
+from __future__ import annotations
+
+import queue
+import threading
+import time
+from concurrent.futures import Future
+from dataclasses import dataclass
+from typing import Any
+
+from worker.drain import DrainTracker
+from worker.events import Events
+from worker.lease import Held, Leases
+
+MAX_BATCH = 1000
+
+
+@dataclass
+class Tally:
+    """What this worker settled; read at exit for the log and the bench."""
+
+    done: int = 0
+    failed: int = 0
+    first_pull_at: float | None = None
+    """Wall-clock time of the first part received."""
+    last_ack_at: float | None = None
+    """Wall-clock time the last ack was sent."""
+
+
+class Settler:
+    """One thread that acks and nacks handed-over outcomes in batches."""
+
+    def __init__(self, leases: Leases, events: Events, drain: DrainTracker, log: Any) -> None:
+        self._leases = leases
+        self._events = events
+        self._drain = drain
+        self._log = log
+        self._queue: queue.SimpleQueue[tuple[Held, bool] | None] = queue.SimpleQueue()
+        self._thread: threading.Thread | None = None
+        self.tally = Tally()
+
+    def done(self, held: Held, part: int, attempt: int) -> None:
+        """The handler returned: publish ``part_done``; the ack follows its confirmation."""
+        if held.abandoned:
+            return
+        future = self._events.part_done(part, attempt)
+        future.add_done_callback(lambda f: self._confirmed(held, part, f))
+
+    def failed(self, held: Held, part: int | None, attempt: int, reason: str) -> None:
+        """The handler raised or the part was rejected: publish ``part_failed`` and nack."""
+        if held.abandoned:
+            return
+        if part is not None:
+            future = self._events.part_failed(part, attempt, reason)
+            future.add_done_callback(lambda f: self._check_event(f, part, "part_failed"))
+        self._queue.put((held, False))
+
+    def _confirmed(self, held: Held, part: int, future: Future[str]) -> None:
+        ok = self._check_event(future, part, "part_done")
+        self._queue.put((held, ok))
+
+    def _check_event(self, future: Future[str], part: int, kind: str) -> bool:
+        error = future.exception()
+        if error is not None:
+            self._log.warning(
+                "event_not_published", event=kind, part=part, error=f"{type(error).__name__}: {error}"
+            )
+        return error is None
+
+    # ---- thread ----------------------------------------------------------------------
+    def start(self) -> None:
+        self._thread = threading.Thread(target=self._run, name="settler", daemon=True)
+        self._thread.start()
+
+    def stop(self, timeout_s: float = 15.0) -> None:
+        """Settle what is queued, then end the thread."""
+        if self._thread is not None:
+            self._queue.put(None)
+            self._thread.join(timeout=timeout_s)
+
+    def _run(self) -> None:
+        while True:
+            batch = self._next_batch()
+            outcomes = [item for item in batch if item is not None]
+            if outcomes:
+                self._settle(outcomes)
+            if len(outcomes) < len(batch):
+                return
+
+    def _next_batch(self) -> list[tuple[Held, bool] | None]:
+        batch = [self._queue.get()]
+        while len(batch) < MAX_BATCH and batch[-1] is not None:
+            try:
+                batch.append(self._queue.get_nowait())
+            except queue.Empty:
+                break
+        return batch
+
+    def _settle(self, outcomes: list[tuple[Held, bool]]) -> None:
+        acks = [held for held, ok in outcomes if ok]
+        nacks = [held for held, ok in outcomes if not ok]
+        now = time.monotonic()
+        for held in nacks:  # before the nack: while it is held, no empty pull counts
+            self._drain.nacked(held.received.message_id, held.received.delivery_attempt, now=now)
+        acked, nacked = self._leases.settle(acks, nacks)
+        self.tally.failed += nacked
+        if acked:
+            self.tally.done += acked
+            self.tally.last_ack_at = time.time()
+        self._log.debug("settled", acked=acked, nacked=nacked)

@@ -1,0 +1,58 @@
+"""A fixed number of handler threads; the pull loop asks how many are free before it pulls.
+
+Pulling only as many parts as there are free slots means the worker never holds a
+part it is not working on, so no part waits behind a long one while another worker
+idles. Threads are daemons: a handler still running when the worker exits (its
+part already nacked) does not keep the process alive.
+"""
+
+from __future__ import annotations
+
+import queue
+import threading
+from collections.abc import Callable
+from typing import Generic, TypeVar
+
+T = TypeVar("T")
+
+
+class Slots(Generic[T]):
+    """``size`` daemon threads, each running ``work(item)`` for one item at a time."""
+
+    def __init__(self, size: int, work: Callable[[T], None], *, name: str = "slot") -> None:
+        self.size = size
+        self._work = work
+        self._name = name
+        self._busy = 0
+        self._changed = threading.Condition()
+        self._queue: queue.SimpleQueue[T] = queue.SimpleQueue()
+
+    def start(self) -> None:
+        for n in range(self.size):
+            threading.Thread(target=self._run, name=f"{self._name}-{n}", daemon=True).start()
+
+    @property
+    def busy(self) -> int:
+        return self._busy
+
+    def wait_free(self, timeout: float) -> int:
+        """Wait up to ``timeout`` for a free slot; returns how many are free (0 on timeout)."""
+        with self._changed:
+            self._changed.wait_for(lambda: self._busy < self.size, timeout=timeout)
+            return self.size - self._busy
+
+    def submit(self, item: T) -> None:
+        """Run ``work(item)`` on the next free thread; call only for slots reported free."""
+        with self._changed:
+            self._busy += 1
+        self._queue.put(item)
+
+    def _run(self) -> None:
+        while True:
+            item = self._queue.get()
+            try:
+                self._work(item)
+            finally:
+                with self._changed:
+                    self._busy -= 1
+                    self._changed.notify_all()
