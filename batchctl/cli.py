@@ -6,7 +6,6 @@ import argparse
 import os
 import sys
 from collections.abc import Callable, Mapping, Sequence
-from typing import Any
 
 from batchctl import logs
 from batchctl.errors import EXIT_BAD_INPUT, EXIT_OK, BatchctlError

@@ -27,6 +27,7 @@ from batchctl.settings import Settings
 from launcher.app import assemble
 from launcher.local_backend import LocalBackend
 from launcher.service import Launcher, Tuning
+from launcher.state import BatchState
 from splitter.partitioner import PartLimits
 from splitter.submit import SubmitOptions, submit
 
@@ -86,7 +87,7 @@ def run(settings: Settings, options: DemoOptions) -> int:
         finally:
             bar.close()
         elapsed = time.monotonic() - started
-        _summary(final.state, result.records, result.parts, len(final.done), elapsed, output, batch_id)
+        _summary(final, result.records, elapsed, output)
         return EXIT_OK if final.state == "succeeded" else EXIT_FAILED
 
 
@@ -118,10 +119,10 @@ def _stop(launcher: Launcher, thread: threading.Thread, backend: object) -> None
         backend.stop_all(timeout=30)
 
 
-def _summary(state: str, records: int, parts: int, done: int, elapsed: float, output: Path, batch_id: str) -> None:
-    files = len(list(output.glob(f"{batch_id}-*.json")))
+def _summary(final: BatchState, records: int, elapsed: float, output: Path) -> None:
+    files = len(list(output.glob(f"{final.batch_id}-*.json")))
     print(f"""
-batch      {batch_id}: {state}
-records    {records} in {parts} parts ({done} parts done)
+batch      {final.batch_id}: {final.state}
+records    {records} in {final.parts} parts ({len(final.done)} parts done)
 time       {elapsed:.1f} s  ({records / elapsed:,.0f} records/s end to end)
 results    {files} files in {output}""")

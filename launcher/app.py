@@ -6,6 +6,7 @@ import os
 import signal
 import socket
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from batchctl import logs
@@ -82,15 +83,15 @@ def _truthy(value: str) -> bool:
     return lowered in ("true", "1", "yes")
 
 
-def serve(settings: Settings, *, port: int, tuning: Tuning = Tuning()) -> int:
+def serve(settings: Settings, *, port: int, tuning: Tuning | None = None) -> int:
     """``batchctl launcher``: run until SIGTERM or SIGINT; exit 0 after a clean stop."""
     pubsub = PubSub(settings)
     parts = assemble(settings)
-    launcher = Launcher(settings, pubsub, parts.store, parts.backend, parts.elector, tuning=tuning)
-    checks = [pubsub.check_reachable]
+    launcher = Launcher(settings, pubsub, parts.store, parts.backend, parts.elector, tuning=tuning or Tuning())
+    checks: list[Callable[[], object]] = [pubsub.check_reachable]
     if parts.kube is not None:
         kube = parts.kube
-        checks.append(lambda: kube.list_jobs("batchctl.dev/probe=none") and None)
+        checks.append(lambda: kube.list_jobs("batchctl.dev/probe=none"))
     server = http.serve(port, healthy=launcher.healthy, ready=lambda: launcher.ready(checks),
                         registry=launcher.metrics.registry)
     for sig in (signal.SIGTERM, signal.SIGINT):

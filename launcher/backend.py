@@ -34,7 +34,7 @@ def worker_env(settings: Settings, batch: BatchState) -> dict[str, str]:
         "BATCHCTL_SUBSCRIPTION": settings.names.work(batch.batch_id),
         "BATCHCTL_HANDLER": batch.request.handler,
         "BATCHCTL_PREFIX": settings.prefix,
-        "GOOGLE_CLOUD_PROJECT": settings.project,
+        "GOOGLE_CLOUD_PROJECT": settings.project or "",
     }
     if settings.emulator_host:
         env["PUBSUB_EMULATOR_HOST"] = settings.emulator_host

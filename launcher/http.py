@@ -10,11 +10,11 @@ from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_l
 
 
 def serve(port: int, *, healthy: Callable[[], bool], ready: Callable[[], bool],
-          registry: CollectorRegistry, host: str = "0.0.0.0") -> ThreadingHTTPServer:  # noqa: S104 - a pod serves probes on all interfaces
+          registry: CollectorRegistry, host: str = "0.0.0.0") -> ThreadingHTTPServer:
     """Start the server in a daemon thread; ``server.shutdown()`` stops it."""
 
     class Handler(BaseHTTPRequestHandler):
-        def do_GET(self) -> None:  # noqa: N802 - the stdlib's name
+        def do_GET(self) -> None:
             if self.path == "/healthz":
                 self._answer(healthy())
             elif self.path == "/readyz":

@@ -7,6 +7,8 @@ into batchctl's: 409 → ``Conflict`` (already exists, or a stale resourceVersio
 
 from __future__ import annotations
 
+import contextlib
+import json
 import os
 from collections.abc import Iterator, Mapping
 from typing import Any
@@ -74,8 +76,6 @@ class Kube:
     def list_jobs(self, selector: str) -> list[dict[str, Any]]:
         result = self._call(self.batch.list_namespaced_job, self.namespace, label_selector=selector,
                             _preload_content=False)
-        import json
-
         return list(json.loads(result.data).get("items", []))
 
     def watch_jobs(self, selector: str, *, timeout_s: int) -> Iterator[tuple[str, dict[str, Any]]]:
@@ -96,13 +96,11 @@ class Kube:
 
     def delete_job(self, name: str) -> None:
         """Delete a Job and, with foreground propagation, its pods; a missing Job is fine."""
-        try:
+        with contextlib.suppress(NotFound):
             # A real server answers a foreground delete with the Job itself, which client 37's
             # response model rejects after the delete succeeded: don't decode the answer.
             self._call(self.batch.delete_namespaced_job, name, self.namespace,
                        body=client.V1DeleteOptions(propagation_policy="Foreground"), _preload_content=False)
-        except NotFound:
-            pass
 
     # ---- ConfigMaps (batch state) --------------------------------------------------
     def create_configmap(self, body: dict[str, Any]) -> dict[str, Any]:
@@ -120,10 +118,8 @@ class Kube:
         return self._plain(self._call(self.core.patch_namespaced_config_map, name, self.namespace, body))
 
     def delete_configmap(self, name: str) -> None:
-        try:
+        with contextlib.suppress(NotFound):
             self._call(self.core.delete_namespaced_config_map, name, self.namespace)
-        except NotFound:
-            pass
 
     # ---- Leases (leader election) ----------------------------------------------------
     def get_lease(self, name: str) -> dict[str, Any]:

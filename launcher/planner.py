@@ -75,19 +75,31 @@ def plan(batch: BatchState, jobs: list[ObservedJob], *, job_name: str, now: floa
         return _plan_terminal(batch, jobs)
     active = any(not j.finished for j in jobs)
     if batch.remaining <= 0:
-        if batch.dead - batch.done:
-            return [Finish(FAILED, f"{len(batch.dead - batch.done)} parts dead-lettered")]
-        done: list[Action] = [Finish(SUCCEEDED)]
-        return done if active else [*done, Cleanup(keep_dead=False)]
+        return _plan_accounted(batch, active=active)
     if active:
         return []
     if any(j.failed_reason == CONFIG_ERROR_REASON for j in _current(batch, jobs)):
         return [Finish(FAILED, "worker configuration error (exit 2): see the Job's pod logs")]
+    return _plan_follow_up(batch, job_name=job_name, now=now)
+
+
+def _plan_accounted(batch: BatchState, *, active: bool) -> list[Action]:
+    """Every part is done or dead: the batch ends (cleanup waits for running Jobs)."""
+    dead = batch.dead - batch.done
+    if dead:
+        return [Finish(FAILED, f"{len(dead)} parts dead-lettered")]
+    done: list[Action] = [Finish(SUCCEEDED)]
+    return done if active else [*done, Cleanup(keep_dead=False)]
+
+
+def _plan_follow_up(batch: BatchState, *, job_name: str, now: float) -> list[Action]:
+    """No Job runs and parts remain: count the dead, give up, wait, or launch the next Job."""
     idle = _idle_streak(batch)
     if idle and batch.dead_checked < len(batch.jobs):
         return [CheckDead()]
     if idle >= MAX_IDLE_JOBS:
-        return [Finish(FAILED, f"{idle} Jobs in a row ended without progress; {batch.remaining} parts missing")]
+        missing = batch.remaining
+        return [Finish(FAILED, f"{idle} Jobs in a row ended without progress; {missing} parts missing")]
     if idle and now - batch.jobs[-1].launched < batch.request.ack_deadline_s:
         return []
     n = len(batch.jobs) + 1

@@ -8,7 +8,6 @@ batch is marked finished before its resources are deleted.
 from __future__ import annotations
 
 import time
-
 from typing import Any
 
 from batchctl import logs

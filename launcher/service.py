@@ -12,6 +12,7 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Protocol
 
 from batchctl import logs
 from batchctl.errors import BadInput, BatchctlError
@@ -29,10 +30,11 @@ from launcher.store import StateStore
 from splitter import topology
 
 
-class Elector:
+class Elector(Protocol):
     """What the loop needs of leader election (``launcher.leader``)."""
 
-    is_leader: bool
+    @property
+    def is_leader(self) -> bool: ...
     watching: bool
 
     def start(self) -> threading.Thread: ...
@@ -97,7 +99,7 @@ class Launcher:
     def healthy(self) -> bool:
         return time.monotonic() - self.last_loop < 60
 
-    def ready(self, checks: list[Callable[[], None]]) -> bool:
+    def ready(self, checks: list[Callable[[], object]]) -> bool:
         try:
             for check in checks:
                 check()

@@ -12,7 +12,7 @@ import json
 import os
 import tempfile
 from pathlib import Path
-from typing import Protocol
+from typing import Any, Protocol
 
 from batchctl.names import LABEL_BATCH, LABEL_COMPONENT, LABEL_NAME, Names
 from launcher.kube import Conflict, Kube, NotFound
@@ -125,14 +125,14 @@ class ConfigMapStore:
     def delete(self, batch_id: str) -> None:
         self.kube.delete_configmap(self.names.state_object(batch_id))
 
-    def _decode(self, cm: dict[str, object]) -> BatchState | None:
+    def _decode(self, cm: dict[str, Any]) -> BatchState | None:
         meta = cm.get("metadata") or {}
-        name = str(meta.get("name", "")) if isinstance(meta, dict) else ""
+        name = str(meta.get("name", ""))
         data = cm.get("data") or {}
-        if not name.startswith(self.names.prefix + "-") or not isinstance(data, dict) or STATE_KEY not in data:
+        if not name.startswith(self.names.prefix + "-") or STATE_KEY not in data:
             return None
         try:
-            return BatchState.from_json(str(data[STATE_KEY]), version=meta.get("resourceVersion"))  # type: ignore[union-attr]
+            return BatchState.from_json(str(data[STATE_KEY]), version=meta.get("resourceVersion"))
         except (ValueError, KeyError, TypeError):
             return None
 

@@ -76,7 +76,7 @@ class Spool:
     """Parts written once to a temporary file, then read back in order for publishing."""
 
     def __init__(self) -> None:
-        self._file: IO[bytes] = tempfile.TemporaryFile(prefix="batchctl-spool-")
+        self._file: IO[bytes] = tempfile.TemporaryFile(prefix="batchctl-spool-")  # noqa: SIM115 - closed by __exit__
         self.index: list[PartIndex] = []
         self.records = 0
         self.bytes = 0

@@ -15,7 +15,7 @@ import zlib
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import BinaryIO
+from typing import Any, BinaryIO, cast
 
 from batchctl.errors import BadInput
 
@@ -89,10 +89,10 @@ def _open(path: str, stdin: BinaryIO | None) -> BinaryIO:
     if path == "-":
         import sys
 
-        raw: BinaryIO = stdin if stdin is not None else sys.stdin.buffer
-        buffered = io.BufferedReader(raw) if not hasattr(raw, "peek") else raw
-        magic = buffered.peek(2)[:2]  # type: ignore[attr-defined]
-        return _NoClose(gzip.GzipFile(fileobj=buffered) if magic == GZIP_MAGIC else buffered)
+        raw: Any = stdin if stdin is not None else sys.stdin.buffer
+        buffered = raw if hasattr(raw, "peek") else io.BufferedReader(raw)
+        inner = gzip.GzipFile(fileobj=buffered) if buffered.peek(2)[:2] == GZIP_MAGIC else buffered
+        return cast(BinaryIO, _NoClose(inner))
     try:
         handle = open(path, "rb")  # noqa: SIM115 - closed by the caller's with-block
     except OSError as exc:
@@ -109,7 +109,7 @@ def _open(path: str, stdin: BinaryIO | None) -> BinaryIO:
 class _NoClose(io.RawIOBase):
     """Wraps stdin so leaving the with-block does not close the process's stdin."""
 
-    def __init__(self, inner: BinaryIO) -> None:
+    def __init__(self, inner: Any) -> None:
         self._inner = inner
 
     def readable(self) -> bool:
@@ -157,16 +157,17 @@ def _line_records(raw: BinaryIO, path: str, max_record_bytes: int, is_json: bool
         if is_json:
             if not text.strip():
                 continue
-            text = text.strip()
             try:
                 json.loads(text)
             except (ValueError, RecursionError) as exc:
                 raise BadInput(f"{path}:{number}: malformed JSON ({_reason(exc)})") from exc
-        yield Record(text, path, number)
+            yield Record(text.strip(), path, number)
+        else:
+            yield Record(text, path, number)
 
 
 def _csv_records(raw: BinaryIO, path: str, max_record_bytes: int) -> Iterator[Record]:
-    text = io.TextIOWrapper(raw, encoding="utf-8-sig", newline="")  # type: ignore[type-var]
+    text = io.TextIOWrapper(cast(Any, raw), encoding="utf-8-sig", newline="")
     csv.field_size_limit(max(max_record_bytes, csv.field_size_limit()))
     reader = csv.reader(text)
     header: list[str] | None = None

@@ -10,9 +10,9 @@ from pathlib import Path
 import pytest
 
 from batchctl import logs
+from batchctl.emulator import Emulator, EmulatorMissing
 from batchctl.pubsub import PubSub
 from batchctl.settings import Settings
-from batchctl.emulator import Emulator, EmulatorMissing
 
 pytest_plugins = ["tests.support.kube_fixtures"]
 

@@ -22,7 +22,7 @@ from batchctl.errors import BatchctlError
 FORMATS = ("jsonl", "lines")
 
 
-class PartRejected(BatchctlError):  # noqa: N818  named like the batchctl.errors classes it joins
+class PartRejected(BatchctlError):
     """Raised when a pulled message is not a valid part of this batch; ``index`` is None if unknown."""
 
     def __init__(self, reason: str, index: int | None) -> None:
