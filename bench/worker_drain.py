@@ -4,6 +4,8 @@
 
 For each concurrency C, three fresh batches of identical parts are drained by:
   * ``pull``: a plain synchronous pull/ack loop, ``max_messages=C`` (the baseline);
+  * ``pull_event``: the same loop publishing a ``part_done`` event per part and awaiting
+    them before the ack, as the contract requires (the naive way to do what the worker does);
   * ``streaming``: the client's StreamingPull, flow control ``max_messages=C``, ack in the callback;
   * ``worker``: ``python -m worker`` with a no-op handler and ``--concurrency C``.
 Throughput is parts / (last ack - first part received), so process start-up is not
@@ -31,10 +33,12 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from batchctl.emulator import Emulator  # noqa: E402  after the path setup above
+from batchctl.messages import Event, encode_event  # noqa: E402
 from batchctl.pubsub import PubSub  # noqa: E402
 from batchctl.settings import Settings  # noqa: E402
 from tests.support.parts import publish_batch  # noqa: E402
 
+WAYS = ("pull", "pull_event", "streaming", "worker")
 RATIO_TARGET = 0.8
 EXIT_TARGET_S = 5.0
 
@@ -59,6 +63,23 @@ def drain_pull(pubsub: PubSub, subscription: str, parts: int, max_messages: int)
     while acked < parts:
         batch = pubsub.pull(subscription, max_messages=max_messages, timeout_s=5)
         first = first or time.monotonic()
+        pubsub.ack(subscription, [m.ack_id for m in batch])
+        acked += len(batch)
+    return {"parts": acked, "seconds": time.monotonic() - (first or 0.0)}
+
+
+def drain_pull_event(pubsub: PubSub, subscription: str, parts: int, max_messages: int) -> dict[str, float]:
+    """Pull, publish one ``part_done`` per part and await them, then ack: the contract done naively."""
+    acked, first = 0, None
+    topic = pubsub.settings.names.events_topic
+    while acked < parts:
+        batch = pubsub.pull(subscription, max_messages=max_messages, timeout_s=5)
+        first = first or time.monotonic()
+        events = [
+            Event(type="part_done", batch_id="bench", worker="loop", part=int(m.attributes["part"])) for m in batch
+        ]
+        for future in [pubsub.publish(topic, *encode_event(e)) for e in events]:
+            future.result(timeout=60)
         pubsub.ack(subscription, [m.ack_id for m in batch])
         acked += len(batch)
     return {"parts": acked, "seconds": time.monotonic() - (first or 0.0)}
@@ -110,11 +131,13 @@ def measure(pubsub: PubSub, env: dict[str, str], parts: int, concurrency: int) -
     """Drain three identical batches, one per way; return each way's figures."""
     data = [[{"n": i, "text": "some words in a record"}] for i in range(parts)]
     results: dict[str, Any] = {}
-    for way in ("pull", "streaming", "worker"):
+    for way in WAYS:
         batch_id = f"bench-{way}-c{concurrency}-{os.getpid()}"
         work = publish_batch(pubsub, batch_id, data)
         if way == "pull":
             figures = drain_pull(pubsub, work, parts, concurrency)
+        elif way == "pull_event":
+            figures = drain_pull_event(pubsub, work, parts, concurrency)
         elif way == "streaming":
             figures = drain_streaming(pubsub, work, parts, concurrency)
         else:
@@ -127,11 +150,11 @@ def measure(pubsub: PubSub, env: dict[str, str], parts: int, concurrency: int) -
 
 
 def report(concurrency: int, results: dict[str, Any]) -> None:
-    for way in ("pull", "streaming", "worker"):
+    for way in WAYS:
         figures = results[way]
         extra = f", exit {figures['exit_after_last_ack_s']:.2f} s after last ack" if way == "worker" else ""
         rate = f"{figures['parts']:>6} parts  {figures['parts_per_s']:8.0f} parts/s"
-        print(f"  c={concurrency:<3} {way:<10} {rate}{extra}")
+        print(f"  c={concurrency:<3} {way:<11} {rate}{extra}")
     print(
         f"  c={concurrency:<3} ratio worker/pull {results['ratio_vs_pull']:.2f} (target >= {RATIO_TARGET}), "
         f"worker/streaming {results['ratio_vs_streaming']:.2f}"

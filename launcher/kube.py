@@ -117,10 +117,6 @@ class Kube:
         """Merge-patch; a ``metadata.resourceVersion`` in ``body`` makes it conditional."""
         return self._plain(self._call(self.core.patch_namespaced_config_map, name, self.namespace, body))
 
-    def delete_configmap(self, name: str) -> None:
-        with contextlib.suppress(NotFound):
-            self._call(self.core.delete_namespaced_config_map, name, self.namespace)
-
     # ---- Leases (leader election) ----------------------------------------------------
     def get_lease(self, name: str) -> dict[str, Any]:
         return self._plain(self._call(self.coordination.read_namespaced_lease, name, self.namespace))

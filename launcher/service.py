@@ -88,9 +88,25 @@ class Launcher:
         finally:
             for thread in pullers:
                 thread.join(timeout=self.tuning.pull_timeout_s + 5)
+            self._give_back()
             self.elector.stop(release=True)
             self.backend.close()
             self.log.info("launcher_stopped")
+
+    def _give_back(self) -> None:
+        """Nack what was pulled but not handled, so a successor gets it now, not after its lease."""
+        held: dict[str, list[str]] = {}
+        while True:
+            try:
+                sub, msg = self.inbox.get_nowait()
+            except queue.Empty:
+                break
+            held.setdefault(sub, []).append(msg.ack_id)
+        for sub, ack_ids in held.items():
+            try:
+                self.pubsub.nack(sub, ack_ids)
+            except Exception as exc:  # shutting down: the lease lapses on its own
+                self.log.warning("give_back_failed", subscription=sub, error=str(exc))
 
     def stop(self) -> None:
         self.stopping.set()

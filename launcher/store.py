@@ -31,7 +31,6 @@ class StateStore(Protocol):
     def save(self, state: BatchState) -> None:
         """Store ``state`` over what was loaded; Conflict if someone wrote in between."""
         ...
-    def delete(self, batch_id: str) -> None: ...
 
 
 def newest_first(states: list[BatchState]) -> list[BatchState]:
@@ -78,9 +77,6 @@ class FileStore:
             out.write(state.to_json())
         os.replace(tmp, self._path(state.batch_id))
 
-    def delete(self, batch_id: str) -> None:
-        self._path(batch_id).unlink(missing_ok=True)
-
 
 class ConfigMapStore:
     """``<prefix>-<id>-state`` ConfigMaps, conditional on resourceVersion."""
@@ -121,9 +117,6 @@ class ConfigMapStore:
             body["metadata"] = {"resourceVersion": state.version}
         saved = self.kube.patch_configmap(self.names.state_object(state.batch_id), body)
         state.version = saved["metadata"].get("resourceVersion")
-
-    def delete(self, batch_id: str) -> None:
-        self.kube.delete_configmap(self.names.state_object(batch_id))
 
     def _decode(self, cm: dict[str, Any]) -> BatchState | None:
         meta = cm.get("metadata") or {}

@@ -78,6 +78,11 @@ def delete_batch(pubsub: PubSub, batch_id: str, *, keep_dead: bool = False) -> N
         pubsub.delete_topic(names.dead(batch_id))
 
 
+LAUNCHER_ACK_DEADLINE_S = 20
+"""The launcher acks requests and events within a tick; if it dies holding some, a successor
+gets them after at most this long."""
+
+
 def ensure_shared(pubsub: PubSub) -> None:
     """Create the control and events topics and the launcher's subscriptions if missing."""
     names = pubsub.settings.names
@@ -86,12 +91,12 @@ def ensure_shared(pubsub: PubSub) -> None:
     pubsub.create_subscription(
         names.requests_subscription,
         names.requests_topic,
-        SubscriptionSpec(ack_deadline_s=60, min_backoff_s=1, max_backoff_s=10),
+        SubscriptionSpec(ack_deadline_s=LAUNCHER_ACK_DEADLINE_S, min_backoff_s=1, max_backoff_s=10),
         exist_ok=True,
     )
     pubsub.create_subscription(
         names.events_subscription,
         names.events_topic,
-        SubscriptionSpec(ack_deadline_s=60, min_backoff_s=1, max_backoff_s=10),
+        SubscriptionSpec(ack_deadline_s=LAUNCHER_ACK_DEADLINE_S, min_backoff_s=1, max_backoff_s=10),
         exist_ok=True,
     )

@@ -68,8 +68,8 @@ LAUNCHER_VARS = frozenset(
 """Settings variables other than JobConfig's that the launcher ConfigMap may carry."""
 
 LAUNCHER_CALLS = {
-    ("batch", "jobs"): {"create", "get", "list", "watch", "delete"},
-    ("", "configmaps"): {"create", "get", "list", "watch", "patch", "delete"},
+    ("batch", "jobs"): {"create", "list", "watch", "delete"},
+    ("", "configmaps"): {"create", "get", "list", "patch"},
     ("coordination.k8s.io", "leases"): {"create", "get", "patch"},
 }
 """(apiGroup, resource) -> verbs: every call the launcher makes (manifests/README.md)."""
