@@ -14,16 +14,24 @@ from batchctl.settings import Settings
 Command = Callable[[argparse.Namespace, Settings], int]
 
 
+def common_options(*, default: object) -> argparse.ArgumentParser:
+    """Options every command takes, before or after its name (``batchctl launcher --backend local``)."""
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("--project", default=default, help="Google Cloud project (default: GOOGLE_CLOUD_PROJECT)")
+    common.add_argument("--backend", default=default, choices=("kubernetes", "local"),
+                        help="default: BATCHCTL_BACKEND, else kubernetes")
+    common.add_argument("--namespace", default=default, help="Kubernetes namespace (default: BATCHCTL_NAMESPACE)")
+    common.add_argument("--log-level", default=default, choices=("DEBUG", "INFO", "WARNING", "ERROR"),
+                        type=str.upper, help="default INFO")
+    return common
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="batchctl", description=__doc__)
-    parser.add_argument("--project", help="Google Cloud project (default: GOOGLE_CLOUD_PROJECT)")
-    parser.add_argument("--backend", choices=("kubernetes", "local"), help="default: BATCHCTL_BACKEND")
-    parser.add_argument("--namespace", help="Kubernetes namespace (default: BATCHCTL_NAMESPACE)")
-    parser.add_argument("--log-level", default=None, help="DEBUG, INFO, WARNING (default INFO)")
+    parser = argparse.ArgumentParser(prog="batchctl", description=__doc__, parents=[common_options(default=None)])
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     from batchctl import commands
 
-    commands.add_all(sub)
+    commands.add_all(sub, parents=[common_options(default=argparse.SUPPRESS)])
     return parser
 
 

@@ -30,37 +30,38 @@ def port_number(text: str) -> int:
     return value
 
 
-def add_all(sub: Any) -> None:
-    _add_submit(sub)
+def add_all(sub: Any, *, parents: list[argparse.ArgumentParser]) -> None:
+    _add_submit(sub, parents)
     for name, helptext, run in (("status", "show one batch", run_status), ("list", "list batches", run_list)):
-        p = sub.add_parser(name, help=helptext)
+        p = sub.add_parser(name, help=helptext, parents=parents)
         if name == "status":
             p.add_argument("batch_id", metavar="ID")
         p.add_argument("--json", action="store_true", help="print JSON")
         p.set_defaults(run=run)
     for name, helptext in (("cancel", "stop a batch: delete its Jobs and work subscription"),
                            ("retry", "republish dead-lettered parts and launch workers for them")):
-        p = sub.add_parser(name, help=helptext)
+        p = sub.add_parser(name, help=helptext, parents=parents)
         p.add_argument("batch_id", metavar="ID")
         p.add_argument("--json", action="store_true", help="print the resulting status as JSON")
         p.set_defaults(run=run_control, action=name)
-    p = sub.add_parser("launcher", help="the long-lived service that launches and tracks Jobs")
+    p = sub.add_parser("launcher", help="the long-lived service that launches and tracks Jobs", parents=parents)
     p.add_argument("--port", type=port_number, default=8080, help="health and metrics port")
     p.set_defaults(run=run_launcher)
     from worker import cli as worker_cli
 
-    w = sub.add_parser("worker", help="drain a batch's parts (inside a Job, or by hand)")
+    w = sub.add_parser("worker", help="drain a batch's parts (inside a Job, or by hand)", parents=parents)
     worker_cli.add_arguments(w)
     w.set_defaults(run=run_worker)
-    d = sub.add_parser("demo", help="run the whole pipeline on this machine against the Pub/Sub emulator")
+    d = sub.add_parser("demo", help="run the whole pipeline on this machine against the Pub/Sub emulator",
+                       parents=parents)
     d.add_argument("--records", type=positive_int, default=20000)
     d.add_argument("--workers", type=positive_int, default=4, help="max parallelism")
     d.add_argument("--output", help="where result files go (default: a new folder under /tmp)")
     d.set_defaults(run=run_demo)
 
 
-def _add_submit(sub: Any) -> None:
-    p = sub.add_parser("submit", help="split input, publish it as a batch, request workers")
+def _add_submit(sub: Any, parents: list[argparse.ArgumentParser]) -> None:
+    p = sub.add_parser("submit", help="split input, publish it as a batch, request workers", parents=parents)
     p.add_argument("inputs", nargs="+", metavar="INPUT", help="file, folder, or - for stdin")
     p.add_argument("--batch-id")
     p.add_argument("--format", choices=("jsonl", "csv", "lines"))

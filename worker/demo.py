@@ -25,9 +25,7 @@ def summarize(records: list[Any]) -> dict[str, Any]:
     fields: Counter[str] = Counter()
     digest = hashlib.sha256()
     for record in records:
-        text = (
-            record if isinstance(record, str) else json.dumps(record, sort_keys=True, separators=(",", ":"))
-        )
+        text = record if isinstance(record, str) else json.dumps(record, sort_keys=True, separators=(",", ":"))
         digest.update(hashlib.sha256(text.encode()).digest())
         words += _words(record)
         if isinstance(record, dict):

@@ -22,9 +22,7 @@ class Events:
         self._worker_id = worker_id
         self.topic = pubsub.settings.names.events_topic
 
-    def publish(
-        self, kind: str, *, part: int | None = None, attempt: int = 0, reason: str = ""
-    ) -> Future[str]:
+    def publish(self, kind: str, *, part: int | None = None, attempt: int = 0, reason: str = "") -> Future[str]:
         """Queue one event; the future resolves once Pub/Sub has it."""
         event = Event(
             type=kind,

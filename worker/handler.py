@@ -26,9 +26,7 @@ def load_handler(spec: str) -> Handler:
         raise HandlerNotFound(f"handler {spec!r} cannot be imported: {type(exc).__name__}: {exc}") from exc
     func = getattr(module, func_name, None)
     if func is None:
-        raise HandlerNotFound(
-            f"handler {spec!r} cannot be imported: module {module_name!r} has no {func_name!r}"
-        )
+        raise HandlerNotFound(f"handler {spec!r} cannot be imported: module {module_name!r} has no {func_name!r}")
     if not callable(func):
         raise HandlerNotFound(f"handler {spec!r} is not callable")
     handler: Handler = func

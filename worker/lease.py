@@ -37,9 +37,7 @@ class Held:
 class Leases:
     """Thread-safe registry of held messages plus their lease renewal thread."""
 
-    def __init__(
-        self, pubsub: PubSub, subscription: str, *, lease_s: int, renew_every_s: float, log: Any
-    ) -> None:
+    def __init__(self, pubsub: PubSub, subscription: str, *, lease_s: int, renew_every_s: float, log: Any) -> None:
         self._pubsub = pubsub
         self._subscription = subscription
         self._lease_s = lease_s

@@ -25,7 +25,7 @@ from worker.drain import DrainTracker, RetryPolicy
 from worker.events import Events
 from worker.handler import Handler
 from worker.lease import Held, Leases
-from worker.part import PartRejected, decode_part
+from worker.part import PartRejected, decode_part, part_index
 from worker.settlement import Settler
 from worker.shutdown import Shutdown
 from worker.slots import Slots
@@ -42,9 +42,7 @@ EXIT_EVENT_TIMEOUT_S = 5.0
 class Worker:
     """One worker process's runtime; ``run()`` returns the exit code."""
 
-    def __init__(
-        self, config: WorkerConfig, pubsub: PubSub, handler: Handler, *, shutdown: Shutdown, log: Any
-    ) -> None:
+    def __init__(self, config: WorkerConfig, pubsub: PubSub, handler: Handler, *, shutdown: Shutdown, log: Any) -> None:
         self.config = config
         self.pubsub = pubsub
         self.handler = handler
@@ -155,7 +153,16 @@ class Worker:
             self.slots.submit(held)
 
     def _process(self, held: Held) -> None:
-        """Runs on a slot: decode, call the handler, hand the outcome to the settler."""
+        """Runs on a slot; a worker bug here nacks the part instead of holding it forever."""
+        try:
+            self._handle(held)
+        except Exception as exc:
+            self.log.exception("part_crashed", part=part_index(held.received.attributes))
+            reason = f"worker error: {type(exc).__name__}: {exc}"
+            self.settler.failed(held, part_index(held.received.attributes), held.received.delivery_attempt, reason)
+
+    def _handle(self, held: Held) -> None:
+        """Decode, call the handler, hand the outcome to the settler."""
         received = held.received
         try:
             part = decode_part(
@@ -166,9 +173,7 @@ class Worker:
                 results_dir=self.config.results_dir,
             )
         except PartRejected as exc:
-            self.log.warning(
-                "part_rejected", part=exc.index, attempt=received.delivery_attempt, reason=exc.reason
-            )
+            self.log.warning("part_rejected", part=exc.index, attempt=received.delivery_attempt, reason=exc.reason)
             self.settler.failed(held, exc.index, received.delivery_attempt, exc.reason)
             return
         log = self.log.bind(part=part.index, attempt=part.attempt)
@@ -193,9 +198,7 @@ class Worker:
         try:
             self.events.exited(reason, timeout_s=EXIT_EVENT_TIMEOUT_S)
         except Exception as exc:  # the exit itself must still happen
-            self.log.warning(
-                "event_not_published", event="worker_exited", error=f"{type(exc).__name__}: {exc}"
-            )
+            self.log.warning("event_not_published", event="worker_exited", error=f"{type(exc).__name__}: {exc}")
         tally = self.settler.tally
         self.log.info(
             "worker_exited",

@@ -51,7 +51,12 @@ class Settler:
         """The handler returned: publish ``part_done``; the ack follows its confirmation."""
         if held.abandoned:
             return
-        future = self._events.part_done(part, attempt)
+        try:
+            future = self._events.part_done(part, attempt)
+        except Exception as exc:  # e.g. the publisher refuses: the part is redone later, not lost
+            self._log.warning("event_not_published", event="part_done", part=part, error=_describe(exc))
+            self._queue.put((held, False))
+            return
         future.add_done_callback(lambda f: self._confirmed(held, part, f))
 
     def failed(self, held: Held, part: int | None, attempt: int, reason: str) -> None:
@@ -59,8 +64,11 @@ class Settler:
         if held.abandoned:
             return
         if part is not None:
-            future = self._events.part_failed(part, attempt, reason)
-            future.add_done_callback(lambda f: self._check_event(f, part, "part_failed"))
+            try:
+                future = self._events.part_failed(part, attempt, reason)
+                future.add_done_callback(lambda f: self._check_event(f, part, "part_failed"))
+            except Exception as exc:  # the nack below matters more than the event
+                self._log.warning("event_not_published", event="part_failed", part=part, error=_describe(exc))
         self._queue.put((held, False))
 
     def _confirmed(self, held: Held, part: int, future: Future[str]) -> None:
@@ -68,12 +76,11 @@ class Settler:
         self._queue.put((held, ok))
 
     def _check_event(self, future: Future[str], part: int, kind: str) -> bool:
-        error = future.exception()
-        if error is not None:
-            self._log.warning(
-                "event_not_published", event=kind, part=part, error=f"{type(error).__name__}: {error}"
-            )
-        return error is None
+        error = None if future.cancelled() else future.exception()
+        if future.cancelled() or error is not None:
+            self._log.warning("event_not_published", event=kind, part=part, error=_describe(error))
+            return False
+        return True
 
     # ---- thread ----------------------------------------------------------------------
     def start(self) -> None:
@@ -116,3 +123,7 @@ class Settler:
             self.tally.done += acked
             self.tally.last_ack_at = time.time()
         self._log.debug("settled", acked=acked, nacked=nacked)
+
+
+def _describe(error: BaseException | None) -> str:
+    return "cancelled" if error is None else f"{type(error).__name__}: {error}"

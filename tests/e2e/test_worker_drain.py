@@ -29,8 +29,7 @@ def test_three_workers_drain_a_batch_and_exit_within_the_target(
     publish_batch(pubsub, "drain3", parts)
     results = tmp_path / "results"
     workers = [
-        WorkerProcess.start(env, tmp_path, f"w{n}", batch_id="drain3", results_dir=str(results))
-        for n in range(3)
+        WorkerProcess.start(env, tmp_path, f"w{n}", batch_id="drain3", results_dir=str(results)) for n in range(3)
     ]
     try:
         codes = [w.wait(timeout=60) for w in workers]
@@ -44,16 +43,12 @@ def test_three_workers_drain_a_batch_and_exit_within_the_target(
     last_ack = max(t for t in (w.last_ack_at() for w in workers) if t is not None)
     for w in workers:
         assert w.exited_at is not None
-        assert w.exited_at - last_ack <= DRAIN_TARGET_S, (
-            f"{w.name} exited {w.exited_at - last_ack:.2f}s after"
-        )
+        assert w.exited_at - last_ack <= DRAIN_TARGET_S, f"{w.name} exited {w.exited_at - last_ack:.2f}s after"
     assert sorted(e.reason for e in events.of("worker_exited")) == ["drained"] * 3
     assert sum(len(w.log_events("part_done")) for w in workers) >= 300
 
 
-@pytest.mark.parametrize(
-    "handler", ["no.such.module:handle", "tests.support.handlers:no_such_function", "not-a-spec"]
-)
+@pytest.mark.parametrize("handler", ["no.such.module:handle", "tests.support.handlers:no_such_function", "not-a-spec"])
 def test_bad_handler_exits_2_naming_it(env: dict[str, str], tmp_path: Path, handler: str) -> None:
     """A handler that cannot be imported is a configuration error: exit 2 at once, one line naming it."""
     started = time.monotonic()

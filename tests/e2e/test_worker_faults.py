@@ -48,9 +48,7 @@ def test_poison_part_is_dead_lettered_while_the_rest_completes(
 
 
 @pytest.mark.timeout(60)
-def test_part_longer_than_its_lease_is_handled_once(
-    pubsub: PubSub, env: dict[str, str], tmp_path: Path
-) -> None:
+def test_part_longer_than_its_lease_is_handled_once(pubsub: PubSub, env: dict[str, str], tmp_path: Path) -> None:
     """A 12 s part, 3 s lease renewed each second, 10 s subscription deadline: one delivery, one handling."""
     results = tmp_path / "results"
     events = EventLog.open(pubsub)

@@ -36,18 +36,12 @@ def done_by(folder: Path, pid: int) -> set[int]:
 def held_since(folder: Path, pid: int, seconds: float) -> set[int]:
     """Parts ``pid`` started at least ``seconds`` ago and has not finished."""
     now = time.time()
-    old = {
-        int(p.name.split("-")[1])
-        for p in folder.glob(f"started-*-{pid}-*")
-        if now - p.stat().st_mtime >= seconds
-    }
+    old = {int(p.name.split("-")[1]) for p in folder.glob(f"started-*-{pid}-*") if now - p.stat().st_mtime >= seconds}
     return old - done_by(folder, pid)
 
 
 @pytest.mark.timeout(90)
-def test_kill_9_while_holding_parts_loses_nothing(
-    pubsub: PubSub, env: dict[str, str], tmp_path: Path
-) -> None:
+def test_kill_9_while_holding_parts_loses_nothing(pubsub: PubSub, env: dict[str, str], tmp_path: Path) -> None:
     """SIGKILL a worker mid-part: its held parts come back after its 3 s lease and the other worker does them.
 
     The victim is killed once a part has been held for 1.5 s, so its 1 s lease renewal has run (before
@@ -60,9 +54,7 @@ def test_kill_9_while_holding_parts_loses_nothing(
     victim = WorkerProcess.start(env, tmp_path, "victim", concurrency="2", **common)
     survivor = WorkerProcess.start(env, tmp_path, "survivor", concurrency="2", empty_pulls="6", **common)
     try:
-        held = wait_for(
-            lambda: held_since(results, victim.pid, 1.5), timeout=30, what="the victim to hold a part"
-        )
+        held = wait_for(lambda: held_since(results, victim.pid, 1.5), timeout=30, what="the victim to hold a part")
         victim.signal(signal.SIGKILL)
         assert victim.wait(timeout=10) == -signal.SIGKILL
         assert survivor.wait(timeout=60) == 0, survivor.text()[-2000:]
@@ -75,9 +67,7 @@ def test_kill_9_while_holding_parts_loses_nothing(
 
 
 @pytest.mark.timeout(60)
-def test_sigterm_mid_part_finishes_and_acks_within_budget(
-    pubsub: PubSub, env: dict[str, str], tmp_path: Path
-) -> None:
+def test_sigterm_mid_part_finishes_and_acks_within_budget(pubsub: PubSub, env: dict[str, str], tmp_path: Path) -> None:
     """SIGTERM during a 2 s part with a 10 s budget: the part finishes, is acked once, exit 0 (terminated)."""
     results = tmp_path / "results"
     events = EventLog.open(pubsub)
@@ -131,9 +121,7 @@ def test_second_signal_exits_at_once(pubsub: PubSub, env: dict[str, str], tmp_pa
     results = tmp_path / "results"
     EventLog.open(pubsub)
     publish_batch(pubsub, "twice", [[{"sleep": 30}]])
-    worker = WorkerProcess.start(
-        env, tmp_path, "w", batch_id="twice", handler=HANDLER, results_dir=str(results)
-    )
+    worker = WorkerProcess.start(env, tmp_path, "w", batch_id="twice", handler=HANDLER, results_dir=str(results))
     try:
         wait_for(lambda: markers(results, "started"), timeout=30, what="the part to start")
         worker.signal(signal.SIGTERM)

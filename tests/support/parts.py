@@ -55,8 +55,7 @@ def publish_batch(
     create_batch(pubsub, batch_id, topology)
     work = pubsub.settings.names.work(batch_id)
     futures = [
-        pubsub.publish(work, *encode_part(batch_id, i, len(parts), records, fmt))
-        for i, records in enumerate(parts)
+        pubsub.publish(work, *encode_part(batch_id, i, len(parts), records, fmt)) for i, records in enumerate(parts)
     ]
     for future in futures:
         future.result(timeout=60)
@@ -77,9 +76,7 @@ class EventLog:
         names = pubsub.settings.names
         pubsub.create_topic(names.events_topic, exist_ok=True)
         name = f"{names.events_topic}-test"
-        pubsub.create_subscription(
-            name, names.events_topic, SubscriptionSpec(ack_deadline_s=60), exist_ok=True
-        )
+        pubsub.create_subscription(name, names.events_topic, SubscriptionSpec(ack_deadline_s=60), exist_ok=True)
         return cls(pubsub, name)
 
     def poll(self) -> list[Event]:
@@ -113,9 +110,7 @@ class WorkerProcess:
     """Wall-clock time ``exit_code`` first saw the process gone."""
 
     @classmethod
-    def start(
-        cls, env: Mapping[str, str], folder: Path, name: str, *args: str, **variables: str
-    ) -> WorkerProcess:
+    def start(cls, env: Mapping[str, str], folder: Path, name: str, *args: str, **variables: str) -> WorkerProcess:
         """Start a worker; ``variables`` are extra BATCHCTL_* settings (``concurrency="2"``)."""
         full_env = {**env, "PYTHONPATH": str(ROOT), "BATCHCTL_WORKER_ID": name, "BATCHCTL_LOG_LEVEL": "DEBUG"}
         full_env.update({f"BATCHCTL_{k.upper()}": v for k, v in variables.items()})

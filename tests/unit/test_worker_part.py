@@ -84,9 +84,7 @@ def test_corrupted_data_fails_the_checksum() -> None:
         decode_part(data + b" ", attrs, batch_id="b1")
 
 
-@pytest.mark.parametrize(
-    ("data", "reason"), [(b'{"a": 1}\n{nope', "record 2 is not JSON"), (b"\xff\xfe", "not UTF-8")]
-)
+@pytest.mark.parametrize(("data", "reason"), [(b'{"a": 1}\n{nope', "record 2 is not JSON"), (b"\xff\xfe", "not UTF-8")])
 def test_undecodable_records_are_rejected(data: bytes, reason: str) -> None:
     """Bad JSON (naming the record) or bad UTF-8, with a matching checksum: rejected."""
     records = str(data.count(b"\n") + 1)
