@@ -52,7 +52,11 @@ except FileExistsError:
 """
     + WAIT_FOR_RELEASE
 )
-IGNORES_SIGTERM = "import signal, time\nsignal.signal(signal.SIGTERM, signal.SIG_IGN)\ntime.sleep(30)\n"
+IGNORES_SIGTERM = (
+    "import os, pathlib, signal, time\nsignal.signal(signal.SIGTERM, signal.SIG_IGN)\n"
+    "pathlib.Path(os.environ['MARKS'], f'ignoring-{os.getpid()}').touch()\ntime.sleep(30)\n"
+)
+"""Ignores SIGTERM; marks ``ignoring-<pid>`` once the handler is in place (before that, SIGTERM kills)."""
 
 
 def job_manifest(
@@ -427,7 +431,7 @@ def test_deleting_a_job_kills_its_pods(
     """Foreground delete: pods get SIGTERM, SIGKILL after the 1 s grace period, then the Job is gone."""
     kubelet = make_kubelet()
     kube_api.batch.create_namespaced_job(NS, job_manifest("del", IGNORES_SIGTERM, tmp_path, parallelism=2))
-    wait_for(lambda: len(kubelet.pods("del")) == 2, timeout=10, what="two pods")
+    wait_for(lambda: len(list(tmp_path.glob("ignoring-*"))) == 2, timeout=10, what="two pods ignoring SIGTERM")
     started = time.monotonic()
     kube_api.batch.delete_namespaced_job("del", NS, propagation_policy="Foreground", _preload_content=False)
     wait_for(lambda: kube_api.server.read_object(JOBS, NS, "del") is None, timeout=10, what="the Job gone")
