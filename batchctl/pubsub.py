@@ -6,6 +6,7 @@ Admin calls carry a deadline so an unreachable endpoint becomes ``Unreachable``
 
 from __future__ import annotations
 
+import contextlib
 import os
 import threading
 from collections.abc import Iterable, Mapping, Sequence
@@ -132,42 +133,38 @@ class PubSub:
         return Unreachable(f"cannot reach Pub/Sub at {self.settings.pubsub_endpoint}: {type(exc).__name__}")
 
     # ---- admin ---------------------------------------------------------------------
-    def check_reachable(self) -> None:
-        """Raise Unreachable unless Pub/Sub answers within the admin deadline."""
+    def _admin(self, call: Any, request: dict[str, Any]) -> Any:
+        """One admin call with the admin deadline; unreachable → Unreachable naming the endpoint."""
         try:
-            self.publisher.get_topic(
-                request={"topic": self.topic_path(self.settings.names.requests_topic)},
-                timeout=ADMIN_TIMEOUT_S,
-                retry=ADMIN_RETRY,
-            )
-        except gexc.NotFound:
-            return
+            return call(request=request, timeout=ADMIN_TIMEOUT_S, retry=ADMIN_RETRY)
         except UNREACHABLE_ERRORS as exc:
             raise self._unreachable(exc) from exc
 
-    def topic_exists(self, name: str) -> bool:
+    def _exists(self, call: Any, request: dict[str, Any]) -> bool:
         try:
-            self.publisher.get_topic(
-                request={"topic": self.topic_path(name)}, timeout=ADMIN_TIMEOUT_S, retry=ADMIN_RETRY
-            )
+            self._admin(call, request)
         except gexc.NotFound:
             return False
-        except UNREACHABLE_ERRORS as exc:
-            raise self._unreachable(exc) from exc
         return True
+
+    def check_reachable(self) -> None:
+        """Raise Unreachable unless Pub/Sub answers within the admin deadline."""
+        self.topic_exists(self.settings.names.requests_topic)
+
+    def topic_exists(self, name: str) -> bool:
+        return self._exists(self.publisher.get_topic, {"topic": self.topic_path(name)})
+
+    def subscription_exists(self, name: str) -> bool:
+        return self._exists(self.subscriber.get_subscription, {"subscription": self.subscription_path(name)})
 
     def create_topic(self, name: str, *, exist_ok: bool) -> bool:
         """Create a topic; True if created. Without ``exist_ok`` an existing one is BatchExists."""
         try:
-            self.publisher.create_topic(
-                request={"name": self.topic_path(name)}, timeout=ADMIN_TIMEOUT_S, retry=ADMIN_RETRY
-            )
+            self._admin(self.publisher.create_topic, {"name": self.topic_path(name)})
         except gexc.AlreadyExists as exc:
             if exist_ok:
                 return False
             raise BatchExists(f"topic {name} already exists: choose another batch id") from exc
-        except UNREACHABLE_ERRORS as exc:
-            raise self._unreachable(exc) from exc
         return True
 
     def create_subscription(self, name: str, topic: str, spec: SubscriptionSpec, *, exist_ok: bool) -> bool:
@@ -190,51 +187,22 @@ class PubSub:
         if spec.expiration_ttl_days is not None:
             request["expiration_policy"] = {"ttl": duration_pb2.Duration(seconds=spec.expiration_ttl_days * 86400)}
         try:
-            self.subscriber.create_subscription(request=request, timeout=ADMIN_TIMEOUT_S, retry=ADMIN_RETRY)
+            self._admin(self.subscriber.create_subscription, request)
         except gexc.AlreadyExists as exc:
             if exist_ok:
                 return False
             raise BatchExists(f"subscription {name} already exists: choose another batch id") from exc
-        except UNREACHABLE_ERRORS as exc:
-            raise self._unreachable(exc) from exc
         return True
 
     def delete_topic(self, name: str) -> None:
         """Delete a topic; a missing one is not an error."""
-        try:
-            self.publisher.delete_topic(
-                request={"topic": self.topic_path(name)}, timeout=ADMIN_TIMEOUT_S, retry=ADMIN_RETRY
-            )
-        except gexc.NotFound:
-            pass
-        except UNREACHABLE_ERRORS as exc:
-            raise self._unreachable(exc) from exc
+        with contextlib.suppress(gexc.NotFound):
+            self._admin(self.publisher.delete_topic, {"topic": self.topic_path(name)})
 
     def delete_subscription(self, name: str) -> None:
         """Delete a subscription; a missing one is not an error."""
-        try:
-            self.subscriber.delete_subscription(
-                request={"subscription": self.subscription_path(name)},
-                timeout=ADMIN_TIMEOUT_S,
-                retry=ADMIN_RETRY,
-            )
-        except gexc.NotFound:
-            pass
-        except UNREACHABLE_ERRORS as exc:
-            raise self._unreachable(exc) from exc
-
-    def subscription_exists(self, name: str) -> bool:
-        try:
-            self.subscriber.get_subscription(
-                request={"subscription": self.subscription_path(name)},
-                timeout=ADMIN_TIMEOUT_S,
-                retry=ADMIN_RETRY,
-            )
-        except gexc.NotFound:
-            return False
-        except UNREACHABLE_ERRORS as exc:
-            raise self._unreachable(exc) from exc
-        return True
+        with contextlib.suppress(gexc.NotFound):
+            self._admin(self.subscriber.delete_subscription, {"subscription": self.subscription_path(name)})
 
     def subscription_spec(self, name: str) -> SubscriptionSpec:
         """How an existing subscription behaves: ack deadline, dead-letter and retry policies.
@@ -242,13 +210,9 @@ class PubSub:
         Needs ``pubsub.subscriptions.get``; ResourceMissing if it does not exist.
         """
         try:
-            sub = self.subscriber.get_subscription(
-                request={"subscription": self.subscription_path(name)}, timeout=ADMIN_TIMEOUT_S, retry=ADMIN_RETRY
-            )
+            sub = self._admin(self.subscriber.get_subscription, {"subscription": self.subscription_path(name)})
         except gexc.NotFound as exc:
             raise ResourceMissing(f"subscription {name} does not exist") from exc
-        except UNREACHABLE_ERRORS as exc:
-            raise self._unreachable(exc) from exc
         dead, retry = sub.dead_letter_policy, sub.retry_policy
         return SubscriptionSpec(
             ack_deadline_s=sub.ack_deadline_seconds,
@@ -260,23 +224,13 @@ class PubSub:
 
     def list_topics(self) -> list[str]:
         """Short names of every topic in the project."""
-        try:
-            topics = self.publisher.list_topics(
-                request={"project": f"projects/{self.project}"}, timeout=ADMIN_TIMEOUT_S
-            )
-            return [t.name.rsplit("/", 1)[-1] for t in topics]
-        except UNREACHABLE_ERRORS as exc:
-            raise self._unreachable(exc) from exc
+        topics = self._admin(self.publisher.list_topics, {"project": f"projects/{self.project}"})
+        return [t.name.rsplit("/", 1)[-1] for t in topics]
 
     def list_subscriptions(self) -> list[str]:
         """Short names of every subscription in the project."""
-        try:
-            subs = self.subscriber.list_subscriptions(
-                request={"project": f"projects/{self.project}"}, timeout=ADMIN_TIMEOUT_S
-            )
-            return [s.name.rsplit("/", 1)[-1] for s in subs]
-        except UNREACHABLE_ERRORS as exc:
-            raise self._unreachable(exc) from exc
+        subs = self._admin(self.subscriber.list_subscriptions, {"project": f"projects/{self.project}"})
+        return [s.name.rsplit("/", 1)[-1] for s in subs]
 
     # ---- data ----------------------------------------------------------------------
     def publish(self, topic: str, data: bytes, attributes: Mapping[str, str] | None = None) -> Future[str]:
