@@ -35,6 +35,8 @@ class LocalJob:
     env: dict[str, str]
     backoff_limit: int
     procs: list[subprocess.Popen[bytes]] = field(default_factory=list)
+    counted: set[int] = field(default_factory=set)
+    """PIDs whose exit is already accounted for."""
     succeeded: int = 0
     failed: int = 0
     failed_reason: str | None = None
@@ -121,9 +123,9 @@ class LocalBackend:
 
     def _step(self, job: LocalJob) -> None:
         """Account for exited workers and replace failed ones, as the Job controller would."""
-        exited = [p for p in job.procs if p.poll() is not None and not getattr(p, "_counted", False)]
+        exited = [p for p in job.procs if p.poll() is not None and p.pid not in job.counted]
         for proc in exited:
-            proc._counted = True  # type: ignore[attr-defined]
+            job.counted.add(proc.pid)
             if proc.returncode == 0:
                 job.succeeded += 1
             else:

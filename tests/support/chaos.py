@@ -1,0 +1,820 @@
+"""The chaos run: one batch on the local backend while workers, the launcher and Pub/Sub are disrupted.
+
+Shared by ``bench/chaos`` (the full run) and ``tests/e2e/test_chaos.py`` (its short CI form).
+
+Everything is real and on loopback: the Pub/Sub emulator, ``batchctl launcher --backend local``
+as a subprocess, ``batchctl submit`` as a subprocess, workers started by the launcher. The driver
+only watches and disrupts; it never helps the batch along, with one exception, stated below.
+
+What the driver does, at random points of the batch's progress (seeded, so a run can be replayed):
+
+* kills random live workers of this run, ``SIGKILL`` or ``SIGTERM`` (balanced, shuffled);
+* restarts the launcher (``SIGKILL`` once, ``SIGTERM`` once by default) and starts a new one;
+* restarts the Pub/Sub emulator once, on the same port.
+
+The emulator restart, honestly: the emulator keeps everything in memory, so a restart forgets every
+topic, subscription and unacked message. Real Pub/Sub never does that; what it can do is become
+unreachable for a while. So the restart is run as *an outage followed by a restore*:
+
+1. the emulator is stopped while the launcher and workers keep running (``outage_s``): this is the
+   part under test; they must ride it out (retry), not crash or crash-loop;
+2. the launcher and every worker of the run are frozen (``SIGSTOP``), the emulator is started on the
+   same port, and the driver restores what real Pub/Sub would have kept: the shared topics and
+   subscriptions, the batch's work/dead topics and subscriptions, and every part that the launcher's
+   state does not count as done (republished from the same input, byte for byte as ``submit`` did);
+3. the processes are resumed (``SIGCONT``). To them the whole thing is one outage of
+   ``outage_s + frozen_s`` after which every connection was reset and ack ids they held are void.
+
+The freeze and the restore stand in for Pub/Sub's durability; they are the harness, not a product
+feature, and are reported as such. Republishing every part not counted done is what makes the
+result checkable: a part whose ``part_done`` was lost with the emulator is processed again (a
+duplicate, attributed to the restart), never lost. With ``restore=False`` the driver instead only
+measures what happens when the data is really gone (expect a failed or stuck batch).
+
+The environment: this sandbox's PID 1 does not reap orphans, so a worker that outlives a killed
+launcher and then exits stays a zombie, which ``kill(pid, 0)`` still finds. The driver therefore
+makes itself a child subreaper and reaps exited workers of this run, as init does on a normal host
+(``reap_orphans=False`` turns this off to show the difference).
+
+Proof at the end comes from the handler's own output: ``handle`` below runs the built-in demo
+handler (one result file per part, ``<batch>-<part:06d>.json``, written atomically) and also appends
+one ``S`` line before and one ``D`` line after each call to a per-process file, so redeliveries and
+duplicates can be counted and set against what each killed worker had in flight.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ctypes
+import json
+import os
+import random
+import signal
+import subprocess
+import sys
+import threading
+import time
+import urllib.request
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from worker import demo
+
+REPO = Path(__file__).resolve().parents[2]
+CALLS_ENV = "BATCHCTL_CHAOS_CALLS_DIR"
+PR_SET_CHILD_SUBREAPER = 36
+KILL_SETTLE_WINDOW_S = 2.0
+"""A redelivery is blamed on a kill when the victim started (or finished) the part this soon before it."""
+
+# ---- the handler ---------------------------------------------------------------------------------
+
+_calls: dict[int, int] = {}
+_calls_lock = threading.Lock()
+
+
+def _calls_fd(results_dir: Path) -> int:
+    pid = os.getpid()
+    with _calls_lock:
+        if pid not in _calls:
+            folder = Path(os.environ.get(CALLS_ENV) or results_dir.parent / "calls")
+            folder.mkdir(parents=True, exist_ok=True)
+            wid = os.environ.get("BATCHCTL_WORKER_ID", "by-hand")
+            _calls[pid] = os.open(folder / f"{pid}-{wid}.log", os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
+        return _calls[pid]
+
+
+def handle(part: Any) -> None:
+    """The demo handler, bracketed by one appended line before (``S``) and after (``D``) the call."""
+    fd = _calls_fd(Path(part.results_dir))
+    os.write(fd, f"S {part.index} {part.attempt} {time.time():.6f}\n".encode())
+    demo.handle(part)
+    os.write(fd, f"D {part.index} {part.attempt} {time.time():.6f}\n".encode())
+
+
+# ---- configuration and records -------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class ChaosConfig:
+    parts: int = 20_000
+    kills: int = 20
+    """Worker kills, half SIGKILL and half SIGTERM (an odd one is a SIGKILL), in random order."""
+    launcher_restarts: tuple[str, ...] = ("SIGKILL", "SIGTERM")
+    emulator_restart: bool = True
+    restore: bool = True
+    """After the emulator restart, restore what real Pub/Sub would have kept (see the module doc)."""
+    outage_s: float = 8.0
+    """How long the emulator is down while everything else runs (workers give up after 30 s)."""
+    seed: int = 1
+    time_limit_s: float = 600.0
+    max_parallelism: int = 4
+    parts_per_worker: int = 50
+    ack_deadline_s: int = 10
+    lease_s: int = 10
+    work_dir: Path = Path("/tmp/batchctl-chaos")
+    emulator_host: str | None = None
+    """Use this running emulator (then it cannot be restarted); None: start one on a fixed free port."""
+    batch_id: str = "chaos"
+    prefix: str = "chaos"
+    kill_span: tuple[float, float] = (0.03, 0.92)
+    """Kills happen at random progress fractions in this range."""
+    reap_orphans: bool = True
+    quiet: bool = False
+
+
+@dataclass
+class Kill:
+    at: float
+    pid: int
+    worker: str
+    sig: str
+    progress: float
+
+
+@dataclass
+class LauncherRestart:
+    sig: str
+    progress: float
+    exit_code: int | None = None
+    stop_s: float | None = None
+    down_s: float = 0.0
+    ready_s: float | None = None
+
+
+@dataclass
+class EmulatorRestart:
+    progress: float
+    mode: str
+    stopped_at: float = 0.0
+    resumed_at: float = 0.0
+    outage_s: float = 0.0
+    frozen_s: float = 0.0
+    boot_s: float = 0.0
+    republished: int = 0
+    republished_parts: set[int] = field(default_factory=set)
+    frozen_processes: int = 0
+    launcher_survived: bool | None = None
+    error: str = ""
+
+
+@dataclass
+class Disruption:
+    at: float
+    """Progress fraction at which it is due."""
+    kind: str
+    """``kill``, ``launcher`` or ``emulator``."""
+    sig: str = ""
+
+
+def schedule(config: ChaosConfig, rng: random.Random) -> list[Disruption]:
+    """Kills at random progress fractions; launcher and emulator restarts spread evenly between them."""
+    sigs = ["SIGKILL"] * ((config.kills + 1) // 2) + ["SIGTERM"] * (config.kills // 2)
+    rng.shuffle(sigs)
+    low, high = config.kill_span
+    events = [Disruption(rng.uniform(low, high), "kill", s) for s in sigs]
+    big: list[Disruption] = [Disruption(0.0, "launcher", s) for s in config.launcher_restarts]
+    if config.emulator_restart:
+        big.insert(1 if big else 0, Disruption(0.0, "emulator"))
+    for n, event in enumerate(big, start=1):
+        event.at = n / (len(big) + 1)
+    return sorted(events + big, key=lambda e: e.at)
+
+
+def record(i: int) -> dict[str, Any]:
+    return {"i": i, "text": f"chaos record {i} of the batch", "tags": ["a", "b", str(i % 7)]}
+
+
+# ---- processes -----------------------------------------------------------------------------------
+
+
+def _proc_field(pid: int, name: str) -> str:
+    try:
+        return Path(f"/proc/{pid}/{name}").read_bytes().decode(errors="replace")
+    except OSError:
+        return ""
+
+
+def _running(pid: int) -> bool:
+    stat = _proc_field(pid, "stat")
+    return bool(stat) and stat.rsplit(")", 1)[-1].split()[0] not in ("Z", "X")
+
+
+def _environ(pid: int) -> dict[str, str]:
+    pairs = (item.partition("=") for item in _proc_field(pid, "environ").split("\0") if item)
+    return {k: v for k, _, v in pairs}
+
+
+def http_ok(url: str) -> bool:
+    try:
+        with urllib.request.urlopen(url, timeout=1) as resp:
+            return resp.status == 200
+    except OSError:
+        return False
+
+
+def become_subreaper() -> bool:
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        return libc.prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) == 0
+    except (OSError, AttributeError):
+        return False
+
+
+def stop_being_subreaper() -> None:
+    with contextlib.suppress(OSError, AttributeError):
+        ctypes.CDLL(None, use_errno=True).prctl(PR_SET_CHILD_SUBREAPER, 0, 0, 0, 0)
+
+
+class ChaosRun:
+    """Drive one chaos run; ``run()`` returns the report (a dict, JSON-ready)."""
+
+    def __init__(self, config: ChaosConfig) -> None:
+        self.cfg = config
+        self.rng = random.Random(config.seed)
+        self.dir = config.work_dir
+        self.state_dir = self.dir / "state"
+        self.results = self.dir / "results"
+        self.calls = self.dir / "calls"
+        self.input = self.dir / "input.jsonl"
+        self.emulator: Any = None
+        self.emulator_port = 0
+        self.host = ""
+        self.outage_launcher_pid = 0
+        self.launcher: subprocess.Popen[bytes] | None = None
+        self.launcher_port = 0
+        self.launcher_starts = 0
+        self.kills: list[Kill] = []
+        self.restarts: list[LauncherRestart] = []
+        self.crashes: list[dict[str, Any]] = []
+        self.emulator_restart: EmulatorRestart | None = None
+        self.known_workers: set[int] = set()
+        self.terminated: set[int] = set()
+        self.subreaper = False
+        self.env: dict[str, str] = {}
+        self.started = 0.0
+        self.notes: list[str] = []
+
+    # ---- output ---------------------------------------------------------------------------------
+    def say(self, text: str) -> None:
+        if not self.cfg.quiet:
+            print(f"[{time.monotonic() - self.started:7.1f}s] {text}", flush=True)
+
+    # ---- the run --------------------------------------------------------------------------------
+    def run(self) -> dict[str, Any]:
+        from batchctl.emulator import free_port
+
+        self.started = time.monotonic()
+        saved_host = os.environ.get("PUBSUB_EMULATOR_HOST")
+        for folder in (self.state_dir, self.results, self.calls):
+            folder.mkdir(parents=True, exist_ok=True)
+        if self.cfg.reap_orphans:
+            self.subreaper = become_subreaper()
+        try:
+            self._start_emulator()
+            self.launcher_port = free_port()
+            self.env = self._environment()
+            self._write_input()
+            self._start_launcher()
+            submitted = self._submit()
+            outcome = self._drive()
+            return self._report(submitted, outcome)
+        finally:
+            self._cleanup()
+            if saved_host is None:
+                os.environ.pop("PUBSUB_EMULATOR_HOST", None)
+            else:
+                os.environ["PUBSUB_EMULATOR_HOST"] = saved_host
+            if self.subreaper:
+                stop_being_subreaper()
+
+    def _start_emulator(self) -> None:
+        from batchctl.emulator import Emulator, free_port
+
+        if self.cfg.emulator_host:
+            self.host = self.cfg.emulator_host
+            return
+        self.emulator_port = free_port()
+        self.emulator = Emulator.start(port=self.emulator_port, log_dir=self.dir)
+        self.host = self.emulator.host
+        self.say(f"emulator up on {self.host}")
+
+    def _environment(self) -> dict[str, str]:
+        env = {k: v for k, v in os.environ.items() if not k.startswith("BATCHCTL_")}
+        env.update({
+            "PYTHONPATH": str(REPO),
+            "GOOGLE_CLOUD_PROJECT": "batchctl-chaos",
+            "PUBSUB_EMULATOR_HOST": self.host,
+            "BATCHCTL_BACKEND": "local",
+            "BATCHCTL_PREFIX": self.cfg.prefix,
+            "BATCHCTL_STATE_DIR": str(self.state_dir),
+            "BATCHCTL_RESULTS_DIR": str(self.results),
+            CALLS_ENV: str(self.calls),
+            "BATCHCTL_EMPTY_PULLS": "3",
+            "BATCHCTL_PULL_TIMEOUT_S": "0.5",
+            "BATCHCTL_LEASE_S": str(self.cfg.lease_s),
+            "BATCHCTL_DRAIN_BUDGET_S": "5",
+        })
+        return env
+
+    def _write_input(self) -> None:
+        with self.input.open("w") as out:
+            for i in range(self.cfg.parts):
+                out.write(json.dumps(record(i)) + "\n")
+
+    def _cli(self, *args: str, timeout: float = 120) -> subprocess.CompletedProcess[str]:
+        return subprocess.run([sys.executable, "-m", "batchctl.cli", *args], env=self.env, cwd=REPO,
+                              capture_output=True, text=True, timeout=timeout, check=False)
+
+    def _submit(self) -> dict[str, Any]:
+        began = time.monotonic()
+        done = self._cli("submit", str(self.input), "--batch-id", self.cfg.batch_id, "--records-per-part", "1",
+                         "--handler", "tests.support.chaos:handle", "--max-parallelism", str(self.cfg.max_parallelism),
+                         "--parts-per-worker", str(self.cfg.parts_per_worker),
+                         "--ack-deadline", str(self.cfg.ack_deadline_s), "--json", timeout=300)
+        if done.returncode != 0:
+            raise RuntimeError(f"submit failed ({done.returncode}): {done.stderr[-2000:]}")
+        submitted: dict[str, Any] = json.loads(done.stdout.strip().splitlines()[-1])
+        submitted["seconds"] = round(time.monotonic() - began, 1)
+        self.say(f"submitted {submitted['parts']} parts in {submitted['seconds']} s")
+        return submitted
+
+    # ---- launcher -------------------------------------------------------------------------------
+    def _start_launcher(self) -> float:
+        began = time.monotonic()
+        self.launcher_starts += 1
+        log = (self.dir / "launcher.log").open("ab")
+        with log:
+            log.write(f"---- launcher start {self.launcher_starts}\n".encode())
+            log.flush()
+            self.launcher = subprocess.Popen(
+                [sys.executable, "-m", "batchctl.cli", "launcher", "--backend", "local",
+                 "--port", str(self.launcher_port)],
+                env=self.env, cwd=REPO, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                start_new_session=True,
+            )
+        deadline = began + 60
+        url = f"http://127.0.0.1:{self.launcher_port}/readyz"
+        while not http_ok(url):
+            if self.launcher.poll() is not None:
+                raise RuntimeError(f"launcher exited with {self.launcher.returncode} on start")
+            if time.monotonic() > deadline:
+                raise RuntimeError("launcher not ready within 60 s")
+            time.sleep(0.1)
+        return time.monotonic() - began
+
+    def _restart_launcher(self, sig: str, progress: float) -> None:
+        assert self.launcher is not None
+        restart = LauncherRestart(sig, progress)
+        began = time.monotonic()
+        self.launcher.send_signal(signal.Signals[sig])
+        try:
+            restart.exit_code = self.launcher.wait(timeout=45)
+            restart.stop_s = round(time.monotonic() - began, 2)
+        except subprocess.TimeoutExpired:
+            self.launcher.kill()
+            self.launcher.wait(timeout=10)
+            restart.exit_code = None
+        down = self.rng.uniform(0.5, 3.0)
+        time.sleep(down)  # the chaos itself: how long no launcher runs
+        restart.down_s = round(down, 2)
+        restart.ready_s = round(self._start_launcher(), 2)
+        self.restarts.append(restart)
+        self.say(f"launcher {sig} at {progress:.0%}: exit {restart.exit_code} after {restart.stop_s} s, "
+                 f"new one ready in {restart.ready_s} s")
+
+    def _check_launcher(self, progress: float) -> None:
+        """A launcher that exits by itself is a crash: record it, start another, go on."""
+        if self.launcher is None or self.launcher.poll() is None:
+            return
+        tail = (self.dir / "launcher.log").read_text(errors="replace")[-3000:]
+        self.crashes.append({"pid": self.launcher.pid, "exit_code": self.launcher.returncode,
+                             "progress": round(progress, 3), "at_s": round(time.monotonic() - self.started, 1),
+                             "log_tail": tail})
+        self.say(f"LAUNCHER CRASHED with exit {self.launcher.returncode} at {progress:.0%}; restarting it")
+        self._start_launcher()
+
+    # ---- workers --------------------------------------------------------------------------------
+    def _worker_pids(self) -> set[int]:
+        for path in (self.state_dir / "jobs").glob("*.json"):
+            try:
+                self.known_workers.update(int(p) for p in json.loads(path.read_text()).get("pids", []))
+            except (OSError, ValueError):
+                continue
+        return self.known_workers
+
+    def _ours(self, pid: int) -> bool:
+        cmdline = _proc_field(pid, "cmdline")
+        if "batchctl.cli" not in cmdline or "worker" not in cmdline:
+            return False
+        return _environ(pid).get("BATCHCTL_STATE_DIR") == str(self.state_dir)
+
+    def live_workers(self) -> list[int]:
+        return sorted(p for p in self._worker_pids() if _running(p) and self._ours(p))
+
+    def _reap(self) -> None:
+        """Reap exited workers that were reparented to us (we are their subreaper)."""
+        if not self.subreaper:
+            return
+        for pid in self.known_workers:
+            with contextlib.suppress(ChildProcessError, OSError):
+                os.waitpid(pid, os.WNOHANG)
+
+    def _kill(self, sig: str, progress: float) -> bool:
+        candidates = [p for p in self.live_workers() if p not in self.terminated]
+        if not candidates:
+            return False
+        pid = self.rng.choice(candidates)
+        worker = _environ(pid).get("BATCHCTL_WORKER_ID", "?")
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.Signals[sig])
+        if sig == "SIGTERM":
+            self.terminated.add(pid)
+        self.kills.append(Kill(time.time(), pid, worker, sig, progress))
+        self.say(f"{sig} worker {worker} (pid {pid}) at {progress:.0%}")
+        return True
+
+    # ---- emulator -------------------------------------------------------------------------------
+    def _restart_emulator(self, progress: float) -> None:
+        from batchctl.emulator import Emulator
+
+        event = EmulatorRestart(progress, "restore" if self.cfg.restore else "none")
+        self.emulator_restart = event
+        launcher_pid = self.launcher.pid if self.launcher else 0
+        self.outage_launcher_pid = launcher_pid
+        event.stopped_at = time.time()
+        self.emulator.stop()
+        self.say(f"emulator stopped at {progress:.0%} (outage {self.cfg.outage_s:.0f} s, mode {event.mode})")
+        time.sleep(self.cfg.outage_s)  # the outage itself: everything else keeps running
+        frozen: list[int] = []
+        if self.cfg.restore:
+            frozen = [p for p in [launcher_pid, *self.live_workers()] if p and _running(p)]
+            for pid in frozen:
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(pid, signal.SIGSTOP)
+        freeze_began = time.time()
+        event.frozen_processes = len(frozen)
+        try:
+            booting = time.monotonic()
+            self.emulator = Emulator.start(port=self.emulator_port, log_dir=self.dir)
+            event.boot_s = round(time.monotonic() - booting, 2)
+            if self.cfg.restore:
+                event.republished_parts = self._restore()
+                event.republished = len(event.republished_parts)
+        except Exception as exc:
+            event.error = f"{type(exc).__name__}: {exc}"
+            raise
+        finally:
+            for pid in frozen:
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(pid, signal.SIGCONT)
+            event.resumed_at = time.time()
+            event.frozen_s = round(event.resumed_at - freeze_began, 2) if frozen else 0.0
+            event.outage_s = round(event.resumed_at - event.stopped_at, 2)
+        self.say(f"emulator back: boot {event.boot_s} s, {event.republished} parts restored, "
+                 f"{event.frozen_processes} processes frozen {event.frozen_s} s, outage {event.outage_s} s")
+
+    def _restore(self) -> set[int]:
+        """Put back what real Pub/Sub would have kept: topology, and every part not counted done."""
+        from batchctl.pubsub import PubSub
+        from batchctl.settings import Settings
+        from launcher.store import FileStore
+        from splitter import readers, topology
+        from splitter.partitioner import PartLimits, Spool
+        from splitter.publisher import publish_parts
+
+        settings = Settings.from_env(self.env)
+        batch = FileStore(self.state_dir).load(self.cfg.batch_id)
+        assert batch is not None
+        missing = sorted(set(range(batch.parts)) - batch.done)
+        pubsub = PubSub(settings)
+        try:
+            topology.ensure_shared(pubsub)
+            topology.create_batch(pubsub, self.cfg.batch_id, topology.BatchTopology(
+                ack_deadline_s=batch.request.ack_deadline_s, max_delivery_attempts=batch.request.max_delivery_attempts))
+            limits = PartLimits(1)
+            with Spool() as spool:
+                spool.fill(readers.read(readers.expand([str(self.input)], None),
+                                        max_record_bytes=limits.max_part_bytes), limits)
+                publish_parts(pubsub, settings.names.work(self.cfg.batch_id), spool, batch_id=self.cfg.batch_id,
+                              fmt="jsonl", only=missing)
+        finally:
+            pubsub.close()
+        return set(missing)
+
+    # ---- the loop -------------------------------------------------------------------------------
+    def _batch(self) -> Any:
+        from launcher.store import FileStore
+
+        return FileStore(self.state_dir).load(self.cfg.batch_id)
+
+    def _drive(self) -> dict[str, Any]:
+        from launcher.state import TERMINAL
+
+        plan = schedule(self.cfg, self.rng)
+        deadline = self.started + self.cfg.time_limit_s
+        next_at = 0.0
+        progress = 0.0
+        while True:
+            self._worker_pids()
+            self._reap()
+            batch = self._batch()
+            if batch is not None and batch.state in TERMINAL:
+                self.say(f"batch {batch.state}: {len(batch.done)}/{batch.parts} done")
+                return {"ended": batch.state, "pending": [d.kind for d in plan]}
+            if time.monotonic() > deadline:
+                self.say("TIME LIMIT reached before the batch ended")
+                return {"ended": "timeout", "pending": [d.kind for d in plan]}
+            progress = len(batch.done) / batch.parts if batch is not None else 0.0
+            self._check_launcher(progress)
+            if plan and plan[0].at <= progress and time.monotonic() >= next_at and self._disrupt(plan[0], progress):
+                plan.pop(0)
+                next_at = time.monotonic() + self.rng.uniform(0.1, 0.6)
+            time.sleep(0.1)
+
+    def _disrupt(self, event: Disruption, progress: float) -> bool:
+        if event.kind == "kill":
+            return self._kill(event.sig, progress)
+        if event.kind == "launcher":
+            self._restart_launcher(event.sig, progress)
+        else:
+            self._restart_emulator(progress)
+        return True
+
+    # ---- the end --------------------------------------------------------------------------------
+    def _settle_workers(self, timeout: float = 60) -> int:
+        """Wait for the workers to drain and exit by themselves (bounded); returns how many remain."""
+        deadline = time.monotonic() + timeout
+        while (live := self.live_workers()) and time.monotonic() < deadline:
+            self._reap()
+            time.sleep(0.2)
+        return len(live)
+
+    def _stop_launcher(self) -> dict[str, Any]:
+        if self.launcher is None or self.launcher.poll() is not None:
+            return {"exit_code": None if self.launcher is None else self.launcher.returncode, "stop_s": None}
+        began = time.monotonic()
+        self.launcher.send_signal(signal.SIGTERM)
+        try:
+            code: int | None = self.launcher.wait(timeout=45)
+        except subprocess.TimeoutExpired:
+            self.launcher.kill()
+            self.launcher.wait(timeout=10)
+            code = None
+        return {"exit_code": code, "stop_s": round(time.monotonic() - began, 2)}
+
+    def _cleanup(self) -> None:
+        if self.launcher is not None and self.launcher.poll() is None:
+            self.launcher.kill()
+            self.launcher.wait(timeout=10)
+        for pid in self.live_workers():
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGCONT)
+                os.kill(pid, signal.SIGKILL)
+        self._reap()
+        if self.emulator is not None:
+            self.emulator.stop()
+            self.emulator = None
+
+    def _report(self, submitted: dict[str, Any], outcome: dict[str, Any]) -> dict[str, Any]:
+        leftover = self._settle_workers()
+        status_run = self._cli("status", self.cfg.batch_id, "--json")
+        try:
+            status = json.loads(status_run.stdout)
+        except ValueError:
+            status = {"error": status_run.stderr[-500:]}
+        final_stop = self._stop_launcher()
+        wall = time.monotonic() - self.started
+        results = check_results(self.results, self.cfg.batch_id, self.cfg.parts)
+        calls = analyse_calls(self.calls, self.kills, self.emulator_restart, self.cfg.lease_s)
+        exits = worker_exits(self.state_dir / "logs")
+        restart = self.emulator_restart
+        if restart is not None:
+            restart.launcher_survived = all(c["pid"] != self.outage_launcher_pid for c in self.crashes)
+        launcher_errors = launcher_log_summary(self.dir / "launcher.log")
+        ok = (results["lost"] == 0 and results["bad"] == 0 and status.get("state") == "succeeded"
+              and status.get("parts_done") == status.get("parts_total") == self.cfg.parts and not self.crashes
+              and final_stop["exit_code"] == 0 and all(r.exit_code == (0 if r.sig == "SIGTERM" else -9)
+                                                      for r in self.restarts))
+        return {
+            "ok": ok,
+            "seed": self.cfg.seed,
+            "parts": self.cfg.parts,
+            "wall_s": round(wall, 1),
+            "submit_s": submitted.get("seconds"),
+            "outcome": outcome["ended"],
+            "disruptions_not_done": outcome["pending"],
+            "status": status,
+            "lost": results["lost"],
+            "lost_parts": results["lost_parts"],
+            "bad_results": results["bad"],
+            "kills": dict(Counter(k.sig for k in self.kills)),
+            "kills_detail": [{"sig": k.sig, "worker": k.worker, "progress": round(k.progress, 3)} for k in self.kills],
+            "launcher_restarts": [vars(r) for r in self.restarts],
+            "launcher_crashes": self.crashes,
+            "launcher_final_stop": final_stop,
+            "launcher_log": launcher_errors,
+            "emulator_restart": None if restart is None else {
+                k: v for k, v in vars(restart).items() if k not in ("republished_parts", "stopped_at", "resumed_at")},
+            "workers_left_running": leftover,
+            "worker_exits": exits,
+            "subreaper": self.subreaper,
+            **calls,
+        }
+
+
+# ---- analysis ------------------------------------------------------------------------------------
+
+
+def check_results(folder: Path, batch_id: str, parts: int) -> dict[str, Any]:
+    """Every part's result file exists and holds the summary of exactly that part's record."""
+    found: set[int] = set()
+    bad: list[int] = []
+    head = f"{batch_id}-"
+    for entry in os.scandir(folder):
+        name = entry.name
+        if not (name.startswith(head) and name.endswith(".json")):
+            continue
+        index = int(name[len(head) : -5])
+        found.add(index)
+        try:
+            body = json.loads(Path(entry.path).read_text())
+        except ValueError:
+            bad.append(index)
+            continue
+        expected = demo.summarize([record(index)])
+        if body.get("part") != index or body.get("sha256") != expected["sha256"] or body.get("records") != 1:
+            bad.append(index)
+    lost = sorted(set(range(parts)) - found)
+    return {"lost": len(lost), "lost_parts": lost[:50], "bad": len(bad), "bad_parts": sorted(bad)[:50]}
+
+
+@dataclass
+class Delivery:
+    pid: int
+    part: int
+    attempt: int
+    start: float
+    end: float | None = None
+
+
+def read_deliveries(folder: Path) -> list[Delivery]:
+    deliveries: list[Delivery] = []
+    for path in folder.glob("*.log"):
+        pid = int(path.name.split("-", 1)[0])
+        open_: dict[int, Delivery] = {}
+        for line in path.read_text(errors="replace").splitlines():
+            bits = line.split()
+            if len(bits) != 4 or bits[0] not in ("S", "D"):
+                continue  # a line torn by SIGKILL
+            kind, part, attempt, ts = bits[0], int(bits[1]), int(bits[2]), float(bits[3])
+            if kind == "S":
+                open_[part] = Delivery(pid, part, attempt, ts)
+                deliveries.append(open_[part])
+            elif part in open_:
+                open_.pop(part).end = ts
+    return deliveries
+
+
+def _cause(prev: Delivery, kills: dict[int, Kill], restart: EmulatorRestart | None, lease_s: int) -> str:
+    kill = kills.get(prev.pid)
+    if kill is not None and kill.at >= prev.start and kill.at - (prev.end or prev.start) <= KILL_SETTLE_WINDOW_S:
+        return kill.sig.lower()
+    if restart is not None and prev.start < restart.resumed_at:
+        if prev.part in restart.republished_parts:
+            return "emulator_restore"
+        if prev.start >= restart.stopped_at - lease_s:
+            return "emulator_outage"
+    return "unexplained"
+
+
+def analyse_calls(folder: Path, kills: list[Kill], restart: EmulatorRestart | None, lease_s: int) -> dict[str, Any]:
+    """Redeliveries and duplicates from the handler's own log, each blamed on a cause."""
+    deliveries = read_deliveries(folder)
+    by_part: dict[int, list[Delivery]] = {}
+    for d in deliveries:
+        by_part.setdefault(d.part, []).append(d)
+    by_pid = {k.pid: k for k in kills}
+    redeliveries: Counter[str] = Counter()
+    duplicates: Counter[str] = Counter()
+    blamed: Counter[int] = Counter()
+    blamed_dups: Counter[int] = Counter()
+    examples: list[dict[str, Any]] = []
+    for part, runs in by_part.items():
+        runs.sort(key=lambda d: d.start)
+        completed = 0
+        for n, run in enumerate(runs):
+            cause = _cause(runs[n - 1], by_pid, restart, lease_s) if n else ""
+            if n:
+                redeliveries[cause] += 1
+                blamed[runs[n - 1].pid] += cause.startswith("sig")
+            if run.end is None:
+                continue
+            completed += 1
+            if completed > 1:
+                duplicates[cause or "?"] += 1
+                blamed_dups[runs[n - 1].pid] += cause.startswith("sig")
+                if cause == "unexplained" and len(examples) < 10:
+                    examples.append({"part": part, "deliveries": [vars(r) for r in runs]})
+    return {
+        "handler_calls": len(deliveries),
+        "handler_completions": sum(1 for d in deliveries if d.end is not None),
+        "parts_completed": sum(1 for runs in by_part.values() if any(r.end is not None for r in runs)),
+        "duplicates": sum(duplicates.values()),
+        "duplicates_by_cause": dict(duplicates),
+        "redeliveries": sum(redeliveries.values()),
+        "redeliveries_by_cause": dict(redeliveries),
+        "in_flight_at_kills": kill_in_flight(deliveries, kills, blamed, blamed_dups),
+        "unexplained_examples": examples,
+    }
+
+
+def kill_in_flight(deliveries: list[Delivery], kills: list[Kill], blamed: Counter[int],
+                   blamed_dups: Counter[int]) -> dict[str, Any]:
+    """Per signal: parts in the handler at the kill, parts finished in the last 0.5 s before it (maybe
+    not yet acked: the ack waits for the ``part_done`` confirmation), and what was then redelivered."""
+    by_pid: dict[int, list[Delivery]] = {}
+    for d in deliveries:
+        by_pid.setdefault(d.pid, []).append(d)
+    out: dict[str, dict[str, Any]] = {}
+    for kill in kills:
+        mine = by_pid.get(kill.pid, [])
+        running = sum(1 for d in mine if d.start <= kill.at and (d.end is None or d.end > kill.at))
+        recent = sum(1 for d in mine if d.end is not None and kill.at - 0.5 <= d.end <= kill.at)
+        row = out.setdefault(kill.sig.lower(), {"kills": 0, "in_handler": 0, "finished_last_0_5s": 0,
+                                                "redelivered": 0, "duplicate_completions": 0, "per_kill": []})
+        row["kills"] += 1
+        row["in_handler"] += running
+        row["finished_last_0_5s"] += recent
+        row["redelivered"] += blamed[kill.pid]
+        row["duplicate_completions"] += blamed_dups[kill.pid]
+        row["per_kill"].append([running, blamed[kill.pid], blamed_dups[kill.pid]])
+    return out
+
+
+def _json_lines(path: Path) -> list[dict[str, Any]]:
+    rows = []
+    for line in path.read_text(errors="replace").splitlines():
+        if line.startswith("{"):
+            with contextlib.suppress(ValueError):
+                rows.append(json.loads(line))
+    return rows
+
+
+def worker_exits(folder: Path) -> dict[str, Any]:
+    """How workers ended (from their logs; a SIGKILLed worker logs nothing) and what they complained of."""
+    reasons: Counter[str] = Counter()
+    codes: Counter[str] = Counter()
+    warnings: Counter[str] = Counter()
+    logs = sorted(folder.glob("*.log")) if folder.exists() else []
+    for path in logs:
+        for row in _json_lines(path):
+            event = row.get("event", "")
+            if event == "worker_exited":
+                reasons[row.get("reason", "?")] += 1
+            elif event == "worker_failed":
+                codes[str(row.get("exit_code"))] += 1
+            elif row.get("level") in ("warning", "error", "critical"):
+                warnings[event] += 1
+    return {"logs": len(logs), "exited": dict(reasons), "failed_exit_codes": dict(codes),
+            "warnings": dict(warnings)}
+
+
+def launcher_log_summary(path: Path) -> dict[str, Any]:
+    if not path.exists():
+        return {}
+    text = path.read_text(errors="replace")
+    warnings: Counter[str] = Counter()
+    for row in _json_lines(path):
+        if row.get("level") in ("warning", "error", "critical"):
+            warnings[row.get("event", "?")] += 1
+    return {"warnings": dict(warnings), "tracebacks": text.count("Traceback (most recent call last)")}
+
+
+def summary_text(report: dict[str, Any]) -> str:
+    """A few human lines; the JSON line carries every figure."""
+    status = report["status"]
+    lines = [
+        f"chaos run seed={report['seed']} parts={report['parts']} wall={report['wall_s']} s "
+        f"(submit {report['submit_s']} s): {'OK' if report['ok'] else 'FAILED'}",
+        f"  status: state={status.get('state')} parts_done={status.get('parts_done')}/"
+        f"{status.get('parts_total')} dead={status.get('parts_dead')} jobs={len(status.get('jobs') or [])}",
+        f"  lost={report['lost']} bad_results={report['bad_results']}",
+        f"  worker kills: {report['kills']}",
+        *(f"    {sig.upper()} x{row['kills']}: in the handler at the kill {row['in_handler']}, finished in the "
+          f"0.5 s before it {row['finished_last_0_5s']}; then redelivered {row['redelivered']}, "
+          f"completed twice {row['duplicate_completions']}" for sig, row in report["in_flight_at_kills"].items()),
+        "  launcher restarts: " + ", ".join(
+            f"{r['sig']} at {r['progress']:.0%} (exit {r['exit_code']} in {r['stop_s']} s, ready {r['ready_s']} s)"
+            for r in report["launcher_restarts"]) + f"; crashes: {len(report['launcher_crashes'])}",
+        f"  emulator restart: {report['emulator_restart']}",
+        f"  handler calls={report['handler_calls']} completions={report['handler_completions']} "
+        f"duplicates={report['duplicates']} {report['duplicates_by_cause']} "
+        f"redeliveries={report['redeliveries']} {report['redeliveries_by_cause']}",
+        f"  worker exits: {report['worker_exits']['exited']} failed codes: "
+        f"{report['worker_exits']['failed_exit_codes']}",
+    ]
+    if report["disruptions_not_done"]:
+        lines.append(f"  disruptions not done (batch ended first): {report['disruptions_not_done']}")
+    return "\n".join(lines)
