@@ -33,6 +33,8 @@ def configure(*, json: bool | None = None, level: str | None = None) -> None:
         cache_logger_on_first_use=False,
     )
     logging.basicConfig(level=logging.WARNING, stream=sys.stderr)
+    # urllib3 logs every connection retry; batchctl reports the failure itself, once.
+    logging.getLogger("urllib3").setLevel(logging.ERROR)
 
 
 class _Stderr:
