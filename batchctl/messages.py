@@ -96,6 +96,11 @@ def _request(raw: dict[str, Any]) -> BatchRequest:
         raise BadInput("control message: 'parts', 'parts_per_worker', 'max_parallelism' must be >= 1")
     if not isinstance(request.handler, str) or ":" not in request.handler:
         raise BadInput("control message: field 'request.handler' must be MODULE:FUNC")
+    if request.image is not None and (not isinstance(request.image, str) or not request.image.strip()):
+        raise BadInput("control message: field 'request.image' must be an image reference")
+    if not isinstance(request.created, (int, float)) or isinstance(request.created, bool):
+        raise BadInput("control message: field 'request.created' must be a timestamp")
+    validate_batch_id(request.batch_id)
     return request
 
 
@@ -117,8 +122,11 @@ def decode_event(data: bytes, attributes: dict[str, str] | Any) -> Event:
     ):
         raise BadInput(f"event: field 'part' must be a non-negative integer for {kind}")
     attempt = body.get("attempt", 0)
-    if not isinstance(attempt, int) or attempt < 0:
+    if not isinstance(attempt, int) or isinstance(attempt, bool) or attempt < 0:
         raise BadInput("event: field 'attempt' must be a non-negative integer")
+    stamp = body.get("time", 0.0)
+    if not isinstance(stamp, (int, float)) or isinstance(stamp, bool):
+        raise BadInput("event: field 'time' must be a number")
     return Event(
         type=kind,
         batch_id=batch_id,
@@ -126,7 +134,7 @@ def decode_event(data: bytes, attributes: dict[str, str] | Any) -> Event:
         part=part if isinstance(part, int) else None,
         attempt=attempt,
         reason=str(body.get("reason", "")),
-        time=float(body.get("time", 0.0)),
+        time=float(stamp),
     )
 
 

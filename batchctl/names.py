@@ -18,7 +18,7 @@ LABEL_BATCH = "batchctl.dev/batch-id"
 
 def validate_batch_id(batch_id: str) -> str:
     """Return ``batch_id`` if it matches the contract's pattern, else raise BadInput."""
-    if not BATCH_ID_RE.match(batch_id):
+    if not isinstance(batch_id, str) or not BATCH_ID_RE.fullmatch(batch_id):
         raise BadInput(
             f"invalid batch id {batch_id!r}: must match {BATCH_ID_RE.pattern} "
             "(lowercase letters, digits and '-', at most 40 characters)"

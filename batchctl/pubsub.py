@@ -139,6 +139,8 @@ class PubSub:
             return call(request=request, timeout=ADMIN_TIMEOUT_S, retry=ADMIN_RETRY)
         except UNREACHABLE_ERRORS as exc:
             raise self._unreachable(exc) from exc
+        except gexc.InvalidArgument as exc:
+            raise BadInput(f"Pub/Sub refused {request}: {exc.message}") from exc
 
     def _exists(self, call: Any, request: dict[str, Any]) -> bool:
         try:

@@ -140,6 +140,9 @@ class Launcher:
             self.log.warning("reconcile_failed", error=str(exc))
             if isinstance(exc, Conflict):
                 self._take_over()
+        except Exception:  # a bug must cost one pass, not the service
+            self.metrics.reconcile_errors.inc()
+            self.log.exception("reconcile_crashed")
 
     def _take_over(self) -> None:
         """(Re)load every batch from the store: the store, not memory, is the truth."""

@@ -14,6 +14,7 @@ import tempfile
 from pathlib import Path
 from typing import Any, Protocol
 
+from batchctl.errors import BadInput
 from batchctl.names import LABEL_BATCH, LABEL_COMPONENT, LABEL_NAME, Names
 from launcher.kube import Conflict, Kube, NotFound
 from launcher.state import BatchState
@@ -52,6 +53,8 @@ class FileStore:
             return BatchState.from_json(self._path(batch_id).read_text())
         except FileNotFoundError:
             return None
+        except (ValueError, KeyError, TypeError) as exc:
+            raise BadInput(f"{self._path(batch_id)}: unreadable batch state ({exc})") from exc
 
     def load_all(self) -> list[BatchState]:
         states = []
@@ -63,19 +66,24 @@ class FileStore:
         return newest_first(states)
 
     def create(self, state: BatchState) -> bool:
+        """Write the whole file aside, then link it into place: readers never see it half-written."""
+        tmp = self._write_aside(state)
         try:
-            fd = os.open(self._path(state.batch_id), os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+            os.link(tmp, self._path(state.batch_id))
         except FileExistsError:
             return False
-        os.close(fd)
-        self.save(state)
+        finally:
+            os.unlink(tmp)
         return True
 
     def save(self, state: BatchState) -> None:
+        os.replace(self._write_aside(state), self._path(state.batch_id))
+
+    def _write_aside(self, state: BatchState) -> str:
         fd, tmp = tempfile.mkstemp(dir=self.dir, prefix=".tmp-")
         with os.fdopen(fd, "w") as out:
             out.write(state.to_json())
-        os.replace(tmp, self._path(state.batch_id))
+        return tmp
 
 
 class ConfigMapStore:

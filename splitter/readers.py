@@ -127,8 +127,10 @@ class _NoClose(io.RawIOBase):
         return len(data)
 
 
-def _lines(raw: BinaryIO, path: str, max_record_bytes: int) -> Iterator[tuple[int, str]]:
-    """(line number, text without its newline), decoded as UTF-8, first-line BOM dropped."""
+def _lines(raw: BinaryIO, path: str, max_record_bytes: int, *, keep_ends: bool = False) -> Iterator[tuple[int, str]]:
+    """(line number, text), decoded as UTF-8 line by line (errors name their line), first-line
+    BOM dropped; without ``keep_ends`` the line ending is stripped. No line longer than
+    ``max_record_bytes`` is ever read whole."""
     number = 0
     while True:
         try:
@@ -138,17 +140,15 @@ def _lines(raw: BinaryIO, path: str, max_record_bytes: int) -> Iterator[tuple[in
         if not chunk:
             return
         number += 1
-        if not chunk.endswith(b"\n") and len(chunk) > max_record_bytes:
-            raise BadInput(f"{path}:{number}: record larger than --max-part-bytes ({max_record_bytes} bytes)")
         line = chunk.rstrip(b"\n").removesuffix(b"\r")
-        if number == 1:
-            line = line.removeprefix(b"\xef\xbb\xbf")
-        try:
-            text = line.decode("utf-8")
-        except UnicodeDecodeError as exc:
-            raise BadInput(f"{path}:{number}: not valid UTF-8 (byte {exc.start})") from exc
         if len(line) > max_record_bytes:
             raise BadInput(f"{path}:{number}: record larger than --max-part-bytes ({max_record_bytes} bytes)")
+        if number == 1:
+            chunk, line = chunk.removeprefix(b"\xef\xbb\xbf"), line.removeprefix(b"\xef\xbb\xbf")
+        try:
+            text = (chunk if keep_ends else line).decode("utf-8")
+        except UnicodeDecodeError as exc:
+            raise BadInput(f"{path}:{number}: not valid UTF-8 (byte {exc.start})") from exc
         yield number, text
 
 
@@ -167,9 +167,8 @@ def _line_records(raw: BinaryIO, path: str, max_record_bytes: int, is_json: bool
 
 
 def _csv_records(raw: BinaryIO, path: str, max_record_bytes: int) -> Iterator[Record]:
-    text = io.TextIOWrapper(cast(Any, raw), encoding="utf-8-sig", newline="")
     csv.field_size_limit(max(max_record_bytes, csv.field_size_limit()))
-    reader = csv.reader(text)
+    reader = csv.reader(text for _, text in _lines(raw, path, max_record_bytes, keep_ends=True))
     header: list[str] | None = None
     start = 1
     while True:
@@ -177,12 +176,8 @@ def _csv_records(raw: BinaryIO, path: str, max_record_bytes: int) -> Iterator[Re
             row = next(reader)
         except StopIteration:
             return
-        except UnicodeDecodeError as exc:
-            raise BadInput(f"{path}:{reader.line_num + 1}: not valid UTF-8") from exc
         except csv.Error as exc:
             raise BadInput(f"{path}:{start}: malformed CSV ({exc})") from exc
-        except READ_ERRORS as exc:
-            raise BadInput(f"{path}:{start}: unreadable input ({_reason(exc)})") from exc
         line, start = start, reader.line_num + 1
         if not row:
             continue

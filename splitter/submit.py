@@ -45,7 +45,7 @@ class Submitted:
 
 def submit(pubsub: PubSub, options: SubmitOptions, *, stdin: BinaryIO | None = None) -> Submitted:
     """Run a whole submit; raises BatchctlError subclasses with one-line messages."""
-    batch_id = validate_batch_id(options.batch_id) if options.batch_id else generate_batch_id()
+    batch_id = generate_batch_id() if options.batch_id is None else validate_batch_id(options.batch_id)
     _check_options(options)
     log = logs.get("submit", batch_id=batch_id)
     sources = readers.expand(options.inputs, options.format)

@@ -67,7 +67,7 @@ def run(args: argparse.Namespace, environ: Mapping[str, str]) -> int:
         config = WorkerConfig.from_sources(environ, flags, prefix=settings.prefix)
         handler = load_handler(config.handler)
     except BadInput as exc:
-        sys.stderr.write(f"batchctl worker: {exc}\n")
+        sys.stderr.write(f"batchctl: error: worker: {exc}\n")
         return exc.exit_code
     log = logs.get("worker", batch_id=config.batch_id, worker=config.worker_id)
     shutdown = Shutdown(config.drain_budget_s)
