@@ -35,6 +35,7 @@ TIME_V = Path("/usr/bin/time")
 
 # ---- the emulator --------------------------------------------------------------------------------
 
+
 @dataclass
 class EmulatorInfo:
     host: str
@@ -96,6 +97,7 @@ def cleanup_prefix(pubsub: Any, prefix: str) -> None:
 
 # ---- /proc -----------------------------------------------------------------------------------------
 
+
 def find_pid(match: Callable[[str], bool]) -> int | None:
     for entry in Path("/proc").iterdir():
         if not entry.name.isdigit():
@@ -127,6 +129,13 @@ def status_kb(pid: int, key: str) -> int:
         return 0
     match = re.search(rf"^{key}:\s+(\d+) kB", text, re.M)
     return int(match.group(1)) if match else 0
+
+
+def machine_cpu() -> tuple[float, float]:
+    """(busy, total) CPU seconds of the whole machine since boot, from /proc/stat (every tenant)."""
+    fields = [int(v) for v in Path("/proc/stat").read_text().splitlines()[0].split()[1:9]]
+    idle = fields[3] + fields[4]  # idle + iowait
+    return (sum(fields) - idle) / CLK_TCK, sum(fields) / CLK_TCK
 
 
 def children_maxrss_mb() -> float:
@@ -178,6 +187,7 @@ def run_measured(cmd: Sequence[str], *, env: dict[str, str], timeout: float, cwd
 
 
 # ---- timing and output -----------------------------------------------------------------------------
+
 
 def percentile(values: Sequence[float], q: float) -> float:
     """Nearest-rank percentile (q in 0..100) of a non-empty sequence."""

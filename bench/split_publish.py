@@ -28,7 +28,7 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from common import (  # noqa: E402  after the path setup above
+from common import (
     bench_env,
     cleanup_prefix,
     emulator,
@@ -39,13 +39,13 @@ from common import (  # noqa: E402  after the path setup above
     say,
 )
 
-from batchctl.pubsub import PubSub, SubscriptionSpec  # noqa: E402
-from batchctl.settings import Settings  # noqa: E402
-from batchctl import logs  # noqa: E402
-from splitter import readers, topology  # noqa: E402
-from splitter.partitioner import PartLimits, Spool  # noqa: E402
-from splitter.publisher import publish_parts  # noqa: E402
-from splitter.submit import SubmitOptions, submit  # noqa: E402
+from batchctl import logs
+from batchctl.pubsub import PubSub, SubscriptionSpec
+from batchctl.settings import Settings
+from splitter import readers, topology
+from splitter.partitioner import PartLimits, Spool
+from splitter.publisher import publish_parts
+from splitter.submit import SubmitOptions, submit
 
 RATIO_TARGET = 0.9
 RSS_TARGET_MB = 200.0
@@ -131,8 +131,10 @@ def throughput(pubsub: PubSub, path: Path, runs: int) -> dict[str, Any]:
                 figures = run_batchctl(pubsub, path, f"bench-bc-{i}")
             figures["records_per_s"] = figures["records"] / figures["seconds"]
             results[way].append(figures)
-            say(f"  run {i + 1}/{runs} {way:<9} {figures['records']:>8.0f} records  {figures['parts']:>6.0f} parts  "
-                f"{figures['seconds']:6.2f} s  {figures['records_per_s']:9.0f} records/s")
+            say(
+                f"  run {i + 1}/{runs} {way:<9} {figures['records']:>8.0f} records  {figures['parts']:>6.0f} parts  "
+                f"{figures['seconds']:6.2f} s  {figures['records_per_s']:9.0f} records/s"
+            )
     raw = median([r["records_per_s"] for r in results["raw"]])
     ours = median([r["records_per_s"] for r in results["batchctl"]])
     return {"raw_records_per_s": raw, "batchctl_records_per_s": ours, "ratio": ours / raw, "runs": results}
@@ -184,8 +186,10 @@ def breakdown(pubsub: PubSub, path: Path) -> dict[str, float]:
     client.stop()
     pubsub.delete_subscription(name)
     pubsub.delete_topic(name)
-    say("  breakdown: batchctl split {batchctl_split_s:.2f} s + publish {batchctl_publish_s:.2f} s; "
-        "raw read {raw_read_s:.2f} s + publish {raw_publish_s:.2f} s".format(**figures))
+    say(
+        "  breakdown: batchctl split {batchctl_split_s:.2f} s + publish {batchctl_publish_s:.2f} s; "
+        "raw read {raw_read_s:.2f} s + publish {raw_publish_s:.2f} s".format(**figures)
+    )
     return figures
 
 
@@ -198,8 +202,18 @@ def peak_rss(env: dict[str, str], workdir: Path, megabytes: int, timeout: float)
     generated_s = time.monotonic() - started
     say(f"  generated {size / 1e6:.0f} MB ({records} records) in {generated_s:.1f} s")
     batch_id = "bench-rss"
-    cmd = [sys.executable, "-m", "batchctl.cli", "submit", str(big), "--batch-id", batch_id,
-           "--records-per-part", str(RECORDS_PER_PART), "--json"]
+    cmd = [
+        sys.executable,
+        "-m",
+        "batchctl.cli",
+        "submit",
+        str(big),
+        "--batch-id",
+        batch_id,
+        "--records-per-part",
+        str(RECORDS_PER_PART),
+        "--json",
+    ]
     # The spool goes to TMPDIR: keep it in the bench's folder so it is removed with it.
     measured = run_measured(cmd, env={**env, "TMPDIR": str(workdir)}, timeout=timeout)
     big.unlink()
@@ -208,12 +222,20 @@ def peak_rss(env: dict[str, str], workdir: Path, megabytes: int, timeout: float)
     pubsub = PubSub(Settings.from_env(env))
     topology.delete_batch(pubsub, batch_id)
     pubsub.close()
-    say(f"  batchctl submit of {size / 1e6:.0f} MB: peak RSS {measured.peak_rss_mb:.0f} MB "
+    say(
+        f"  batchctl submit of {size / 1e6:.0f} MB: peak RSS {measured.peak_rss_mb:.0f} MB "
         f"(target < {RSS_TARGET_MB:.0f}), {measured.seconds:.1f} s wall, {measured.cpu_s:.1f} s CPU, "
-        f"{records / measured.seconds:.0f} records/s [{measured.how}]")
-    return {"input_mb": size / 1e6, "records": records, "peak_rss_mb": measured.peak_rss_mb,
-            "seconds": measured.seconds, "cpu_s": measured.cpu_s, "measured_with": measured.how,
-            "records_per_s": records / measured.seconds}
+        f"{records / measured.seconds:.0f} records/s [{measured.how}]"
+    )
+    return {
+        "input_mb": size / 1e6,
+        "records": records,
+        "peak_rss_mb": measured.peak_rss_mb,
+        "seconds": measured.seconds,
+        "cpu_s": measured.cpu_s,
+        "measured_with": measured.how,
+        "records_per_s": records / measured.seconds,
+    }
 
 
 def main() -> int:
@@ -233,22 +255,36 @@ def main() -> int:
         pubsub = PubSub(Settings.from_env(env))
         path = Path(tmp) / "records.jsonl"
         size = generate(path, args.records, 100)
-        say(f"split_publish: {args.records} records, {size / 1e6:.1f} MB, {RECORDS_PER_PART} records/part, "
-            f"batch settings {pubsub._batch}, flow control {pubsub._flow}")
+        say(
+            f"split_publish: {args.records} records, {size / 1e6:.1f} MB, {RECORDS_PER_PART} records/part, "
+            f"batch settings {pubsub._batch}, flow control {pubsub._flow}"
+        )
         try:
             figures = throughput(pubsub, path, args.runs)
-            say(f"  median: raw {figures['raw_records_per_s']:.0f} records/s, batchctl "
+            say(
+                f"  median: raw {figures['raw_records_per_s']:.0f} records/s, batchctl "
                 f"{figures['batchctl_records_per_s']:.0f} records/s, ratio {figures['ratio']:.2f} "
-                f"(target >= {RATIO_TARGET})")
+                f"(target >= {RATIO_TARGET})"
+            )
             figures["breakdown"] = breakdown(pubsub, path)
             rss = peak_rss(env, Path(tmp), args.rss_mb, timeout=900)
         finally:
             cleanup_prefix(pubsub, prefix)
             pubsub.close()
     ok = figures["ratio"] >= RATIO_TARGET and rss["peak_rss_mb"] < RSS_TARGET_MB
-    final_json({"bench": "split_publish", "ok": ok, "records": args.records, "input_mb": size / 1e6,
-                "records_per_part": RECORDS_PER_PART, "ratio_target": RATIO_TARGET,
-                "rss_target_mb": RSS_TARGET_MB, **figures, "submit_rss": rss})
+    final_json(
+        {
+            "bench": "split_publish",
+            "ok": ok,
+            "records": args.records,
+            "input_mb": size / 1e6,
+            "records_per_part": RECORDS_PER_PART,
+            "ratio_target": RATIO_TARGET,
+            "rss_target_mb": RSS_TARGET_MB,
+            **figures,
+            "submit_rss": rss,
+        }
+    )
     return 0 if ok else 1
 
 
