@@ -1,21 +1,21 @@
 """Cut a record stream into parts that respect Pub/Sub's limits.
 
-A part is the records joined by newlines; it holds at most ``records_per_part``
-records and ``max_part_bytes`` bytes. Parts are spooled to a temporary file so the
-total (an attribute of every part) is known before the first publish while memory
-stays flat: only a small index per part is kept.
+A part is its records joined by newlines: at most ``records_per_part`` records and
+``max_part_bytes`` bytes. The total number of parts is an attribute of every part, so
+the cut is planned first (``plan``: one pass that keeps only a count per part) and
+the parts are then built and published in a second pass over the same input
+(``build``), which cuts exactly where the plan says. Memory stays flat: neither pass
+holds more than a block of records.
 """
 
 from __future__ import annotations
 
 import hashlib
-import tempfile
+from array import array
 from collections.abc import Iterable, Iterator
-from dataclasses import dataclass
-from typing import IO
+from dataclasses import dataclass, field
 
 from batchctl.errors import BadInput
-from splitter.readers import Record
 
 PUBSUB_MAX_MESSAGE_BYTES = 10_000_000
 MAX_PART_BYTES_CEILING = 9_500_000
@@ -39,16 +39,6 @@ class PartLimits:
 
 
 @dataclass(frozen=True)
-class PartIndex:
-    """Where one part lies in the spool, and what it holds."""
-
-    offset: int
-    size: int
-    records: int
-    sha256: str
-
-
-@dataclass(frozen=True)
 class Part:
     index: int
     data: bytes
@@ -56,52 +46,67 @@ class Part:
     sha256: str
 
 
-def cut(records: Iterable[Record], limits: PartLimits) -> Iterator[tuple[bytes, int]]:
-    """Group records into (data, record count) chunks within the limits."""
-    chunk: list[bytes] = []
-    size = 0
-    for record in records:
-        encoded = record.text.encode()
-        extra = len(encoded) + (1 if chunk else 0)
-        if chunk and (len(chunk) >= limits.records_per_part or size + extra > limits.max_part_bytes):
-            yield b"\n".join(chunk), len(chunk)
-            chunk, size, extra = [], 0, len(encoded)
-        chunk.append(encoded)
-        size += extra
-    if chunk:
-        yield b"\n".join(chunk), len(chunk)
+@dataclass
+class PartPlan:
+    """How many records go in each part, and the totals."""
 
-
-class Spool:
-    """Parts written once to a temporary file, then read back in order for publishing."""
-
-    def __init__(self) -> None:
-        self._file: IO[bytes] = tempfile.TemporaryFile(prefix="batchctl-spool-")  # noqa: SIM115 - closed by __exit__
-        self.index: list[PartIndex] = []
-        self.records = 0
-        self.bytes = 0
-
-    def __enter__(self) -> Spool:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self._file.close()
-
-    def fill(self, records: Iterable[Record], limits: PartLimits) -> None:
-        for data, count in cut(records, limits):
-            self.index.append(PartIndex(self.bytes, len(data), count, hashlib.sha256(data).hexdigest()))
-            self._file.write(data)
-            self.records += count
-            self.bytes += len(data)
+    counts: array[int] = field(default_factory=lambda: array("L"))
+    records: int = 0
+    bytes: int = 0
 
     def __len__(self) -> int:
-        return len(self.index)
+        return len(self.counts)
 
-    def parts(self, only: Iterable[int] | None = None) -> Iterator[Part]:
-        """Read parts back in index order (or just those in ``only``)."""
-        self._file.flush()
-        wanted = range(len(self.index)) if only is None else only
-        for i in wanted:
-            entry = self.index[i]
-            self._file.seek(entry.offset)
-            yield Part(i, self._file.read(entry.size), entry.records, entry.sha256)
+
+def plan(blocks: Iterable[list[bytes]], limits: PartLimits) -> PartPlan:
+    """Decide the cut: greedy, a new part when the next record would break either limit.
+
+    Works a part at a time (a C-level ``sum`` over the next ``records_per_part`` lengths),
+    falling back to record by record only for a part that the byte limit cuts short.
+    """
+    result = PartPlan()
+    lengths: list[int] = []
+    for block in blocks:
+        lengths.extend(map(len, block))
+        result.records += len(block)
+        taken = _cut(lengths, result, limits, final=False)
+        del lengths[:taken]
+    _cut(lengths, result, limits, final=True)
+    return result
+
+
+def _cut(lengths: list[int], result: PartPlan, limits: PartLimits, *, final: bool) -> int:
+    """Append the parts that ``lengths`` completes; return how many records they took."""
+    per_part, max_bytes = limits.records_per_part, limits.max_part_bytes
+    i, n = 0, len(lengths)
+    while n - i >= per_part or (final and i < n):
+        end = min(i + per_part, n)
+        size = sum(lengths[i:end]) + (end - i - 1)
+        if size > max_bytes:  # the byte limit ends this part early: within the window, so no carry
+            end, size = i + 1, lengths[i]
+            while end < n and size + 1 + lengths[end] <= max_bytes:
+                size += 1 + lengths[end]
+                end += 1
+        result.counts.append(end - i)
+        result.bytes += size
+        i = end
+    return i
+
+
+def build(blocks: Iterable[list[bytes]], cut: PartPlan, *, only: set[int] | None = None) -> Iterator[Part]:
+    """The parts of ``cut`` from a second pass over the same records (or just those in ``only``)."""
+    pending: list[bytes] = []
+    index = 0
+    for block in blocks:
+        pending.extend(block)
+        taken = 0
+        while index < len(cut) and len(pending) - taken >= cut.counts[index]:
+            n = cut.counts[index]
+            if only is None or index in only:
+                data = b"\n".join(pending[taken : taken + n])
+                yield Part(index, data, n, hashlib.sha256(data).hexdigest())
+            taken += n
+            index += 1
+        del pending[:taken]
+    if pending or index != len(cut):
+        raise BadInput("the input changed between reading it and publishing it")

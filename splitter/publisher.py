@@ -8,12 +8,12 @@ so the first failure stops the publish instead of being found at the end.
 from __future__ import annotations
 
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from concurrent.futures import Future
 
 from batchctl.errors import BatchctlError
 from batchctl.pubsub import PubSub
-from splitter.partitioner import Part, Spool
+from splitter.partitioner import Part
 
 MAX_OUTSTANDING = 2000
 PUBLISH_TIMEOUT_S = 60.0
@@ -37,18 +37,17 @@ def part_attributes(batch_id: str, part: Part, total: int, fmt: str) -> dict[str
 def publish_parts(
     pubsub: PubSub,
     topic: str,
-    spool: Spool,
+    parts: Iterable[Part],
     *,
+    total: int,
     batch_id: str,
     fmt: str,
-    only: list[int] | None = None,
     on_published: Callable[[int], None] | None = None,
 ) -> int:
-    """Publish every part (or those in ``only``); return how many were confirmed."""
-    total = len(spool)
+    """Publish every part of a batch of ``total`` parts; return how many were confirmed."""
     pending: deque[tuple[int, Future[str]]] = deque()
     confirmed = 0
-    for part in spool.parts(only):
+    for part in parts:
         try:
             future = pubsub.publish(topic, part.data, part_attributes(batch_id, part, total, fmt))
         except Exception as exc:

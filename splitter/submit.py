@@ -1,12 +1,16 @@
 """``batchctl submit``: split input, publish every part, then send the batch request.
 
-Nothing is half-done: input is read and cut (spooled) before anything is created;
+Nothing is half-done: input is read, validated and its cut planned before anything is created;
 if creating, publishing or the request fails, the batch's topics and subscriptions
 are deleted and no request is sent.
 """
 
 from __future__ import annotations
 
+import shutil
+import sys
+import tempfile
+from contextlib import ExitStack
 from dataclasses import dataclass
 from typing import BinaryIO
 
@@ -15,11 +19,12 @@ from batchctl.errors import BadInput
 from batchctl.messages import BatchRequest, Control, encode_control
 from batchctl.names import generate_batch_id, validate_batch_id
 from batchctl.pubsub import PubSub
-from splitter import readers, topology
-from splitter.partitioner import PartLimits, Spool
+from splitter import partitioner, readers, topology
+from splitter.partitioner import PartLimits
 from splitter.publisher import PUBLISH_TIMEOUT_S, PublishFailed, publish_parts
 
 DEFAULT_HANDLER = "worker.demo:handle"
+STDIN_COPY_BYTES = 1 << 20
 
 
 @dataclass(frozen=True)
@@ -48,21 +53,23 @@ def submit(pubsub: PubSub, options: SubmitOptions, *, stdin: BinaryIO | None = N
     batch_id = generate_batch_id() if options.batch_id is None else validate_batch_id(options.batch_id)
     _check_options(options)
     log = logs.get("submit", batch_id=batch_id)
-    sources = readers.expand(options.inputs, options.format)
-    fmt = _batch_format(sources)
-    with Spool() as spool:
-        spool.fill(readers.read(sources, max_record_bytes=options.limits.max_part_bytes, stdin=stdin),
-                   options.limits)
-        if not len(spool):
+    with ExitStack() as stack:
+        sources = _sources(options, stdin, stack)
+        fmt = _batch_format(sources)
+        max_bytes = options.limits.max_part_bytes
+        cut = partitioner.plan(readers.record_blocks(sources, max_record_bytes=max_bytes), options.limits)
+        if not len(cut):
             raise BadInput(f"{', '.join(options.inputs)}: no records in the input")
-        log.info("input_split", parts=len(spool), records=spool.records, bytes=spool.bytes)
+        log.info("input_split", parts=len(cut), records=cut.records, bytes=cut.bytes)
         pubsub.check_reachable()
         topology.ensure_shared(pubsub)
         created = topology.create_batch(pubsub, batch_id, options.topology)
         try:
-            publish_parts(pubsub, pubsub.settings.names.work(batch_id), spool, batch_id=batch_id, fmt=fmt)
+            blocks = readers.record_blocks(sources, max_record_bytes=max_bytes, validate=False)
+            publish_parts(pubsub, pubsub.settings.names.work(batch_id), partitioner.build(blocks, cut),
+                          total=len(cut), batch_id=batch_id, fmt=fmt)
             request = BatchRequest(
-                batch_id=batch_id, parts=len(spool), records=spool.records, bytes=spool.bytes,
+                batch_id=batch_id, parts=len(cut), records=cut.records, bytes=cut.bytes,
                 handler=options.handler, parts_per_worker=options.parts_per_worker,
                 max_parallelism=options.max_parallelism, image=options.image,
                 max_delivery_attempts=options.topology.max_delivery_attempts,
@@ -73,8 +80,19 @@ def submit(pubsub: PubSub, options: SubmitOptions, *, stdin: BinaryIO | None = N
             log.warning("submit_rolled_back", created=created)
             topology.undo(pubsub, created)
             raise
-        log.info("batch_submitted", parts=len(spool))
-        return Submitted(batch_id, len(spool), spool.records, spool.bytes)
+        log.info("batch_submitted", parts=len(cut))
+        return Submitted(batch_id, len(cut), cut.records, cut.bytes)
+
+
+def _sources(options: SubmitOptions, stdin: BinaryIO | None, stack: ExitStack) -> list[readers.Source]:
+    """The inputs as files; stdin is copied to a temporary file, since the input is read twice."""
+    sources = readers.expand(options.inputs, options.format)
+    if not any(s.path == "-" for s in sources):
+        return sources
+    copy = stack.enter_context(tempfile.NamedTemporaryFile(prefix="batchctl-stdin-"))  # noqa: SIM115
+    shutil.copyfileobj(stdin if stdin is not None else sys.stdin.buffer, copy, STDIN_COPY_BYTES)
+    copy.flush()
+    return [readers.Source(copy.name, s.format, label="-") if s.path == "-" else s for s in sources]
 
 
 def send_control(pubsub: PubSub, control: Control) -> None:
