@@ -4,9 +4,9 @@
 
 1. Generates ``--records`` small JSONL records (~100 B) into a temp file.
 2. Alternating, ``--runs`` times each, median reported:
-   * ``batchctl``: ``splitter.submit.submit`` in-process (read, validate, cut 100 records per part,
-     plan the cut; then check Pub/Sub, create the batch's 2 topics + 2 subscriptions, read again, hash and publish every part
-     and await it, send the batch request);
+   * ``batchctl``: ``splitter.submit.submit`` in-process (read, validate, plan the cut at 100
+     records per part; then check Pub/Sub, create the batch's 2 topics + 2 subscriptions, read
+     again, hash and publish every part and await it, send the batch request);
    * ``raw``: a plain loop over ``google.cloud.pubsub_v1.PublisherClient`` with batchctl's own
      BatchSettings and publisher flow control: create a topic and a subscription, read the file,
      join every 100 lines into one message (same bytes per message), publish with a ``part``
