@@ -73,7 +73,7 @@ class PubSub:
         *,
         max_messages_per_batch: int = 100,
         max_latency_s: float = 0.01,
-        flow_bytes: int = 64 * 1024 * 1024,
+        flow_bytes: int = 16 * 1024 * 1024,
         flow_messages: int = 1000,
     ) -> None:
         if not settings.project:
