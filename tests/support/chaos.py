@@ -31,10 +31,14 @@ result checkable: a part whose ``part_done`` was lost with the emulator is proce
 duplicate, attributed to the restart), never lost. With ``restore=False`` the driver instead only
 measures what happens when the data is really gone (expect a failed or stuck batch).
 
-The environment: this sandbox's PID 1 does not reap orphans, so a worker that outlives a killed
-launcher and then exits stays a zombie, which ``kill(pid, 0)`` still finds. The driver therefore
-makes itself a child subreaper and reaps exited workers of this run, as init does on a normal host
-(``reap_orphans=False`` turns this off to show the difference).
+Workers that outlive a killed launcher are reparented to init, which reaps them when they exit;
+until then a zombie still answers ``kill(pid, 0)`` and the launcher counts it as a live worker.
+``reap_orphans=True`` makes the driver a child subreaper that reaps them at once, for hosts whose
+init is slow or absent (here PID 1 reaps within about 2 s, so it is off by default).
+
+The driver also measures how long no worker of the run was alive while parts remained
+(``stalls``): the launcher is expected to start a follow-up Job within a tick or two of the last
+worker's exit (or one ack deadline after an idle Job), so long stalls point at a launcher bug.
 
 Proof at the end comes from the handler's own output: ``handle`` below runs the built-in demo
 handler (one result file per part, ``<batch>-<part:06d>.json``, written atomically) and also appends
@@ -46,6 +50,7 @@ from __future__ import annotations
 
 import contextlib
 import ctypes
+import hashlib
 import json
 import os
 import random
@@ -64,6 +69,7 @@ from worker import demo
 
 REPO = Path(__file__).resolve().parents[2]
 CALLS_ENV = "BATCHCTL_CHAOS_CALLS_DIR"
+WORK_ENV = "BATCHCTL_CHAOS_PART_S"
 PR_SET_CHILD_SUBREAPER = 36
 KILL_SETTLE_WINDOW_S = 2.0
 """A redelivery is blamed on a kill when the victim started (or finished) the part this soon before it."""
@@ -89,6 +95,9 @@ def handle(part: Any) -> None:
     """The demo handler, bracketed by one appended line before (``S``) and after (``D``) the call."""
     fd = _calls_fd(Path(part.results_dir))
     os.write(fd, f"S {part.index} {part.attempt} {time.time():.6f}\n".encode())
+    busy = float(os.environ.get(WORK_ENV) or 0)
+    if busy:
+        time.sleep(busy)  # stands in for real work, so a kill often finds a part in the handler
     demo.handle(part)
     os.write(fd, f"D {part.index} {part.attempt} {time.time():.6f}\n".encode())
 
@@ -107,6 +116,8 @@ class ChaosConfig:
     """After the emulator restart, restore what real Pub/Sub would have kept (see the module doc)."""
     outage_s: float = 8.0
     """How long the emulator is down while everything else runs (workers give up after 30 s)."""
+    part_s: float = 0.01
+    """Extra time the handler spends per part (a sleep standing in for real work)."""
     seed: int = 1
     time_limit_s: float = 600.0
     max_parallelism: int = 4
@@ -120,7 +131,7 @@ class ChaosConfig:
     prefix: str = "chaos"
     kill_span: tuple[float, float] = (0.03, 0.92)
     """Kills happen at random progress fractions in this range."""
-    reap_orphans: bool = True
+    reap_orphans: bool = False
     quiet: bool = False
 
 
@@ -254,7 +265,9 @@ class ChaosRun:
         self.subreaper = False
         self.env: dict[str, str] = {}
         self.started = 0.0
-        self.notes: list[str] = []
+        self.stalls: list[dict[str, Any]] = []
+        self._stall_began: float | None = None
+        self._stall_progress = 0.0
 
     # ---- output ---------------------------------------------------------------------------------
     def say(self, text: str) -> None:
@@ -311,6 +324,7 @@ class ChaosRun:
             "BATCHCTL_STATE_DIR": str(self.state_dir),
             "BATCHCTL_RESULTS_DIR": str(self.results),
             CALLS_ENV: str(self.calls),
+            WORK_ENV: str(self.cfg.part_s),
             "BATCHCTL_EMPTY_PULLS": "3",
             "BATCHCTL_PULL_TIMEOUT_S": "0.5",
             "BATCHCTL_LEASE_S": str(self.cfg.lease_s),
@@ -476,29 +490,35 @@ class ChaosRun:
                  f"{event.frozen_processes} processes frozen {event.frozen_s} s, outage {event.outage_s} s")
 
     def _restore(self) -> set[int]:
-        """Put back what real Pub/Sub would have kept: topology, and every part not counted done."""
+        """Put back what real Pub/Sub would have kept: topology, and every part not counted done.
+
+        Parts are republished in the contract's wire format (data: the part's record as its input
+        line; attributes batch_id, part, parts, records, sha256, format), as ``submit`` sent them.
+        """
         from batchctl.pubsub import PubSub
         from batchctl.settings import Settings
         from launcher.store import FileStore
-        from splitter import readers, topology
-        from splitter.partitioner import PartLimits, Spool
-        from splitter.publisher import publish_parts
+        from splitter import topology
 
         settings = Settings.from_env(self.env)
         batch = FileStore(self.state_dir).load(self.cfg.batch_id)
         assert batch is not None
         missing = sorted(set(range(batch.parts)) - batch.done)
+        lines = self.input.read_bytes().splitlines()
         pubsub = PubSub(settings)
         try:
             topology.ensure_shared(pubsub)
             topology.create_batch(pubsub, self.cfg.batch_id, topology.BatchTopology(
                 ack_deadline_s=batch.request.ack_deadline_s, max_delivery_attempts=batch.request.max_delivery_attempts))
-            limits = PartLimits(1)
-            with Spool() as spool:
-                spool.fill(readers.read(readers.expand([str(self.input)], None),
-                                        max_record_bytes=limits.max_part_bytes), limits)
-                publish_parts(pubsub, settings.names.work(self.cfg.batch_id), spool, batch_id=self.cfg.batch_id,
-                              fmt="jsonl", only=missing)
+            topic = settings.names.work(self.cfg.batch_id)
+            futures = []
+            for index in missing:
+                data = lines[index]
+                attributes = {"batch_id": self.cfg.batch_id, "part": str(index), "parts": str(batch.parts),
+                              "records": "1", "sha256": hashlib.sha256(data).hexdigest(), "format": "jsonl"}
+                futures.append(pubsub.publish(topic, data, attributes))
+            for future in futures:
+                future.result(timeout=60)
         finally:
             pubsub.close()
         return set(missing)
@@ -528,10 +548,25 @@ class ChaosRun:
                 return {"ended": "timeout", "pending": [d.kind for d in plan]}
             progress = len(batch.done) / batch.parts if batch is not None else 0.0
             self._check_launcher(progress)
+            self._watch_stall(batch is not None and batch.state == "running", progress)
             if plan and plan[0].at <= progress and time.monotonic() >= next_at and self._disrupt(plan[0], progress):
                 plan.pop(0)
                 next_at = time.monotonic() + self.rng.uniform(0.1, 0.6)
             time.sleep(0.1)
+
+    def _watch_stall(self, running: bool, progress: float) -> None:
+        """Record each stretch over 2 s in which the batch runs but no worker of it is alive."""
+        now = time.monotonic()
+        if running and not self.live_workers():
+            if self._stall_began is None:
+                self._stall_began, self._stall_progress = now, progress
+            return
+        if self._stall_began is not None and now - self._stall_began > 2.0:
+            self.stalls.append({"at_s": round(self._stall_began - self.started, 1),
+                                "seconds": round(now - self._stall_began, 1),
+                                "progress": round(self._stall_progress, 3)})
+            self.say(f"no worker alive for {now - self._stall_began:.1f} s at {self._stall_progress:.0%}")
+        self._stall_began = None
 
     def _disrupt(self, event: Disruption, progress: float) -> bool:
         if event.kind == "kill":
@@ -620,6 +655,7 @@ class ChaosRun:
             "workers_left_running": leftover,
             "worker_exits": exits,
             "subreaper": self.subreaper,
+            "stalls": self.stalls,
             **calls,
         }
 
@@ -815,6 +851,8 @@ def summary_text(report: dict[str, Any]) -> str:
         f"  worker exits: {report['worker_exits']['exited']} failed codes: "
         f"{report['worker_exits']['failed_exit_codes']}",
     ]
+    if report["stalls"]:
+        lines.append(f"  stalls (batch running, no worker alive > 2 s): {report['stalls']}")
     if report["disruptions_not_done"]:
         lines.append(f"  disruptions not done (batch ended first): {report['disruptions_not_done']}")
     return "\n".join(lines)
