@@ -16,6 +16,11 @@ EXIT_OK = 0
 EXIT_FAILED = 1
 EXIT_BAD_INPUT = 2
 EXIT_UNREACHABLE = 3
+EXIT_TERMINATED = 143
+"""A worker stopped by SIGTERM/SIGINT before the queue was drained (128 + SIGTERM, as a shell
+reports it). Not 0: in a work-queue Job a pod that exits 0 says "the queue is empty", after
+which Kubernetes starts no replacement pods; an evicted pod that exits non-zero is replaced
+(its podFailurePolicy ignores DisruptionTarget)."""
 
 
 class BatchctlError(Exception):

@@ -3,8 +3,8 @@
 Same semantics as a Kubernetes work-queue Job: up to ``parallelism`` workers; once
 one exits 0 no new worker starts; a worker that fails is replaced until
 ``backoff_limit``; exit code 2 (configuration error) fails the Job at once. Worker
-PIDs are written under the state dir so a restarted launcher still sees (and does
-not duplicate) a Job whose workers outlived it.
+PIDs are written under the state dir (and kept, marked finished, when the Job ends)
+so a restarted launcher sees a Job whose workers outlived it, and sees it end.
 """
 
 from __future__ import annotations
@@ -41,6 +41,7 @@ class LocalJob:
     failed: int = 0
     failed_reason: str | None = None
     deleted: bool = False
+    recorded_finished: bool = False
 
     @property
     def active(self) -> int:
@@ -149,16 +150,20 @@ class LocalBackend:
     def _observed(self, job: LocalJob) -> ObservedJob:
         active = job.active
         finished = active == 0
-        if finished:
-            self._pid_file(job.name).unlink(missing_ok=True)
+        if finished and not job.recorded_finished:
+            self._write_pids(job, finished=True)
+            job.recorded_finished = True
         return ObservedJob(job.name, active, finished, job.failed_reason)
 
     # ---- surviving a launcher restart ------------------------------------------------
     def _pid_file(self, name: str) -> Path:
         return self.dir / f"{name}.json"
 
-    def _write_pids(self, job: LocalJob) -> None:
-        body = {"batch_id": job.batch_id, "pids": [p.pid for p in job.procs]}
+    def _write_pids(self, job: LocalJob, *, finished: bool = False) -> None:
+        """Kept after the Job ends (marked finished): a restarted launcher must see it ended,
+        not mistake it for one it has yet to observe."""
+        body = {"batch_id": job.batch_id, "pids": [p.pid for p in job.procs], "finished": finished,
+                "failed_reason": job.failed_reason}
         self._pid_file(job.name).write_text(json.dumps(body))
 
     def _orphans(self, batch_id: str, seen: set[str]) -> list[ObservedJob]:
@@ -174,10 +179,8 @@ class LocalBackend:
                 continue
             if body.get("batch_id") != batch_id:
                 continue
-            alive = sum(1 for pid in body.get("pids", []) if _alive(pid))
-            if not alive:
-                path.unlink(missing_ok=True)
-            result.append(ObservedJob(name, alive, alive == 0))
+            alive = 0 if body.get("finished") else sum(1 for pid in body.get("pids", []) if _alive(pid))
+            result.append(ObservedJob(name, alive, alive == 0, body.get("failed_reason")))
         return result
 
     def _signal_orphan(self, path: Path, batch_id: str) -> None:

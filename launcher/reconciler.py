@@ -12,7 +12,7 @@ from typing import Any
 
 from batchctl import logs
 from batchctl.messages import Event, encode_event
-from batchctl.pubsub import PubSub
+from batchctl.pubsub import PubSub, ResourceMissing
 from batchctl.settings import Settings
 from launcher.backend import Backend
 from launcher.control import nudge
@@ -65,8 +65,12 @@ class Reconciler:
             self.store.save(batch)
             log.info("batch_cleaned_up")
         elif isinstance(action, CheckDead):
-            nudge(self.pubsub, self.settings.names.work(batch.batch_id))
-            dead = count_dead(self.pubsub, self.settings.names.dead(batch.batch_id))
+            try:
+                nudge(self.pubsub, self.settings.names.work(batch.batch_id))
+                dead = count_dead(self.pubsub, self.settings.names.dead(batch.batch_id))
+            except ResourceMissing as exc:  # lost with its messages: nothing to count, the plan decides
+                log.warning("dead_letters_uncountable", error=str(exc))
+                dead = set()
             batch.dead |= dead - batch.done
             batch.dead_checked = len(batch.jobs)
             self.store.save(batch)

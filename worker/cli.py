@@ -14,9 +14,10 @@ the same variables and these flags work by hand (a flag wins over its variable):
     BATCHCTL_WORKER_ID       --worker-id      name in events (hostname-pid)
     BATCHCTL_RESULTS_DIR     --results-dir    where the demo handler writes (./batchctl-results)
 
-Exit codes: 0 drained or terminated cleanly, 1 crash, 2 configuration error (bad
-value, handler not importable, subscription or events topic missing), 3 Pub/Sub
-unreachable.
+Exit codes: 0 drained (the queue is empty), 143 stopped by SIGTERM/SIGINT after
+finishing or nacking its parts (not drained, so a Job replaces it), 1 crash or a
+second signal, 2 configuration error (bad value, handler not importable,
+subscription or events topic missing), 3 Pub/Sub unreachable.
 """
 
 from __future__ import annotations

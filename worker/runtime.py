@@ -9,7 +9,8 @@ buffer. Empty pulls are spaced at least ``pull_timeout_s`` apart, so drain takes
 about ``empty_pulls * pull_timeout_s`` whether the server holds an empty pull
 (Pub/Sub) or answers it at once (the emulator, for short timeouts).
 
-Exit: ``drained`` (0), ``terminated`` by a signal (0), ``crash`` (1; 2 when the
+Exit: ``drained`` (0), ``terminated`` by a signal (143: not drained, see
+``batchctl.errors.EXIT_TERMINATED``), ``crash`` (1; 2 when the
 subscription or events topic does not exist, 3 when Pub/Sub stays unreachable).
 """
 
@@ -18,7 +19,7 @@ from __future__ import annotations
 import time
 from typing import Any
 
-from batchctl.errors import EXIT_FAILED, EXIT_OK, BatchctlError, Unreachable
+from batchctl.errors import EXIT_FAILED, EXIT_OK, EXIT_TERMINATED, BatchctlError, Unreachable
 from batchctl.pubsub import PubSub, Received
 from worker.config import WorkerConfig
 from worker.drain import DrainTracker, RetryPolicy
@@ -63,7 +64,7 @@ class Worker:
         try:
             self._start()
             reason = self._loop()
-            code = EXIT_OK
+            code = EXIT_OK if reason == "drained" else EXIT_TERMINATED
         except BatchctlError as exc:
             self.log.error("worker_failed", error=str(exc), exit_code=exc.exit_code)
             code = exc.exit_code
@@ -198,7 +199,7 @@ class Worker:
         try:
             self.events.exited(reason, timeout_s=EXIT_EVENT_TIMEOUT_S)
         except Exception as exc:  # the exit itself must still happen
-            self.log.warning("event_not_published", event="worker_exited", error=f"{type(exc).__name__}: {exc}")
+            self.log.warning("event_not_published", event_type="worker_exited", error=f"{type(exc).__name__}: {exc}")
         tally = self.settler.tally
         self.log.info(
             "worker_exited",

@@ -54,7 +54,7 @@ class Settler:
         try:
             future = self._events.part_done(part, attempt)
         except Exception as exc:  # e.g. the publisher refuses: the part is redone later, not lost
-            self._log.warning("event_not_published", event="part_done", part=part, error=_describe(exc))
+            self._log.warning("event_not_published", event_type="part_done", part=part, error=_describe(exc))
             self._queue.put((held, False))
             return
         future.add_done_callback(lambda f: self._confirmed(held, part, f))
@@ -68,7 +68,7 @@ class Settler:
                 future = self._events.part_failed(part, attempt, reason)
                 future.add_done_callback(lambda f: self._check_event(f, part, "part_failed"))
             except Exception as exc:  # the nack below matters more than the event
-                self._log.warning("event_not_published", event="part_failed", part=part, error=_describe(exc))
+                self._log.warning("event_not_published", event_type="part_failed", part=part, error=_describe(exc))
         self._queue.put((held, False))
 
     def _confirmed(self, held: Held, part: int, future: Future[str]) -> None:
@@ -78,7 +78,7 @@ class Settler:
     def _check_event(self, future: Future[str], part: int, kind: str) -> bool:
         error = None if future.cancelled() else future.exception()
         if future.cancelled() or error is not None:
-            self._log.warning("event_not_published", event=kind, part=part, error=_describe(error))
+            self._log.warning("event_not_published", event_type=kind, part=part, error=_describe(error))
             return False
         return True
 

@@ -3,7 +3,7 @@
 Checks: a worker killed with SIGKILL while holding parts loses none (they come back
 after its lease and another worker does them); SIGTERM mid-part either lets the
 part finish and be acked, or, past the drain budget, nacks it so another worker
-redoes it; either way the worker exits 0 within its budget. A second signal ends
+redoes it; either way the worker exits 143 (terminated, not drained) within its budget. A second signal ends
 the worker at once.
 """
 
@@ -15,6 +15,7 @@ from pathlib import Path
 
 import pytest
 
+from batchctl.errors import EXIT_TERMINATED
 from batchctl.pubsub import PubSub
 from tests.support.handlers import markers
 from tests.support.parts import EventLog, WorkerProcess, publish_batch
@@ -68,7 +69,7 @@ def test_kill_9_while_holding_parts_loses_nothing(pubsub: PubSub, env: dict[str,
 
 @pytest.mark.timeout(60)
 def test_sigterm_mid_part_finishes_and_acks_within_budget(pubsub: PubSub, env: dict[str, str], tmp_path: Path) -> None:
-    """SIGTERM during a 2 s part with a 10 s budget: the part finishes, is acked once, exit 0 (terminated)."""
+    """SIGTERM during a 2 s part with a 10 s budget: the part finishes, is acked once, exit 143 (terminated)."""
     results = tmp_path / "results"
     events = EventLog.open(pubsub)
     publish_batch(pubsub, "term1", [[{"sleep": 2}]])
@@ -78,7 +79,7 @@ def test_sigterm_mid_part_finishes_and_acks_within_budget(pubsub: PubSub, env: d
     try:
         wait_for(lambda: markers(results, "started"), timeout=30, what="the part to start")
         sent = worker.signal(signal.SIGTERM)
-        assert worker.wait(timeout=20) == 0, worker.text()[-2000:]
+        assert worker.wait(timeout=20) == EXIT_TERMINATED, worker.text()[-2000:]
     finally:
         worker.stop()
     assert worker.exited_at is not None and worker.exited_at - sent <= 2 + EXIT_SLACK_S
@@ -92,7 +93,7 @@ def test_sigterm_mid_part_finishes_and_acks_within_budget(pubsub: PubSub, env: d
 def test_sigterm_past_budget_nacks_and_another_worker_redoes_it(
     pubsub: PubSub, env: dict[str, str], tmp_path: Path
 ) -> None:
-    """SIGTERM during a 30 s part with a 1 s budget: nacked, exit 0 within the budget, redone elsewhere."""
+    """SIGTERM during a 30 s part with a 1 s budget: nacked, exit 143 within the budget, redone elsewhere."""
     results = tmp_path / "results"
     events = EventLog.open(pubsub)
     publish_batch(pubsub, "term2", [[{"sleep": 30}], [{"sleep": 0}]])
@@ -102,7 +103,7 @@ def test_sigterm_past_budget_nacks_and_another_worker_redoes_it(
     try:
         wait_for(lambda: 0 in started_by(results, first.pid), timeout=30, what="the long part to start")
         sent = first.signal(signal.SIGTERM)
-        assert first.wait(timeout=15) == 0, first.text()[-2000:]
+        assert first.wait(timeout=15) == EXIT_TERMINATED, first.text()[-2000:]
         assert first.exited_at is not None and first.exited_at - sent <= 1 + EXIT_SLACK_S
         assert first.log_events("worker_exited")[-1]["parts_given_back"] == 1
         second = WorkerProcess.start(env, tmp_path, "second", drain_budget_s="1", **common)
