@@ -18,7 +18,7 @@ from batchctl.messages import Control
 from batchctl.names import validate_batch_id
 from batchctl.pubsub import PubSub
 from launcher.backend import Backend
-from launcher.state import CANCELLED, FAILED, RUNNING, SUCCEEDED, TERMINAL, BatchState
+from launcher.state import CANCELLED, SUCCEEDED, TERMINAL, BatchState
 from launcher.store import StateStore
 from splitter.submit import send_control
 
@@ -103,5 +103,3 @@ def follow(store: StateStore, batch_id: str, *, timeout: float,
     return wait_until(store, batch_id, lambda b: b.state in TERMINAL, timeout=timeout,
                       what=f"batch {batch_id} to finish", on_poll=on_poll)
 
-
-__all__ = ["FAILED", "RUNNING", "describe", "follow", "request"]

@@ -8,7 +8,7 @@ import sys
 from collections.abc import Callable, Mapping, Sequence
 
 from batchctl import logs
-from batchctl.errors import EXIT_BAD_INPUT, EXIT_OK, BatchctlError
+from batchctl.errors import BatchctlError
 from batchctl.settings import Settings
 
 Command = Callable[[argparse.Namespace, Settings], int]
@@ -66,5 +66,3 @@ def main(argv: Sequence[str] | None = None, environ: Mapping[str, str] | None = 
 
 if __name__ == "__main__":
     sys.exit(main())
-
-__all__ = ["EXIT_BAD_INPUT", "EXIT_OK", "main"]

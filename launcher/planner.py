@@ -10,7 +10,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
-from launcher.state import CANCELLED, FAILED, PENDING, RUNNING, SUCCEEDED, TERMINAL, BatchState
+from launcher.state import FAILED, SUCCEEDED, TERMINAL, BatchState
 
 MAX_IDLE_JOBS = 3
 """Consecutive Jobs that end without a part moving before the batch is failed (parts lost)."""
@@ -136,5 +136,3 @@ def _idle_streak(batch: BatchState) -> int:
         streak += 1
     return streak
 
-
-__all__ = ["CANCELLED", "FAILED", "PENDING", "RUNNING", "SUCCEEDED", "Action", "plan"]

@@ -18,7 +18,7 @@ from launcher.backend import Backend
 from launcher.control import nudge
 from launcher.metrics import Metrics
 from launcher.planner import Action, CheckDead, Cleanup, Finish, Launch, ObservedJob, plan
-from launcher.state import FAILED, RUNNING, SUCCEEDED, BatchState, JobRecord
+from launcher.state import RUNNING, SUCCEEDED, BatchState, JobRecord
 from launcher.store import StateStore
 from splitter import topology
 
@@ -121,5 +121,3 @@ def count_dead(pubsub: PubSub, subscription: str) -> set[int]:
             pubsub.nack(subscription, held[i : i + 1000])
     return parts
 
-
-__all__ = ["FAILED", "Reconciler", "count_dead", "publish_event"]

@@ -8,7 +8,6 @@ a launcher that lost leadership cannot overwrite its successor's progress.
 
 from __future__ import annotations
 
-import json
 import os
 import tempfile
 from pathlib import Path
@@ -137,5 +136,3 @@ class ConfigMapStore:
         except (ValueError, KeyError, TypeError):
             return None
 
-
-__all__ = ["ConfigMapStore", "FileStore", "StateStore", "json"]
