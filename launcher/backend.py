@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 from typing import Protocol
 
 from batchctl.settings import Settings
@@ -11,6 +12,9 @@ from launcher.state import BatchState
 
 class Backend(Protocol):
     """Runs "Jobs": Kubernetes Jobs, or groups of local worker processes."""
+
+    changed: threading.Event
+    """Set when the backend sees a Job change, so the launcher reconciles without waiting a tick."""
 
     def launch(self, batch: BatchState, launch: Launch) -> bool:
         """Start the Job; False if it already existed (a repeated launch is harmless)."""

@@ -61,6 +61,8 @@ class LocalBackend:
         self.log = logs.get("local-backend")
         self._jobs: dict[str, LocalJob] = {}
         self._lock = threading.RLock()
+        self.changed = threading.Event()
+        """Never set: worker exits are seen by polling on each reconcile tick."""
 
     def launch(self, batch: BatchState, launch: Launch) -> bool:
         with self._lock:

@@ -60,7 +60,7 @@ class Launcher:
         self.reconciler = Reconciler(settings, pubsub, store, backend, self.metrics)
         self.controller = Controller(pubsub, store, backend, self.batches)
         self.inbox: queue.Queue[tuple[str, Received]] = queue.Queue()
-        self.wake = wake or threading.Event()
+        self.wake = wake or backend.changed
         self.stopping = threading.Event()
         self.last_loop = time.monotonic()
         self.log = logs.get("launcher")
