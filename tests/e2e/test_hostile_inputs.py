@@ -545,6 +545,7 @@ class IdleBackend:
 
     def __init__(self) -> None:
         self.launched: dict[str, list[str]] = {}
+        self.changed = threading.Event()
 
     def launch(self, batch: BatchState, launch: Launch) -> bool:
         self.launched.setdefault(batch.batch_id, []).append(launch.name)
