@@ -102,15 +102,13 @@ def run_submit(args: argparse.Namespace, settings: Settings) -> int:
         pubsub.close()
     summary = {"batch_id": result.batch_id, "parts": result.parts, "records": result.records,
                "bytes": result.bytes}
-    if not args.wait:
-        if args.json:
-            emit_json(summary)
-        else:
-            print(f"submitted {result.batch_id}: {result.parts} parts, {result.records} records, "
-                  f"{result.bytes} bytes")
-        return EXIT_OK
-    assert store is not None
-    return _follow(settings, store, result.batch_id, as_json=args.json)
+    if store is not None:
+        return _follow(settings, store, result.batch_id, as_json=args.json)
+    if args.json:
+        emit_json(summary)
+    else:
+        print(f"submitted {result.batch_id}: {result.parts} parts, {result.records} records, {result.bytes} bytes")
+    return EXIT_OK
 
 
 def _follow(settings: Settings, store: Any, batch_id: str, *, as_json: bool) -> int:
