@@ -67,8 +67,7 @@ def run(settings: Settings, options: DemoOptions) -> int:
         sample(data, options.records)
         pubsub = PubSub(settings)
         stack.callback(pubsub.close)
-        parts = assemble(settings, worker_env={"BATCHCTL_RESULTS_DIR": str(output),
-                                               "BATCHCTL_EMPTY_PULLS": "3", "PYTHONPATH": _pythonpath()})
+        parts = assemble(settings, worker_env={"BATCHCTL_RESULTS_DIR": str(output)})
         launcher = Launcher(settings, pubsub, parts.store, parts.backend, parts.elector,
                             tuning=Tuning(tick_s=0.2, pull_timeout_s=2.0))
         thread = threading.Thread(target=launcher.run, name="launcher", daemon=True)
@@ -106,10 +105,6 @@ def _with_emulator(settings: Settings, stack: ExitStack, work: Path) -> Settings
     environ = {**settings.environ, "PUBSUB_EMULATOR_HOST": emulator.host}
     return replace(settings, emulator_host=emulator.host, project=settings.project or "batchctl-local",
                    environ=environ)
-
-
-def _pythonpath() -> str:
-    return ":".join(p for p in sys.path if p)
 
 
 def _stop(launcher: Launcher, thread: threading.Thread, backend: object) -> None:
