@@ -3,8 +3,7 @@
     BatchctlError                 exit 1 unless a subclass says otherwise
     ├── BadInput                  exit 2: a file, line, flag or variable is wrong
     │   └── BatchExists           exit 2: the batch id is already taken
-    ├── Unreachable               exit 3: Pub/Sub or the Kubernetes API cannot be reached
-    └── BatchFailed               exit 1: a followed batch ended failed or cancelled
+    └── Unreachable               exit 3: Pub/Sub or the Kubernetes API cannot be reached
 
 The CLI prints ``str(error)`` as one line and exits with ``error.exit_code``;
 anything else escaping is a bug and is logged with its traceback.
@@ -43,9 +42,3 @@ class Unreachable(BatchctlError):
     """Raised when Pub/Sub or the Kubernetes API does not answer; names the endpoint."""
 
     exit_code = EXIT_UNREACHABLE
-
-
-class BatchFailed(BatchctlError):
-    """Raised when a batch followed with ``--wait`` ends failed or cancelled."""
-
-    exit_code = EXIT_FAILED

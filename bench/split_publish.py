@@ -215,7 +215,7 @@ def peak_rss(env: dict[str, str], workdir: Path, megabytes: int, timeout: float)
         str(RECORDS_PER_PART),
         "--json",
     ]
-    # The spool goes to TMPDIR: keep it in the bench's folder so it is removed with it.
+    # A stdin copy (none here) would go to TMPDIR: keep it in the bench's folder so it is removed with it.
     measured = run_measured(cmd, env={**env, "TMPDIR": str(workdir)}, timeout=timeout)
     big.unlink()
     if measured.returncode != 0:

@@ -47,7 +47,8 @@ class KubeBackend:
         self.kube = kube
         self.config = config
         self.log = logs.get("kube-backend")
-        self._jobs: dict[str, dict[str, Any]] = {}
+        self._jobs: dict[str, dict[str, dict[str, Any]]] = {}
+        """batch id -> Job name -> Job: ``observe`` runs for every batch on every tick."""
         self._synced = threading.Event()
         self._stop = threading.Event()
         self._lock = threading.Lock()
@@ -77,7 +78,7 @@ class KubeBackend:
             items = self.kube.list_jobs(f"{JOB_SELECTOR},{LABEL_BATCH}={batch_id}")
             return [observed(j) for j in items]
         with self._lock:
-            jobs = [j for j in self._jobs.values() if _batch_of(j) == batch_id]
+            jobs = list(self._jobs.get(batch_id, {}).values())
         return [observed(j) for j in jobs]
 
     def delete_jobs(self, batch_id: str) -> None:
@@ -104,8 +105,11 @@ class KubeBackend:
 
     def _relist(self) -> None:
         items = self.kube.list_jobs(JOB_SELECTOR)
+        index: dict[str, dict[str, dict[str, Any]]] = {}
+        for job in items:
+            index.setdefault(_batch_of(job) or "", {})[job["metadata"]["name"]] = job
         with self._lock:
-            self._jobs = {j["metadata"]["name"]: j for j in items}
+            self._jobs = index
         self._synced.set()
         self.changed.set()
 
@@ -114,10 +118,11 @@ class KubeBackend:
         if not name:
             return
         with self._lock:
+            jobs_of_batch = self._jobs.setdefault(_batch_of(job) or "", {})
             if kind == "DELETED":
-                self._jobs.pop(name, None)
+                jobs_of_batch.pop(name, None)
             else:
-                self._jobs[name] = job
+                jobs_of_batch[name] = job
         self.changed.set()
 
 

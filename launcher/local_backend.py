@@ -17,6 +17,7 @@ import sys
 import threading
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from batchctl import logs
 from batchctl.settings import Settings
@@ -60,6 +61,8 @@ class LocalBackend:
         self.log_dir.mkdir(parents=True, exist_ok=True)
         self.log = logs.get("local-backend")
         self._jobs: dict[str, LocalJob] = {}
+        self._recorded: dict[str, dict[str, Any]] | None = None
+        """Job files of earlier launcher processes, read once (they write no more)."""
         self._lock = threading.RLock()
         self.changed = threading.Event()
         """Never set: worker exits are seen by polling on each reconcile tick."""
@@ -91,8 +94,11 @@ class LocalBackend:
                 for proc in job.procs:
                     if proc.poll() is None:
                         proc.send_signal(signal.SIGTERM)
-            for path in self.dir.glob("*.json"):
-                self._signal_orphan(path, batch_id)
+            for body in self._earlier().values():
+                if body.get("batch_id") == batch_id and not body.get("finished"):
+                    for pid in body.get("pids", []):
+                        if _alive(pid):
+                            os.kill(pid, signal.SIGTERM)
 
     def close(self) -> None:
         """Leave workers running: they drain and exit by themselves (like Jobs outliving a launcher)."""
@@ -168,32 +174,29 @@ class LocalBackend:
                 "failed_reason": job.failed_reason}
         self._pid_file(job.name).write_text(json.dumps(body))
 
+    def _earlier(self) -> dict[str, dict[str, Any]]:
+        """Job files present when this backend first looked: the Jobs of earlier launchers."""
+        if self._recorded is None:
+            self._recorded = {}
+            for path in self.dir.glob("*.json"):
+                try:
+                    self._recorded[path.stem] = json.loads(path.read_text())
+                except (OSError, ValueError):
+                    continue
+        return self._recorded
+
     def _orphans(self, batch_id: str, seen: set[str]) -> list[ObservedJob]:
         """Jobs started by an earlier launcher process whose workers may still run."""
         result = []
-        for path in self.dir.glob("*.json"):
-            name = path.stem
-            if name in seen:
-                continue
-            try:
-                body = json.loads(path.read_text())
-            except (OSError, ValueError):
-                continue
-            if body.get("batch_id") != batch_id:
+        for name, body in self._earlier().items():
+            if name in seen or body.get("batch_id") != batch_id:
                 continue
             alive = 0 if body.get("finished") else sum(1 for pid in body.get("pids", []) if _alive(pid))
+            if not alive and not body.get("finished"):
+                body["finished"] = True
+                self._pid_file(name).write_text(json.dumps(body))
             result.append(ObservedJob(name, alive, alive == 0, body.get("failed_reason")))
         return result
-
-    def _signal_orphan(self, path: Path, batch_id: str) -> None:
-        try:
-            body = json.loads(path.read_text())
-        except (OSError, ValueError):
-            return
-        if body.get("batch_id") == batch_id:
-            for pid in body.get("pids", []):
-                if _alive(pid):
-                    os.kill(pid, signal.SIGTERM)
 
 
 def _alive(pid: int) -> bool:

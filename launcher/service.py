@@ -210,7 +210,8 @@ class Launcher:
                 decoded.append(decode_event(msg.data, msg.attributes))
             except BadInput as exc:
                 self.log.warning("event_rejected", error=str(exc), message_id=msg.message_id)
-        before = {k: (len(b.done), len(b.dead)) for k, b in self.batches.items()}
+        touched = {e.batch_id for e in decoded if e.batch_id in self.batches}
+        before = {k: (len(self.batches[k].done), len(self.batches[k].dead)) for k in touched}
         changed = apply_events(self.batches, decoded)
         for batch_id in changed:
             batch = self.batches[batch_id]

@@ -17,7 +17,6 @@ from dataclasses import dataclass, field
 
 from batchctl.errors import BadInput
 
-PUBSUB_MAX_MESSAGE_BYTES = 10_000_000
 MAX_PART_BYTES_CEILING = 9_500_000
 """Hard ceiling: under Pub/Sub's 10 MB message limit with room for attributes."""
 DEFAULT_MAX_PART_BYTES = 1024 * 1024

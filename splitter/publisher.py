@@ -1,4 +1,4 @@
-"""Publish a spooled batch: one message per part, every future awaited, errors surfaced.
+"""Publish a batch's parts: one message per part, every future awaited, errors surfaced.
 
 The client's own batching and flow control (see ``batchctl.pubsub.PubSub``) bound
 memory; here the outstanding futures are bounded too and checked as they finish,

@@ -13,9 +13,8 @@ after the nack of the same message and quietly take it back for another lease.
 from __future__ import annotations
 
 import threading
-import time
 from collections.abc import Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 from batchctl.pubsub import PubSub, Received
@@ -29,7 +28,6 @@ class Held:
     """One pulled message, from pull to ack or nack."""
 
     received: Received
-    pulled_at: float = field(default_factory=time.monotonic)
     abandoned: bool = False
     """Set when the worker gave the message back while its handler still ran."""
 

@@ -31,10 +31,6 @@ class Slots(Generic[T]):
         for n in range(self.size):
             threading.Thread(target=self._run, name=f"{self._name}-{n}", daemon=True).start()
 
-    @property
-    def busy(self) -> int:
-        return self._busy
-
     def wait_free(self, timeout: float) -> int:
         """Wait up to ``timeout`` for a free slot; returns how many are free (0 on timeout)."""
         with self._changed:
