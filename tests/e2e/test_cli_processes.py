@@ -8,14 +8,14 @@ prints a summary.
 
 from __future__ import annotations
 
-import os
+import re
 import signal
 import subprocess
 import sys
 import urllib.request
 from pathlib import Path
 
-from batchctl.emulator import free_port
+from batchctl.emulator import answers, free_port
 from tests.support.launching import REPO, fast_worker_env, write_records
 from tests.support.waiting import wait_for
 
@@ -66,7 +66,8 @@ def test_launcher_serves_probes_follows_submit_wait_and_stops_on_sigterm(env: di
 
 
 def test_demo_starts_its_own_emulator_and_succeeds(env: dict[str, str], tmp_path: Path) -> None:
-    """`batchctl demo` with no emulator reachable: starts one, runs the batch, prints the summary, exit 0."""
+    """`batchctl demo` with no emulator reachable: starts one, runs the batch, prints the summary,
+    stops the emulator it started, exit 0."""
     demo_env = {k: v for k, v in env.items() if k not in ("PUBSUB_EMULATOR_HOST", "GOOGLE_CLOUD_PROJECT")}
     demo_env["PUBSUB_EMULATOR_HOST"] = f"127.0.0.1:{free_port()}"  # nothing listens there
     out = tmp_path / "out"
@@ -76,4 +77,5 @@ def test_demo_starts_its_own_emulator_and_succeeds(env: dict[str, str], tmp_path
     assert "started the Pub/Sub emulator" in result.stderr
     assert "succeeded" in result.stdout and "2000 in 20 parts (20 parts done)" in result.stdout
     assert len(list(out.glob("demo-*.json"))) == 20
-    assert os.environ.get("PUBSUB_EMULATOR_HOST") != demo_env["PUBSUB_EMULATOR_HOST"]
+    started = re.search(r"started the Pub/Sub emulator on (\S+)", result.stderr)
+    assert started is not None and not answers(started.group(1)), "the demo left its emulator running"
