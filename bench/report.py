@@ -70,6 +70,17 @@ def rows(benches: dict[str, Any]) -> list[Row]:
                 "split_publish",
             )
         )
+        if _get(sp, "raw_bulk_records_per_s") is not None:
+            out.append(
+                (
+                    "split+publish, raw loop over the client's API layer (publish requests)",
+                    f"{_num(_get(sp, 'raw_bulk_records_per_s'), ',.0f')} records/s "
+                    f"(batchctl / raw-bulk = {_num(_get(sp, 'ratio_vs_bulk'), '.2f')})",
+                    "",
+                    "",
+                    "split_publish",
+                )
+            )
         out.append(
             (
                 f"ratio batchctl / raw ({_num(_get(sp, 'records'), ',')} records, median of "

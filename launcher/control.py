@@ -17,7 +17,6 @@ from batchctl.pubsub import PubSub
 from launcher.backend import Backend
 from launcher.state import CANCELLED, FAILED, RUNNING, TERMINAL, BatchState
 from launcher.store import StateStore
-from splitter.publisher import PUBLISH_TIMEOUT_S
 
 DEAD_LETTER_WAIT_S = 20.0
 
@@ -93,9 +92,7 @@ def republish_dead(pubsub: PubSub, batch_id: str, expected: set[int],
                 return moved
             nudge(pubsub, names.work(batch_id))
             continue
-        futures = [pubsub.publish(names.work(batch_id), m.data, m.attributes) for m in msgs]
-        for future in futures:
-            future.result(timeout=PUBLISH_TIMEOUT_S)
+        pubsub.publish_many(names.work(batch_id), ((m.data, m.attributes) for m in msgs), what="dead part")
         pubsub.ack(names.dead(batch_id), [m.ack_id for m in msgs])
         moved.update(int(m.attributes["part"]) for m in msgs if m.attributes.get("part", "").isdigit())
 

@@ -18,10 +18,10 @@ from batchctl import logs
 from batchctl.errors import BadInput
 from batchctl.messages import BatchRequest, Control, encode_control
 from batchctl.names import generate_batch_id, validate_batch_id
-from batchctl.pubsub import PubSub
+from batchctl.pubsub import PUBLISH_TIMEOUT_S, PublishFailed, PubSub
 from splitter import partitioner, readers, topology
 from splitter.partitioner import PartLimits
-from splitter.publisher import PUBLISH_TIMEOUT_S, PublishFailed, publish_parts
+from splitter.publisher import publish_parts
 
 DEFAULT_HANDLER = "worker.demo:handle"
 STDIN_COPY_BYTES = 1 << 20

@@ -107,20 +107,21 @@ def test_failure_halfway_through_publishing_rolls_back(
     env: dict[str, str], pubsub: PubSub, prefix: str, tmp_path: Path, mocker: MockerFixture,
     capsys: pytest.CaptureFixture[str],
 ) -> None:
-    """Publishing fails on the 5th part: every topic and subscription created is deleted, no request."""
+    """The 2nd of 3 publish requests fails: every topic and subscription created is deleted, no request."""
     path = tmp_path / "in.jsonl"
-    path.write_text('{"a":1}\n' * 20)
-    real = PubSub.publish
+    path.write_text('{"a":1}\n' * 300)
+    real = PubSub._send_request
     calls = {"n": 0}
 
-    def flaky(self: PubSub, topic: str, data: bytes, attributes: dict[str, str] | None = None):  # type: ignore[no-untyped-def]
+    def flaky(self: PubSub, request: object) -> object:
         calls["n"] += 1
-        if calls["n"] == 5:
+        if calls["n"] == 2:
             raise RuntimeError("injected publish failure")
-        return real(self, topic, data, attributes)
+        return real(self, request)
 
-    mocker.patch.object(PubSub, "publish", flaky)
-    assert run(env, str(path), "--batch-id", "half", "--records-per-part", "2") != 0
-    assert calls["n"] == 5
-    assert "injected publish failure" in capsys.readouterr().err
+    mocker.patch.object(PubSub, "_send_request", flaky)
+    assert run(env, str(path), "--batch-id", "half", "--records-per-part", "1") == 1
+    assert calls["n"] >= 2
+    err = one_line_error(capsys)
+    assert "publishing parts 100-199" in err and "injected publish failure" in err
     assert_nothing_left(pubsub, prefix)

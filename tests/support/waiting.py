@@ -9,7 +9,7 @@ from typing import TypeVar
 T = TypeVar("T")
 
 
-def wait_for(condition: Callable[[], T], *, timeout: float, interval: float = 0.05, what: str = "") -> T:
+def wait_for(condition: Callable[[], T | None], *, timeout: float, interval: float = 0.05, what: str = "") -> T:
     """Poll ``condition`` until it returns something truthy; fail after ``timeout`` seconds."""
     deadline = time.monotonic() + timeout
     while True:
