@@ -261,7 +261,8 @@ def markdown(results: dict[str, Any]) -> str:
     lines += ["", "## Commands", "", "Everything: `bench/run` (or `bench/run --quick`). Each bench alone:", ""]
     for name, bench in benches.items():
         status = "ok" if bench.get("returncode") == 0 else f"exit {bench.get('returncode')}"
-        lines.append(f"- `{bench.get('command', name)}` ({bench.get('seconds', 0):.0f} s, {status})")
+        earlier = f"; figures kept from the run of {bench['kept_from']}" if bench.get("kept_from") else ""
+        lines.append(f"- `{bench.get('command', name)}` ({bench.get('seconds', 0):.0f} s, {status}{earlier})")
     failed = [name for name, bench in benches.items() if not bench.get("figures")]
     if failed:
         lines += ["", f"No figures from: {', '.join(failed)} (see their output)."]

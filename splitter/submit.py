@@ -18,7 +18,7 @@ from batchctl import logs
 from batchctl.errors import BadInput
 from batchctl.messages import BatchRequest, Control, encode_control
 from batchctl.names import generate_batch_id, validate_batch_id
-from batchctl.pubsub import PUBLISH_TIMEOUT_S, PublishFailed, PubSub
+from batchctl.pubsub import PublishFailed, PubSub
 from splitter import partitioner, readers, topology
 from splitter.partitioner import PartLimits
 from splitter.publisher import publish_parts
@@ -98,11 +98,11 @@ def _sources(options: SubmitOptions, stdin: BinaryIO | None, stack: ExitStack) -
 def send_control(pubsub: PubSub, control: Control) -> None:
     """Publish one control message and wait until Pub/Sub confirms it."""
     data, attributes = encode_control(control)
-    future = pubsub.publish(pubsub.settings.names.requests_topic, data, attributes)
     try:
-        future.result(timeout=PUBLISH_TIMEOUT_S)
-    except Exception as exc:
-        raise PublishFailed(f"sending the {control.action} request failed: {exc}") from exc
+        # As a one-message request: the batching publisher would hold it for its batch latency first.
+        pubsub.publish_many(pubsub.settings.names.requests_topic, [(data, attributes)], what="request")
+    except PublishFailed as exc:
+        raise PublishFailed(f"sending the {control.action} request failed: {exc.__cause__ or exc}") from exc
 
 
 def _batch_format(sources: list[readers.Source]) -> str:

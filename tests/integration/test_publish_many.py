@@ -57,7 +57,11 @@ class Spy:
 @pytest.fixture
 def spy(mocker: MockerFixture) -> Spy:
     spy = Spy(PubSub._send_request)
-    mocker.patch.object(PubSub, "_send_request", lambda client, request: spy(client, request))
+
+    def send_request(client: PubSub, request: Any) -> Any:  # a function, so that it binds as a method
+        return spy(client, request)
+
+    mocker.patch.object(PubSub, "_send_request", send_request)
     return spy
 
 
