@@ -17,6 +17,8 @@ from batchctl.names import validate_batch_id
 
 ACTIONS = ("launch", "cancel", "retry")
 EVENT_TYPES = ("worker_started", "part_done", "part_failed", "worker_exited", "batch_finished")
+EXIT_ERROR_PREFIX = "error: "
+"""A ``worker_exited`` reason that starts with this carries the one-line error the worker exited on."""
 
 
 @dataclass(frozen=True)

@@ -16,6 +16,13 @@ MAX_IDLE_JOBS = 3
 """Consecutive Jobs that end without a part moving before the batch is failed (parts lost)."""
 CONFIG_ERROR_REASON = "PodFailurePolicy"
 """Job condition reason when a worker exited with the configuration-error code."""
+MAX_WORKER_ERROR_CHARS = 500
+
+
+def config_error_message(worker_error: str) -> str:
+    """A batch's failure reason after a worker configuration error, with the worker's own words if known."""
+    detail = worker_error[:MAX_WORKER_ERROR_CHARS] if worker_error else "see the Job's pod logs"
+    return f"worker configuration error (exit 2): {detail}"
 
 
 @dataclass(frozen=True)
@@ -79,7 +86,7 @@ def plan(batch: BatchState, jobs: list[ObservedJob], *, job_name: str, now: floa
     if active:
         return []
     if any(j.failed_reason == CONFIG_ERROR_REASON for j in _current(batch, jobs)):
-        return [Finish(FAILED, "worker configuration error (exit 2): see the Job's pod logs")]
+        return [Finish(FAILED, config_error_message(batch.worker_error))]
     return _plan_follow_up(batch, job_name=job_name, now=now)
 
 

@@ -4,21 +4,26 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
 
-from batchctl.messages import Event
-from launcher.state import TERMINAL, BatchState
+from batchctl.messages import EXIT_ERROR_PREFIX, Event
+from launcher.planner import config_error_message
+from launcher.state import FAILED, TERMINAL, BatchState
 
 
 def apply_events(batches: Mapping[str, BatchState], events: Iterable[Event]) -> set[str]:
-    """Record part_done / part_failed events; return the ids of batches that changed.
+    """Record part_done / part_failed events and workers' exit errors; return the ids of batches that changed.
 
     A part is done once any delivery of it is done. A failure on the last allowed
     delivery attempt means Pub/Sub dead-letters it, so it is counted dead (unless
-    it is, or later becomes, done). Events of unknown or finished batches, or with a
-    part index outside the batch, are ignored.
+    it is, or later becomes, done). Part events of unknown or finished batches, or
+    with a part index outside the batch, are ignored.
     """
     changed: set[str] = set()
     for event in events:
         batch = batches.get(event.batch_id)
+        if batch is not None and event.type == "worker_exited" and event.reason.startswith(EXIT_ERROR_PREFIX):
+            if _note_worker_error(batch, event.reason.removeprefix(EXIT_ERROR_PREFIX)):
+                changed.add(batch.batch_id)
+            continue
         if batch is None or batch.state in TERMINAL or event.part is None:
             continue
         if not 0 <= event.part < batch.parts:
@@ -40,3 +45,14 @@ def apply_events(batches: Mapping[str, BatchState], events: Iterable[Event]) -> 
             batch.dead.add(event.part)
             changed.add(batch.batch_id)
     return changed
+
+
+def _note_worker_error(batch: BatchState, error: str) -> bool:
+    """Keep a worker's exit error. It may arrive after the Job's failure ended the batch;
+    then the batch's generic reason takes the worker's words."""
+    if error == batch.worker_error:
+        return False
+    batch.worker_error = error
+    if batch.state == FAILED and batch.reason == config_error_message(""):
+        batch.reason = config_error_message(error)
+    return True

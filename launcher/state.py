@@ -49,6 +49,8 @@ class BatchState:
     """part_failed events seen: attempts count as activity when judging a Job idle."""
     dead_checked: int = 0
     """Number of Jobs when the dead-letter subscription was last counted."""
+    worker_error: str = ""
+    """The last error a worker reported exiting on (``worker_exited`` with ``error: ...``)."""
     version: str | None = field(default=None, compare=False)
     """Store-specific version (a resourceVersion) of what was loaded; not serialised."""
 
@@ -88,6 +90,7 @@ class BatchState:
             "dead_checked": self.dead_checked,
             "failures": self.failures,
             "retry_floor": self.retry_floor,
+            "worker_error": self.worker_error,
         }
         return json.dumps(body, separators=(",", ":"))
 
@@ -108,6 +111,7 @@ class BatchState:
             dead_checked=body.get("dead_checked", 0),
             failures=body.get("failures", 0),
             retry_floor=body.get("retry_floor", 0),
+            worker_error=body.get("worker_error", ""),
             version=version,
         )
 

@@ -23,6 +23,7 @@ subscription or events topic missing), 3 Pub/Sub unreachable.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import sys
 from collections.abc import Mapping
@@ -30,12 +31,17 @@ from typing import Any
 
 from batchctl import logs
 from batchctl.errors import BadInput
+from batchctl.messages import EXIT_ERROR_PREFIX
 from batchctl.pubsub import PubSub
 from batchctl.settings import Settings
 from worker.config import OPTIONS, WorkerConfig
+from worker.events import Events
 from worker.handler import load_handler
 from worker.runtime import Worker
 from worker.shutdown import Shutdown
+
+REPORT_TIMEOUT_S = 5.0
+"""How long a worker that cannot start waits to tell the launcher why."""
 
 FLAG_HELP = {
     "batch_id": "batch to drain (BATCHCTL_BATCH_ID)",
@@ -66,9 +72,14 @@ def run(args: argparse.Namespace, environ: Mapping[str, str]) -> int:
         settings = Settings.from_env(environ)
         flags = {o.field: getattr(args, f"worker_{o.field}", None) for o in OPTIONS}
         config = WorkerConfig.from_sources(environ, flags, prefix=settings.prefix)
+    except BadInput as exc:
+        sys.stderr.write(f"batchctl: error: worker: {exc}\n")
+        return exc.exit_code
+    try:
         handler = load_handler(config.handler)
     except BadInput as exc:
         sys.stderr.write(f"batchctl: error: worker: {exc}\n")
+        _report_exit_error(settings, config, exc)
         return exc.exit_code
     log = logs.get("worker", batch_id=config.batch_id, worker=config.worker_id)
     shutdown = Shutdown(config.drain_budget_s)
@@ -78,6 +89,21 @@ def run(args: argparse.Namespace, environ: Mapping[str, str]) -> int:
         return Worker(config, pubsub, handler, shutdown=shutdown, log=log).run()
     finally:
         _close(pubsub, log)
+
+
+def _report_exit_error(settings: Settings, config: WorkerConfig, exc: BadInput) -> None:
+    """Best effort and silent: tell the launcher why this worker exits, so that ``status`` can say it.
+
+    The exit code and the stderr line already report the error; a missing events topic or an
+    unreachable Pub/Sub must neither add output nor hold the exit longer than a few seconds.
+    """
+    with contextlib.suppress(Exception):
+        pubsub = PubSub(settings)
+        try:
+            events = Events(pubsub, batch_id=config.batch_id, worker_id=config.worker_id)
+            events.exited(f"{EXIT_ERROR_PREFIX}{exc}", timeout_s=REPORT_TIMEOUT_S)
+        finally:
+            pubsub.close()
 
 
 def _close(pubsub: PubSub, log: Any) -> None:

@@ -50,5 +50,5 @@ class Events:
         self.confirm(self.publish("worker_started"), timeout_s=timeout_s)
 
     def exited(self, reason: str, *, timeout_s: float) -> None:
-        """Announce the exit (``drained``, ``terminated`` or ``crash``) and wait for it."""
+        """Announce the exit (``drained``, ``terminated``, ``crash`` or ``error: <why>``) and wait for it."""
         self.confirm(self.publish("worker_exited", reason=reason), timeout_s=timeout_s)

@@ -20,6 +20,7 @@ import time
 from typing import Any
 
 from batchctl.errors import EXIT_FAILED, EXIT_OK, EXIT_TERMINATED, BatchctlError, Unreachable
+from batchctl.messages import EXIT_ERROR_PREFIX
 from batchctl.pubsub import PubSub, Received
 from worker.config import WorkerConfig
 from worker.drain import DrainTracker, RetryPolicy
@@ -67,7 +68,7 @@ class Worker:
             code = EXIT_OK if reason == "drained" else EXIT_TERMINATED
         except BatchctlError as exc:
             self.log.error("worker_failed", error=str(exc), exit_code=exc.exit_code)
-            code = exc.exit_code
+            reason, code = f"{EXIT_ERROR_PREFIX}{exc}", exc.exit_code
         except Exception:
             self.log.exception("worker_crashed")
         self._finish(reason)

@@ -3,7 +3,8 @@
 Checks: a batch is launched with the computed parallelism, drained and succeeds with
 parts_done exact and its Pub/Sub resources deleted; status and list report it; a
 cancel stops workers and deletes the work subscription; dead parts fail the batch
-and retry completes it; a worker killed after another exited 0 gets a follow-up Job.
+and retry completes it; a worker killed after another exited 0 gets a follow-up Job; a
+handler that cannot be imported fails the batch with a reason that names it.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from batchctl.cli import main
 from batchctl.pubsub import PubSub
 from batchctl.settings import Settings
 from launcher.local_backend import LocalBackend
+from launcher.state import BatchState
 from tests.support.handlers import markers
 from tests.support.launching import (
     fast_worker_env,
@@ -131,3 +133,22 @@ def test_worker_killed_after_another_exited_gets_follow_up_job(
 def _succeeded(store: object, batch_id: str) -> object:
     batch = store.load(batch_id)  # type: ignore[attr-defined]
     return batch if batch is not None and batch.state == "succeeded" else None
+
+
+def test_a_handler_that_cannot_be_imported_fails_the_batch_saying_why(
+    settings: Settings, pubsub: PubSub, tmp_path: Path, env: dict[str, str], capsys: pytest.CaptureFixture[str],
+) -> None:
+    """Workers exit 2 at once; the batch fails without follow-up Jobs, and status names the handler's error."""
+    path = write_records(tmp_path / "in.jsonl", [{"i": i} for i in range(4)])
+    with running_launcher(settings, pubsub, worker_env=fast_worker_env(tmp_path / "results")) as run:
+        submit_records(pubsub, path, "nohandler", handler="no_such_module_xyz:handle")
+
+        def explained() -> BatchState | None:
+            batch = run.parts.store.load("nohandler")
+            return batch if batch is not None and "no_such_module_xyz" in batch.reason else None
+
+        batch = wait_for(explained, timeout=60, what="the failure reason to name the handler")
+    assert batch.state == "failed" and len(batch.jobs) == 1
+    assert batch.reason.startswith("worker configuration error (exit 2): ")
+    assert main(["status", "nohandler", "--json"], environ=env) == 0  # status reports; it does not judge
+    assert "no_such_module_xyz" in json.loads(capsys.readouterr().out)["reason"]

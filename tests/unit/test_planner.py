@@ -356,6 +356,14 @@ def test_config_error_on_the_latest_job_fails_the_batch() -> None:
     assert "configuration error" in action.reason
 
 
+def test_config_error_reason_carries_the_workers_own_error_when_known() -> None:
+    """A worker reported its exit error before the Job was seen failed: the reason names it."""
+    state = batch(100, launched_at=[0])
+    state.worker_error = "handler 'no.such:handle': No module named 'no'"
+    (action,) = run(state, [ended(1, CONFIG_ERROR_REASON)])
+    assert action == Finish(FAILED, f"worker configuration error (exit 2): {state.worker_error}")
+
+
 def test_config_error_fails_even_after_progress() -> None:
     """A config error on the latest Job fails the batch even if parts moved meanwhile."""
     state = batch(100, done=range(30), launched_at=[0, 10])

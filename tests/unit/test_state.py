@@ -10,8 +10,8 @@ Checks:
 - part sets round trip at bitmap byte boundaries, empty, sparse, dense, random, and a
   million parts (all done: < 200 KB; worst case random halves: under a ConfigMap's 1 MiB);
   an empty set serialises as ``""``; the form does not depend on insertion order;
-- a document from before ``reason``/``cleaned``/``retries``/``dead_checked`` loads
-  with their defaults;
+- a document from before ``reason``/``cleaned``/``retries``/``dead_checked``/``failures``/
+  ``retry_floor``/``worker_error`` loads with their defaults;
 - ``copy()`` equals the original, keeps ``version``, and shares no mutable set or list.
 """
 
@@ -74,6 +74,9 @@ def full_state() -> BatchState:
         cleaned=True,
         retries=2,
         dead_checked=2,
+        failures=11,
+        retry_floor=1,
+        worker_error="handler 'no.such:handle': No module named 'no'",
         version="12345",
     )
 
@@ -184,7 +187,7 @@ def test_to_json_is_valid_compact_json() -> None:
     """The document is one JSON object without insignificant whitespace."""
     text = full_state().to_json()
     assert isinstance(json.loads(text), dict)
-    assert ", " not in text and ": " not in text
+    assert text == json.dumps(json.loads(text), separators=(",", ":"))
 
 
 @pytest.mark.parametrize(
@@ -251,12 +254,13 @@ def test_a_million_random_parts_stay_under_a_configmap() -> None:
 
 
 def test_older_document_without_newer_fields_loads_with_defaults() -> None:
-    """A document without reason, cleaned, retries, dead_checked loads with their defaults."""
+    """A document without the fields added since the first release loads with their defaults."""
     body = json.loads(full_state().to_json())
-    for key in ("reason", "cleaned", "retries", "dead_checked"):
+    added = ("reason", "cleaned", "retries", "dead_checked", "failures", "retry_floor", "worker_error")
+    for key in added:
         del body[key]
     restored = BatchState.from_json(json.dumps(body))
-    assert (restored.reason, restored.cleaned, restored.retries, restored.dead_checked) == ("", False, 0, 0)
+    assert tuple(getattr(restored, key) for key in added) == ("", False, 0, 0, 0, 0, "")
     assert restored.done == full_state().done
 
 

@@ -1,0 +1,70 @@
+"""``apply_events``: worker events folded into batch state.
+
+Checks: a part is done once however often reported, and a later done clears its dead
+mark; a failure on the last allowed attempt counts it dead (not if done); failures
+count as activity; events of unknown or finished batches and out-of-range parts are
+ignored; a worker's exit error is kept (also for a finished batch), and replaces the
+generic reason of a batch its configuration error failed, but no other reason.
+"""
+
+from __future__ import annotations
+
+from batchctl.messages import Event
+from launcher.planner import config_error_message
+from launcher.progress import apply_events
+from launcher.state import FAILED, RUNNING, SUCCEEDED, BatchState
+from tests.unit.test_state import request
+
+
+def batch(parts: int = 10, state: str = RUNNING, reason: str = "") -> BatchState:
+    return BatchState(request=request(parts), state=state, reason=reason)
+
+
+def event(kind: str, part: int | None = None, attempt: int = 1, reason: str = "", batch_id: str = "b1") -> Event:
+    return Event(type=kind, batch_id=batch_id, worker="w", part=part, attempt=attempt, reason=reason)
+
+
+def test_a_part_is_done_once_and_a_later_done_clears_dead() -> None:
+    b = batch()
+    b.dead.add(3)
+    changed = apply_events({"b1": b}, [event("part_done", 3), event("part_done", 3, attempt=2), event("part_done", 4)])
+    assert changed == {"b1"}
+    assert b.done == {3, 4} and not b.dead
+    assert apply_events({"b1": b}, [event("part_done", 3)]) == set()
+
+
+def test_a_failure_on_the_last_attempt_is_dead_unless_done() -> None:
+    b = batch()  # max_delivery_attempts 5 by default
+    b.done.add(2)
+    apply_events({"b1": b}, [event("part_failed", 1, attempt=4), event("part_failed", 1, attempt=5),
+                             event("part_failed", 2, attempt=5)])
+    assert b.dead == {1}
+    assert b.failures == 3
+
+
+def test_unknown_finished_and_out_of_range_are_ignored() -> None:
+    done = batch(state=SUCCEEDED)
+    b = batch()
+    events = [event("part_done", 1, batch_id="nope"), event("part_done", 1, batch_id="done"),
+              event("part_done", 10), event("part_done", -1), event("worker_started")]
+    assert apply_events({"b1": b, "done": done}, events) == set()
+    assert not b.done and not done.done
+
+
+def test_a_worker_exit_error_is_kept_and_names_the_failure() -> None:
+    """The error can arrive after the Job's failure ended the batch: the reason takes it then."""
+    b = batch(state=FAILED, reason=config_error_message(""))
+    error = "handler 'no.such:handle': No module named 'no'"
+    assert apply_events({"b1": b}, [event("worker_exited", reason=f"error: {error}")]) == {"b1"}
+    assert b.worker_error == error
+    assert b.reason == config_error_message(error) == f"worker configuration error (exit 2): {error}"
+    assert apply_events({"b1": b}, [event("worker_exited", reason=f"error: {error}")]) == set()
+
+
+def test_an_exit_error_does_not_replace_another_reason_and_plain_exits_are_not_errors() -> None:
+    b = batch(state=FAILED, reason="2 parts dead-lettered")
+    events = [event("worker_exited", reason="drained"), event("worker_exited", reason="terminated")]
+    assert apply_events({"b1": b}, events) == set()
+    apply_events({"b1": b}, [event("worker_exited", reason="error: subscription x does not exist")])
+    assert b.worker_error == "subscription x does not exist"
+    assert b.reason == "2 parts dead-lettered"
