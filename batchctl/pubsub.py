@@ -324,13 +324,15 @@ class PubSub:
         """Publish every message, in order, and return how many Pub/Sub confirmed (all of them).
 
         For a known, bounded stream this beats ``publish`` per message: messages go
-        straight into publish requests of the client's own API layer (at most
-        ``max_messages_per_batch`` messages and ``MAX_REQUEST_BYTES`` or ``flow_bytes`` each), skipping the
-        batching publisher's per-message future, lock and timer. Flow control is the
-        same in kind: at most ``PUBLISH_REQUESTS_IN_FLIGHT`` requests and ``flow_bytes``
-        in flight, the oldest awaited first. Each request is retried on the codes the
-        client retries; the first one that fails stops the publish with ``PublishFailed``
-        (``ResourceMissing``, ``Unreachable``) naming the messages it held by position, as ``what``s.
+        straight into publish requests of the client's own API layer, skipping the
+        batching publisher's per-message future, lock and timer. A request holds at
+        most ``max_messages_per_batch`` messages and ``MAX_REQUEST_BYTES`` (and never
+        more than ``flow_bytes``), unless one message alone is larger. Flow control is
+        the same in kind: at most ``PUBLISH_REQUESTS_IN_FLIGHT`` requests and
+        ``flow_bytes`` in flight, the oldest awaited first. Each request is retried on
+        the codes the client retries; the first one that fails stops the publish with
+        ``PublishFailed`` (``ResourceMissing``, ``Unreachable``), naming the messages it
+        held by position as ``what``s ("parts 100-199").
         """
         path, max_bytes = self.topic_path(topic), min(MAX_REQUEST_BYTES, self._flow_bytes)
         with _InFlight(self._send_request, self._flow_bytes) as in_flight:
