@@ -9,9 +9,8 @@ from __future__ import annotations
 import contextlib
 import os
 import threading
-from collections import deque
 from collections.abc import Iterable, Mapping, Sequence
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import Future
 from dataclasses import dataclass
 from typing import Any
 
@@ -24,6 +23,7 @@ from google.pubsub_v1.services.publisher.client import PublisherClient as ApiPub
 from google.pubsub_v1.types import PublishRequest
 
 from batchctl.errors import BadInput, BatchctlError, BatchExists, Unreachable
+from batchctl.inflight import InFlight, RequestFailed
 from batchctl.settings import Settings
 
 ADMIN_TIMEOUT_S = 10.0
@@ -63,50 +63,6 @@ _MESSAGE_OVERHEAD_BYTES = 32
 
 _PUBLISH_REQUEST_PB = PublishRequest.pb()
 """The raw protobuf class: building a request with it costs microseconds, not the tens a proto-plus wrapper does."""
-
-
-class _RequestFailed(Exception):
-    """Internal: the request holding messages ``first`` to ``first + count - 1`` failed with ``cause``."""
-
-    def __init__(self, first: int, count: int, cause: Exception) -> None:
-        super().__init__(first, count, cause)
-        self.first, self.count, self.cause = first, count, cause
-
-
-class _InFlight:
-    """Publish requests sent on a small pool, bounded in number and bytes, confirmed oldest first."""
-
-    def __init__(self, send: Any, flow_bytes: int) -> None:
-        self._send, self._flow_bytes = send, flow_bytes
-        self._pool = ThreadPoolExecutor(PUBLISH_REQUESTS_IN_FLIGHT, thread_name_prefix="batchctl-publish")
-        self._queue: deque[tuple[int, int, int, Future[Any]]] = deque()  # first, count, bytes, future
-        self._bytes = 0
-        self.confirmed = 0
-
-    def send(self, request: Any, first: int, size: int) -> None:
-        """Send one request once the ones in flight leave room for it (one is always allowed)."""
-        self.settle(PUBLISH_REQUESTS_IN_FLIGHT - 1, room_for=size)
-        self._queue.append((first, len(request.messages), size, self._pool.submit(self._send, request)))
-        self._bytes += size
-
-    def settle(self, keep: int, *, room_for: int = 0) -> None:
-        """Await the oldest requests until at most ``keep`` remain and ``room_for`` more bytes fit."""
-        while self._queue and (len(self._queue) > keep or self._bytes + room_for > self._flow_bytes):
-            first, count, size, future = self._queue.popleft()
-            try:
-                future.result()
-            except Exception as exc:
-                raise _RequestFailed(first, count, exc) from exc
-            self.confirmed += count
-            self._bytes -= size
-
-    def __enter__(self) -> _InFlight:
-        return self
-
-    def __exit__(self, *exc_info: object) -> None:
-        for *_, future in self._queue:
-            future.cancel()
-        self._pool.shutdown(wait=True)
 
 
 class ResourceMissing(BadInput):
@@ -335,23 +291,24 @@ class PubSub:
         held by position as ``what``s ("parts 100-199").
         """
         path, max_bytes = self.topic_path(topic), min(MAX_REQUEST_BYTES, self._flow_bytes)
-        with _InFlight(self._send_request, self._flow_bytes) as in_flight:
+        pipeline = InFlight(self._send_request, max_requests=PUBLISH_REQUESTS_IN_FLIGHT, max_bytes=self._flow_bytes)
+        with pipeline as in_flight:
             try:
                 request, first, size = _PUBLISH_REQUEST_PB(topic=path), 0, 0
                 for position, (data, attributes) in enumerate(messages):
                     grows = len(data) + _MESSAGE_OVERHEAD_BYTES + sum(len(k) + len(v) for k, v in attributes.items())
                     full = len(request.messages) >= self._request_messages or size + grows > max_bytes
                     if request.messages and full:
-                        in_flight.send(request, first, size)
+                        in_flight.send(request, first=first, count=len(request.messages), size=size)
                         request, first, size = _PUBLISH_REQUEST_PB(topic=path), position, 0
                     message = request.messages.add()
                     message.data = data
                     message.attributes.update(attributes)
                     size += grows
                 if request.messages:
-                    in_flight.send(request, first, size)
+                    in_flight.send(request, first=first, count=len(request.messages), size=size)
                 in_flight.settle(0)
-            except _RequestFailed as failed:
+            except RequestFailed as failed:
                 first, last = failed.first, failed.first + failed.count - 1
                 held = f"{what} {first}" if first == last else f"{what}s {first}-{last}"
                 raise self._publish_error(topic, held, failed.cause) from failed.cause
