@@ -224,14 +224,28 @@ def scrape_latency_metric(port: int) -> dict[str, float]:
     return found
 
 
-def sequential(host: str, prefix: str, count: int, workdir: Path, *, kmock_history: bool) -> dict[str, Any]:
+@contextmanager
+def kube_bench(
+    host: str, prefix: str, workdir: Path, *, kmock_history: bool
+) -> Iterator[tuple[ApiServer, dict[str, str], PubSub]]:
+    """kmock with a kubeconfig, the environment of a kubernetes-backend launcher, and a Pub/Sub
+    client with the shared topics; everything under ``prefix`` is deleted afterwards."""
     with api_server(workdir, kmock_history=kmock_history) as (server, kubeconfig):
         env = bench_env(
             host, prefix, BATCHCTL_BACKEND="kubernetes", KUBECONFIG=str(kubeconfig), BATCHCTL_NAMESPACE=NAMESPACE
         )
         pubsub = PubSub(Settings.from_env(env))
-        names = pubsub.settings.names
         topology.ensure_shared(pubsub)
+        try:
+            yield server, env, pubsub
+        finally:
+            cleanup_prefix(pubsub, prefix)
+            pubsub.close()
+
+
+def sequential(host: str, prefix: str, count: int, workdir: Path, *, kmock_history: bool) -> dict[str, Any]:
+    with kube_bench(host, prefix, workdir, kmock_history=kmock_history) as (server, env, pubsub):
+        names = pubsub.settings.names
         launcher = start_launcher(env, server, prefix, workdir / "launcher-seq.log")
         try:
             latencies: list[float] = []
@@ -254,8 +268,6 @@ def sequential(host: str, prefix: str, count: int, workdir: Path, *, kmock_histo
             figures["launcher"] = launcher.figures()
         finally:
             figures_stop = launcher.stop()
-            cleanup_prefix(pubsub, prefix)
-            pubsub.close()
     figures["launcher_stop_s"] = figures_stop
     say(
         f"  sequential: {count} batches, request → Job p50 {figures['p50_s'] * 1000:.0f} ms, "
@@ -266,13 +278,8 @@ def sequential(host: str, prefix: str, count: int, workdir: Path, *, kmock_histo
 
 
 def burst(host: str, prefix: str, count: int, workdir: Path, steady_s: float, *, kmock_history: bool) -> dict[str, Any]:
-    with api_server(workdir, kmock_history=kmock_history) as (server, kubeconfig):
-        env = bench_env(
-            host, prefix, BATCHCTL_BACKEND="kubernetes", KUBECONFIG=str(kubeconfig), BATCHCTL_NAMESPACE=NAMESPACE
-        )
-        pubsub = PubSub(Settings.from_env(env))
+    with kube_bench(host, prefix, workdir, kmock_history=kmock_history) as (server, env, pubsub):
         names = pubsub.settings.names
-        topology.ensure_shared(pubsub)
         batch_ids = [f"burst-{i:05d}" for i in range(count)]
         started = time.monotonic()
         with ThreadPoolExecutor(max_workers=8) as pool:
@@ -332,8 +339,6 @@ def burst(host: str, prefix: str, count: int, workdir: Path, steady_s: float, *,
             }
         finally:
             stop_s = launcher.stop()
-            cleanup_prefix(pubsub, prefix)
-            pubsub.close()
     figures["launcher_stop_s"] = stop_s
     lat = figures["latency"]
     say(

@@ -24,10 +24,10 @@ Uses $PUBSUB_EMULATOR_HOST, or starts an emulator of its own. Prints a table, th
 from __future__ import annotations
 
 import argparse
-import itertools
 import sys
 import tempfile
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -86,6 +86,32 @@ def run_batchctl(pubsub: PubSub, path: Path, batch_id: str) -> dict[str, float]:
     return {"records": result.records, "parts": result.parts, "seconds": seconds}
 
 
+def raw_chunks(path: Path) -> Iterator[tuple[bytes, int]]:
+    """The raw loops' read: every ``RECORDS_PER_PART`` lines joined into one message (and its line count)."""
+    with path.open("rb") as src:
+        lines: list[bytes] = []
+        for line in src:
+            lines.append(line.rstrip(b"\n"))
+            if len(lines) == RECORDS_PER_PART:
+                yield b"\n".join(lines), len(lines)
+                lines = []
+        if lines:
+            yield b"\n".join(lines), len(lines)
+
+
+def create_raw_topic(pubsub: PubSub, name: str) -> str:
+    """A bare topic and subscription, as a plain loop would create them; returns the topic path."""
+    topic = pubsub.topic_path(name)
+    pubsub.publisher.create_topic(request={"name": topic})
+    pubsub.subscriber.create_subscription(request={"name": pubsub.subscription_path(name), "topic": topic})
+    return topic
+
+
+def delete_raw_topic(pubsub: PubSub, name: str) -> None:
+    pubsub.delete_subscription(name)
+    pubsub.delete_topic(name)
+
+
 def run_raw(pubsub: PubSub, path: Path, name: str) -> dict[str, float]:
     """The plain loop: the official PublisherClient with batchctl's batch settings and flow control."""
     from google.cloud import pubsub_v1
@@ -95,28 +121,18 @@ def run_raw(pubsub: PubSub, path: Path, name: str) -> dict[str, float]:
     client = pubsub_v1.PublisherClient(
         batch_settings=pubsub._batch, publisher_options=types.PublisherOptions(flow_control=pubsub._flow)
     )
-    topic = pubsub.topic_path(name)
     started = time.monotonic()
-    client.create_topic(request={"name": topic})
-    pubsub.subscriber.create_subscription(request={"name": pubsub.subscription_path(name), "topic": topic})
+    topic = create_raw_topic(pubsub, name)
     futures = []
     records = parts = 0
-    with path.open("rb") as src:
-        lines: list[bytes] = []
-        for line in src:
-            lines.append(line.rstrip(b"\n"))
-            if len(lines) == RECORDS_PER_PART:
-                futures.append(client.publish(topic, b"\n".join(lines), part=str(parts)))
-                records, parts, lines = records + len(lines), parts + 1, []
-        if lines:
-            futures.append(client.publish(topic, b"\n".join(lines), part=str(parts)))
-            records, parts = records + len(lines), parts + 1
+    for chunk, lines in raw_chunks(path):
+        futures.append(client.publish(topic, chunk, part=str(parts)))
+        records, parts = records + lines, parts + 1
     for future in futures:
         future.result(timeout=120)
     seconds = time.monotonic() - started
     client.stop()
-    pubsub.delete_subscription(name)
-    pubsub.delete_topic(name)
+    delete_raw_topic(pubsub, name)
     return {"records": records, "parts": parts, "seconds": seconds}
 
 
@@ -127,33 +143,30 @@ def run_raw_bulk(pubsub: PubSub, path: Path, name: str) -> dict[str, float]:
     from google.pubsub_v1.services.publisher.client import PublisherClient as ApiPublisherClient
     from google.pubsub_v1.types import PublishRequest
 
-    api = pubsub.publisher  # its own publish is the batching one; ApiPublisherClient.publish the API layer's
-    topic = pubsub.topic_path(name)
+    def send(request: Any) -> Any:  # the batching client overrides publish; this is the API layer's
+        return ApiPublisherClient.publish(pubsub.publisher, request=PublishRequest.wrap(request))
+
     started = time.monotonic()
-    api.create_topic(request={"name": topic})
-    pubsub.subscriber.create_subscription(request={"name": pubsub.subscription_path(name), "topic": topic})
-    futures = []
+    topic = create_raw_topic(pubsub, name)
+    futures: list[Any] = []
     records = parts = 0
-    with ThreadPoolExecutor(4) as pool, path.open("rb") as src:
+    with ThreadPoolExecutor(4) as pool:
         request = PublishRequest.pb()(topic=topic)
-        lines: list[bytes] = []
-        for line in itertools.chain(src, [None]):
-            if line is not None:
-                lines.append(line.rstrip(b"\n"))
-            if len(lines) == RECORDS_PER_PART or (line is None and lines):
-                message = request.messages.add()
-                message.data, message.attributes["part"] = b"\n".join(lines), str(parts)
-                records, parts, lines = records + len(lines), parts + 1, []
-            if len(request.messages) == 100 or (line is None and request.messages):
-                futures.append(pool.submit(ApiPublisherClient.publish, api, request=PublishRequest.wrap(request)))
-                request = PublishRequest.pb()(topic=topic)
-                if len(futures) > 4:
+        for chunk, lines in raw_chunks(path):
+            message = request.messages.add()
+            message.data, message.attributes["part"] = chunk, str(parts)
+            records, parts = records + lines, parts + 1
+            if len(request.messages) == 100:
+                if len(futures) >= 4:
                     futures.pop(0).result(timeout=120)
+                futures.append(pool.submit(send, request))
+                request = PublishRequest.pb()(topic=topic)
+        if request.messages:
+            futures.append(pool.submit(send, request))
         for future in futures:
             future.result(timeout=120)
     seconds = time.monotonic() - started
-    pubsub.delete_subscription(name)
-    pubsub.delete_topic(name)
+    delete_raw_topic(pubsub, name)
     return {"records": records, "parts": parts, "seconds": seconds}
 
 
@@ -215,31 +228,20 @@ def breakdown(pubsub: PubSub, path: Path) -> dict[str, float]:
     pubsub.delete_subscription(topic)
     pubsub.delete_topic(topic)
     started = time.monotonic()
-    chunks: list[bytes] = []
-    with path.open("rb") as src:
-        lines: list[bytes] = []
-        for line in src:
-            lines.append(line.rstrip(b"\n"))
-            if len(lines) == RECORDS_PER_PART:
-                chunks.append(b"\n".join(lines))
-                lines = []
-        if lines:
-            chunks.append(b"\n".join(lines))
+    chunks = [chunk for chunk, _ in raw_chunks(path)]
     figures["raw_read_s"] = time.monotonic() - started
     client = pubsub_v1.PublisherClient(
         batch_settings=pubsub._batch, publisher_options=types.PublisherOptions(flow_control=pubsub._flow)
     )
     name = f"{pubsub.settings.prefix}-raw-only"
-    pubsub.create_topic(name, exist_ok=True)
-    pubsub.create_subscription(name, name, SubscriptionSpec(), exist_ok=True)
+    topic = create_raw_topic(pubsub, name)
     started = time.monotonic()
-    futures = [client.publish(pubsub.topic_path(name), chunk, part=str(i)) for i, chunk in enumerate(chunks)]
+    futures = [client.publish(topic, chunk, part=str(i)) for i, chunk in enumerate(chunks)]
     for future in futures:
         future.result(timeout=120)
     figures["raw_publish_s"] = time.monotonic() - started
     client.stop()
-    pubsub.delete_subscription(name)
-    pubsub.delete_topic(name)
+    delete_raw_topic(pubsub, name)
     say(
         "  breakdown: batchctl split {batchctl_split_s:.2f} s + publish {batchctl_publish_s:.2f} s; "
         "raw read {raw_read_s:.2f} s + publish {raw_publish_s:.2f} s".format(**figures)
