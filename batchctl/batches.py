@@ -14,13 +14,13 @@ from datetime import UTC, datetime
 from typing import Any
 
 from batchctl.errors import BadInput, BatchctlError, Unreachable
+from batchctl.launcher.backend import Backend
+from batchctl.launcher.state import CANCELLED, SUCCEEDED, TERMINAL, BatchState
+from batchctl.launcher.store import StateStore
 from batchctl.messages import Control
 from batchctl.names import validate_batch_id
 from batchctl.pubsub import PubSub
-from launcher.backend import Backend
-from launcher.state import CANCELLED, SUCCEEDED, TERMINAL, BatchState
-from launcher.store import StateStore
-from splitter.submit import send_control
+from batchctl.splitter.submit import send_control
 
 CONTROL_WAIT_S = 60.0
 

@@ -47,7 +47,7 @@ def add_all(sub: Any, *, parents: list[argparse.ArgumentParser]) -> None:
     p = sub.add_parser("launcher", help="the long-lived service that launches and tracks Jobs", parents=parents)
     p.add_argument("--port", type=port_number, default=8080, help="health and metrics port")
     p.set_defaults(run=run_launcher)
-    from worker import cli as worker_cli
+    from batchctl.worker import cli as worker_cli
 
     w = sub.add_parser("worker", help="drain a batch's parts (inside a Job, or by hand)", parents=parents)
     worker_cli.add_arguments(w)
@@ -67,7 +67,7 @@ def _add_submit(sub: Any, parents: list[argparse.ArgumentParser]) -> None:
     p.add_argument("--format", choices=("jsonl", "csv", "lines"))
     p.add_argument("--records-per-part", type=positive_int, default=100)
     p.add_argument("--max-part-bytes", type=positive_int, default=1024 * 1024)
-    p.add_argument("--handler", default="worker.demo:handle", help="MODULE:FUNC")
+    p.add_argument("--handler", default="batchctl.worker.demo:handle", help="MODULE:FUNC")
     p.add_argument("--parts-per-worker", type=positive_int, default=10)
     p.add_argument("--max-parallelism", type=positive_int, default=10)
     p.add_argument("--max-delivery-attempts", type=positive_int, default=5, help="5..100")
@@ -84,9 +84,9 @@ def emit_json(obj: Any) -> None:
 
 def run_submit(args: argparse.Namespace, settings: Settings) -> int:
     from batchctl.pubsub import PubSub
-    from splitter.partitioner import PartLimits
-    from splitter.submit import SubmitOptions, submit
-    from splitter.topology import BatchTopology
+    from batchctl.splitter.partitioner import PartLimits
+    from batchctl.splitter.submit import SubmitOptions, submit
+    from batchctl.splitter.topology import BatchTopology
 
     options = SubmitOptions(
         inputs=args.inputs, batch_id=args.batch_id, format=args.format,
@@ -135,13 +135,13 @@ def _follow(settings: Settings, store: Any, batch_id: str, *, as_json: bool) -> 
 
 
 def _store(settings: Settings) -> Any:
-    from launcher.app import open_store
+    from batchctl.launcher.app import open_store
 
     return open_store(settings)
 
 
 def _backend(settings: Settings) -> Any:
-    from launcher.app import open_backend
+    from batchctl.launcher.app import open_backend
 
     try:
         return open_backend(settings)
@@ -188,13 +188,13 @@ def run_control(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def run_launcher(args: argparse.Namespace, settings: Settings) -> int:
-    from launcher.app import serve
+    from batchctl.launcher.app import serve
 
     return serve(settings, port=args.port)
 
 
 def run_worker(args: argparse.Namespace, settings: Settings) -> int:
-    from worker import cli as worker_cli
+    from batchctl.worker import cli as worker_cli
 
     return int(worker_cli.run(args, settings.environ))
 

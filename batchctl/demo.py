@@ -21,15 +21,15 @@ from pathlib import Path
 from batchctl import batches, logs
 from batchctl.emulator import Emulator, EmulatorMissing, answers
 from batchctl.errors import EXIT_FAILED, EXIT_OK, BadInput
+from batchctl.launcher.app import assemble
+from batchctl.launcher.local_backend import LocalBackend
+from batchctl.launcher.service import Launcher, Tuning
+from batchctl.launcher.state import BatchState
 from batchctl.pubsub import PubSub
 from batchctl.render import ProgressBar
 from batchctl.settings import Settings
-from launcher.app import assemble
-from launcher.local_backend import LocalBackend
-from launcher.service import Launcher, Tuning
-from launcher.state import BatchState
-from splitter.partitioner import PartLimits
-from splitter.submit import SubmitOptions, submit
+from batchctl.splitter.partitioner import PartLimits
+from batchctl.splitter.submit import SubmitOptions, submit
 
 INSTALL_HINT = ("the Pub/Sub emulator is not installed: install the Google Cloud CLI, then "
                 "`gcloud components install beta pubsub-emulator` (it needs Java 17+)")

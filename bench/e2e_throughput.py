@@ -45,14 +45,14 @@ from common import (
 from split_publish import generate
 
 from batchctl import logs
+from batchctl.launcher.state import SUCCEEDED, TERMINAL
 from batchctl.pubsub import PubSub
 from batchctl.settings import Settings
-from launcher.state import SUCCEEDED, TERMINAL
-from splitter.partitioner import PartLimits
-from splitter.submit import SubmitOptions, submit
+from batchctl.splitter.partitioner import PartLimits
+from batchctl.splitter.submit import SubmitOptions, submit
 from tests.support.launching import fast_worker_env, running_launcher
 
-HANDLERS = {"noop": "tests.support.handlers:noop", "demo": "worker.demo:handle"}
+HANDLERS = {"noop": "tests.support.handlers:noop", "demo": "batchctl.worker.demo:handle"}
 RECORDS_PER_PART = 100
 PARTS_PER_WORKER = 10
 

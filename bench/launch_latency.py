@@ -60,13 +60,13 @@ from batchctl.emulator import free_port
 from batchctl.messages import BatchRequest, Control, encode_control
 from batchctl.pubsub import PubSub
 from batchctl.settings import Settings
-from splitter import topology
-from splitter.submit import send_control
+from batchctl.splitter import topology
+from batchctl.splitter.submit import send_control
 from tests.support.kube import JOBS, LEASES, ApiServer, _ServingThread, running_api_server, write_kubeconfig
 
 P50_TARGET_S = 0.5
 NAMESPACE = "default"
-HANDLER = "worker.demo:handle"
+HANDLER = "batchctl.worker.demo:handle"
 STEADY_S = 10.0
 
 

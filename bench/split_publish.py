@@ -47,10 +47,10 @@ from common import (
 from batchctl import logs
 from batchctl.pubsub import PubSub, SubscriptionSpec
 from batchctl.settings import Settings
-from splitter import partitioner, readers, topology
-from splitter.partitioner import PartLimits
-from splitter.publisher import publish_parts
-from splitter.submit import SubmitOptions, submit
+from batchctl.splitter import partitioner, readers, topology
+from batchctl.splitter.partitioner import PartLimits
+from batchctl.splitter.publisher import publish_parts
+from batchctl.splitter.submit import SubmitOptions, submit
 
 RATIO_TARGET = 0.9
 RSS_TARGET_MB = 200.0

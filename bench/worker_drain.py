@@ -7,7 +7,7 @@ After a warm-up batch, for each concurrency C, four fresh batches of identical p
   * ``pull_event``: the same loop publishing a ``part_done`` event per part and awaiting
     them before the ack, as the contract requires (the naive way to do what the worker does);
   * ``streaming``: the client's StreamingPull, flow control ``max_messages=C``, ack in the callback;
-  * ``worker``: ``python -m worker`` with a no-op handler and ``--concurrency C``.
+  * ``worker``: ``python -m batchctl.worker`` with a no-op handler and ``--concurrency C``.
 Throughput is parts / (last ack - first part received), so process start-up is not
 counted. For the worker, "exit after last ack" is the process's exit time minus the
 last-ack time it logs. Uses $PUBSUB_EMULATOR_HOST, or starts an emulator of its own.
@@ -112,7 +112,7 @@ def drain_streaming(pubsub: PubSub, subscription: str, parts: int, max_messages:
 
 def drain_worker(env: dict[str, str], batch_id: str, concurrency: int) -> dict[str, float]:
     """The worker as a process, no-op handler; figures from its ``worker_exited`` log line."""
-    cmd = [sys.executable, "-m", "worker", "--batch-id", batch_id, "--concurrency", str(concurrency)]
+    cmd = [sys.executable, "-m", "batchctl.worker", "--batch-id", batch_id, "--concurrency", str(concurrency)]
     cmd += ["--handler", "tests.support.handlers:noop"]
     proc = subprocess.Popen(cmd, env=env, cwd=ROOT, stderr=subprocess.PIPE, text=True)
     _, stderr = proc.communicate(timeout=600)

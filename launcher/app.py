@@ -11,15 +11,15 @@ from dataclasses import dataclass
 
 from batchctl import logs
 from batchctl.errors import BadInput
+from batchctl.launcher import http
+from batchctl.launcher.backend import Backend
+from batchctl.launcher.jobconfig import JobConfig
+from batchctl.launcher.kube import Kube
+from batchctl.launcher.leader import FileElector, LeaseElector
+from batchctl.launcher.service import Elector, Launcher, Tuning
+from batchctl.launcher.store import ConfigMapStore, FileStore, StateStore
 from batchctl.pubsub import PubSub
 from batchctl.settings import Settings
-from launcher import http
-from launcher.backend import Backend
-from launcher.jobconfig import JobConfig
-from launcher.kube import Kube
-from launcher.leader import FileElector, LeaseElector
-from launcher.service import Elector, Launcher, Tuning
-from launcher.store import ConfigMapStore, FileStore, StateStore
 
 
 @dataclass
@@ -44,12 +44,12 @@ def open_backend(settings: Settings) -> Backend:
 
 def assemble(settings: Settings, *, elect: bool = True, worker_env: dict[str, str] | None = None) -> Parts:
     if settings.backend == "local":
-        from launcher.local_backend import LocalBackend
+        from batchctl.launcher.local_backend import LocalBackend
 
         return Parts(FileStore(settings.state_dir),
                      LocalBackend(settings, worker_env_extra=worker_env),
                      FileElector(settings.state_dir), None)
-    from launcher.kube_backend import KubeBackend
+    from batchctl.launcher.kube_backend import KubeBackend
 
     kube = Kube(settings.namespace, environ=settings.environ)
     config = JobConfig.from_env(settings.environ)

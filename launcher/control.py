@@ -12,11 +12,11 @@ from typing import Any
 
 from batchctl import logs
 from batchctl.errors import BatchctlError
+from batchctl.launcher.backend import Backend
+from batchctl.launcher.state import CANCELLED, FAILED, RUNNING, TERMINAL, BatchState
+from batchctl.launcher.store import StateStore
 from batchctl.messages import Control
 from batchctl.pubsub import PubSub
-from launcher.backend import Backend
-from launcher.state import CANCELLED, FAILED, RUNNING, TERMINAL, BatchState
-from launcher.store import StateStore
 
 DEAD_LETTER_WAIT_S = 20.0
 

@@ -23,7 +23,7 @@ from typing import Any
 
 from kubernetes import client as k8s
 
-from launcher.jobconfig import JobConfig
+from batchctl.launcher.jobconfig import JobConfig
 
 CONTAINER = "worker"
 """Name of the worker container; the podFailurePolicy exit-code rule refers to it."""

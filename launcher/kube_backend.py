@@ -13,14 +13,14 @@ from typing import Any
 
 from batchctl import logs
 from batchctl.errors import BatchctlError
+from batchctl.launcher import jobspec
+from batchctl.launcher.backend import worker_env
+from batchctl.launcher.jobconfig import JobConfig
+from batchctl.launcher.kube import Conflict, Kube
+from batchctl.launcher.planner import Launch, ObservedJob
+from batchctl.launcher.state import BatchState
 from batchctl.names import LABEL_BATCH, LABEL_COMPONENT, LABEL_NAME
 from batchctl.settings import Settings
-from launcher import jobspec
-from launcher.backend import worker_env
-from launcher.jobconfig import JobConfig
-from launcher.kube import Conflict, Kube
-from launcher.planner import Launch, ObservedJob
-from launcher.state import BatchState
 
 JOB_SELECTOR = f"{LABEL_NAME}=batchctl,{LABEL_COMPONENT}=worker"
 WATCH_TIMEOUT_S = 240

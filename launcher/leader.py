@@ -19,7 +19,7 @@ from typing import IO, Any
 
 from batchctl import logs
 from batchctl.errors import BatchctlError
-from launcher.kube import Conflict, Kube, NotFound
+from batchctl.launcher.kube import Conflict, Kube, NotFound
 
 LEASE_DURATION_S = 15
 RENEW_EVERY_S = 5

@@ -20,10 +20,10 @@ from pathlib import Path
 from typing import Any
 
 from batchctl import logs
+from batchctl.launcher.backend import worker_env
+from batchctl.launcher.planner import CONFIG_ERROR_REASON, Launch, ObservedJob
+from batchctl.launcher.state import BatchState
 from batchctl.settings import Settings
-from launcher.backend import worker_env
-from launcher.planner import CONFIG_ERROR_REASON, Launch, ObservedJob
-from launcher.state import BatchState
 
 CONFIG_ERROR_EXIT = 2
 

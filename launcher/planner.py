@@ -10,7 +10,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
-from launcher.state import FAILED, SUCCEEDED, TERMINAL, BatchState
+from batchctl.launcher.state import FAILED, SUCCEEDED, TERMINAL, BatchState
 
 MAX_IDLE_JOBS = 3
 """Consecutive Jobs that end without a part moving before the batch is failed (parts lost)."""

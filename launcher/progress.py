@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
 
+from batchctl.launcher.planner import config_error_message
+from batchctl.launcher.state import FAILED, TERMINAL, BatchState
 from batchctl.messages import EXIT_ERROR_PREFIX, Event
-from launcher.planner import config_error_message
-from launcher.state import FAILED, TERMINAL, BatchState
 
 
 def apply_events(batches: Mapping[str, BatchState], events: Iterable[Event]) -> set[str]:

@@ -16,18 +16,18 @@ from typing import Protocol
 
 from batchctl import logs
 from batchctl.errors import BadInput, BatchctlError
+from batchctl.launcher.backend import Backend
+from batchctl.launcher.control import Controller
+from batchctl.launcher.kube import Conflict
+from batchctl.launcher.metrics import Metrics
+from batchctl.launcher.progress import apply_events
+from batchctl.launcher.reconciler import Reconciler
+from batchctl.launcher.state import FAILED, SUCCEEDED, TERMINAL, BatchState
+from batchctl.launcher.store import StateStore
 from batchctl.messages import decode_control, decode_event
 from batchctl.pubsub import PubSub, Received
 from batchctl.settings import Settings
-from launcher.backend import Backend
-from launcher.control import Controller
-from launcher.kube import Conflict
-from launcher.metrics import Metrics
-from launcher.progress import apply_events
-from launcher.reconciler import Reconciler
-from launcher.state import FAILED, SUCCEEDED, TERMINAL, BatchState
-from launcher.store import StateStore
-from splitter import topology
+from batchctl.splitter import topology
 
 
 class Elector(Protocol):

@@ -14,9 +14,9 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from batchctl.errors import BadInput
+from batchctl.launcher.kube import Conflict, Kube, NotFound
+from batchctl.launcher.state import BatchState
 from batchctl.names import LABEL_BATCH, LABEL_COMPONENT, LABEL_NAME, Names
-from launcher.kube import Conflict, Kube, NotFound
-from launcher.state import BatchState
 
 STATE_KEY = "state.json"
 STATE_SELECTOR = f"{LABEL_NAME}=batchctl,{LABEL_COMPONENT}=state"

@@ -9,7 +9,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Iterator, Mapping
 
 from batchctl.pubsub import PubSub
-from splitter.partitioner import Part
+from batchctl.splitter.partitioner import Part
 
 
 def part_attributes(batch_id: str, part: Part, total: int, fmt: str) -> dict[str, str]:

@@ -19,11 +19,11 @@ from batchctl.errors import BadInput
 from batchctl.messages import BatchRequest, Control, encode_control
 from batchctl.names import generate_batch_id, validate_batch_id
 from batchctl.pubsub import PublishFailed, PubSub
-from splitter import partitioner, readers, topology
-from splitter.partitioner import PartLimits
-from splitter.publisher import publish_parts
+from batchctl.splitter import partitioner, readers, topology
+from batchctl.splitter.partitioner import PartLimits
+from batchctl.splitter.publisher import publish_parts
 
-DEFAULT_HANDLER = "worker.demo:handle"
+DEFAULT_HANDLER = "batchctl.worker.demo:handle"
 STDIN_COPY_BYTES = 1 << 20
 
 

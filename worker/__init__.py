@@ -1,6 +1,6 @@
 """The worker: pulls a batch's parts, runs the handler on each, and leaves when the batch is drained.
 
-Public surface: ``worker.cli`` (``add_arguments``, ``run``) and ``python -m worker``.
+Public surface: ``batchctl.worker.cli`` (``add_arguments``, ``run``) and ``python -m batchctl.worker``.
 Everything else is internal:
 
     config      WorkerConfig from the environment and flags (pure)

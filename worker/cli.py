@@ -34,11 +34,11 @@ from batchctl.errors import BadInput
 from batchctl.messages import EXIT_ERROR_PREFIX
 from batchctl.pubsub import PubSub
 from batchctl.settings import Settings
-from worker.config import OPTIONS, WorkerConfig
-from worker.events import Events
-from worker.handler import load_handler
-from worker.runtime import Worker
-from worker.shutdown import Shutdown
+from batchctl.worker.config import OPTIONS, WorkerConfig
+from batchctl.worker.events import Events
+from batchctl.worker.handler import load_handler
+from batchctl.worker.runtime import Worker
+from batchctl.worker.shutdown import Shutdown
 
 REPORT_TIMEOUT_S = 5.0
 """How long a worker that cannot start waits to tell the launcher why."""
@@ -114,8 +114,8 @@ def _close(pubsub: PubSub, log: Any) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """``python -m worker``: the same as ``batchctl worker``."""
-    parser = argparse.ArgumentParser(prog="python -m worker", description="Drain one batch's parts.")
+    """``python -m batchctl.worker``: the same as ``batchctl worker``."""
+    parser = argparse.ArgumentParser(prog="python -m batchctl.worker", description="Drain one batch's parts.")
     add_arguments(parser)
     args = parser.parse_args(argv)
     logs.configure()

@@ -18,7 +18,7 @@ from typing import Any
 from batchctl.errors import BadInput
 from batchctl.names import BATCH_ID_RE, Names, validate_batch_id
 
-DEFAULT_HANDLER = "worker.demo:handle"
+DEFAULT_HANDLER = "batchctl.worker.demo:handle"
 HANDLER_RE = re.compile(r"^[A-Za-z_][\w.]*:[A-Za-z_]\w*$")
 
 

@@ -16,7 +16,7 @@ from collections import Counter
 from pathlib import Path
 from typing import Any
 
-from worker.part import Part
+from batchctl.worker.part import Part
 
 
 def summarize(records: list[Any]) -> dict[str, Any]:

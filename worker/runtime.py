@@ -22,15 +22,15 @@ from typing import Any
 from batchctl.errors import EXIT_FAILED, EXIT_OK, EXIT_TERMINATED, BatchctlError, Unreachable
 from batchctl.messages import EXIT_ERROR_PREFIX
 from batchctl.pubsub import PubSub, Received
-from worker.config import WorkerConfig
-from worker.drain import DrainTracker, RetryPolicy
-from worker.events import Events
-from worker.handler import Handler
-from worker.lease import Held, Leases
-from worker.part import PartRejected, decode_part, part_index
-from worker.settlement import Settler
-from worker.shutdown import Shutdown
-from worker.slots import Slots
+from batchctl.worker.config import WorkerConfig
+from batchctl.worker.drain import DrainTracker, RetryPolicy
+from batchctl.worker.events import Events
+from batchctl.worker.handler import Handler
+from batchctl.worker.lease import Held, Leases
+from batchctl.worker.part import PartRejected, decode_part, part_index
+from batchctl.worker.settlement import Settler
+from batchctl.worker.shutdown import Shutdown
+from batchctl.worker.slots import Slots
 
 MAX_SETTLING = 500
 """Handled parts awaiting their event and ack, beyond the busy slots, before pulling pauses."""

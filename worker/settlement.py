@@ -16,9 +16,9 @@ from concurrent.futures import Future
 from dataclasses import dataclass
 from typing import Any
 
-from worker.drain import DrainTracker
-from worker.events import Events
-from worker.lease import Held, Leases
+from batchctl.worker.drain import DrainTracker
+from batchctl.worker.events import Events
+from batchctl.worker.lease import Held, Leases
 
 MAX_BATCH = 1000
 

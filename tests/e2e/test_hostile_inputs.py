@@ -44,14 +44,14 @@ from typing import Any
 import pytest
 
 from batchctl.cli import main
+from batchctl.launcher.app import Parts
+from batchctl.launcher.leader import FileElector
+from batchctl.launcher.planner import Launch, ObservedJob
+from batchctl.launcher.state import RUNNING, BatchState
+from batchctl.launcher.store import FileStore
 from batchctl.pubsub import PubSub, Received
 from batchctl.settings import Settings
-from launcher.app import Parts
-from launcher.leader import FileElector
-from launcher.planner import Launch, ObservedJob
-from launcher.state import RUNNING, BatchState
-from launcher.store import FileStore
-from splitter import topology
+from batchctl.splitter import topology
 from tests.support.handlers import markers
 from tests.support.launching import (
     Running,
@@ -602,7 +602,7 @@ def stored(run: Running, batch_id: str) -> BatchState | None:
 
 
 def launch_body(batch_id: str = "forged", **request: Any) -> dict[str, Any]:
-    base = {"batch_id": batch_id, "parts": 4, "records": 4, "bytes": 40, "handler": "worker.demo:handle"}
+    base = {"batch_id": batch_id, "parts": 4, "records": 4, "bytes": 40, "handler": "batchctl.worker.demo:handle"}
     return {"action": "launch", "batch_id": batch_id, "request": {**base, **request}}
 
 

@@ -18,10 +18,10 @@ from typing import Any
 
 import pytest
 
+from batchctl.launcher.app import assemble
 from batchctl.names import Names
 from batchctl.pubsub import PubSub
 from batchctl.settings import Settings
-from launcher.app import assemble
 from tests.support.handlers import markers
 from tests.support.k8s_schema import allows, granted, load_role_rules, render_kustomize, validate
 from tests.support.kube_fixtures import KubeApi

@@ -16,10 +16,10 @@ from pathlib import Path
 import pytest
 
 from batchctl.cli import main
+from batchctl.launcher.local_backend import LocalBackend
+from batchctl.launcher.state import BatchState
 from batchctl.pubsub import PubSub
 from batchctl.settings import Settings
-from launcher.local_backend import LocalBackend
-from launcher.state import BatchState
 from tests.support.handlers import markers
 from tests.support.launching import (
     fast_worker_env,

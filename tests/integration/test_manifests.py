@@ -26,10 +26,10 @@ from typing import Any
 
 import pytest
 
+from batchctl.launcher.jobconfig import ENV_VARS, JobConfig
+from batchctl.launcher.jobspec import RUN_AS, build_job, job_to_dict
 from batchctl.names import Names
 from batchctl.settings import Settings
-from launcher.jobconfig import ENV_VARS, JobConfig
-from launcher.jobspec import RUN_AS, build_job, job_to_dict
 from tests.support.k8s_schema import (
     KUBERNETES_VERSION,
     LATEST_VERSION,
@@ -441,7 +441,7 @@ def test_image_runs_as_the_user_pods_demand() -> None:
 def test_image_contains_every_package() -> None:
     """Each package pyproject installs is copied into the build and let through .dockerignore."""
     project = tomllib.loads((ROOT / "pyproject.toml").read_text())
-    packages = [p.rstrip("*") for p in project["tool"]["setuptools"]["packages"]["find"]["include"]]
+    packages = sorted({folder.split("/")[0] for folder in project["tool"]["setuptools"]["package-dir"].values()})
     dockerfile = (ROOT / "Dockerfile").read_text()
     allowed = (ROOT / ".dockerignore").read_text().split()
     for package in packages:

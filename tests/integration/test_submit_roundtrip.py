@@ -18,8 +18,8 @@ import pytest
 
 from batchctl.messages import decode_control
 from batchctl.pubsub import PubSub
-from splitter.partitioner import PartLimits
-from splitter.submit import SubmitOptions, submit
+from batchctl.splitter.partitioner import PartLimits
+from batchctl.splitter.submit import SubmitOptions, submit
 from tests.support.pulling import drain
 
 

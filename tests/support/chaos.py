@@ -65,7 +65,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from worker import demo
+from batchctl.worker import demo
 
 REPO = Path(__file__).resolve().parents[2]
 CALLS_ENV = "BATCHCTL_CHAOS_CALLS_DIR"
@@ -495,10 +495,10 @@ class ChaosRun:
         Parts are republished in the contract's wire format (data: the part's record as its input
         line; attributes batch_id, part, parts, records, sha256, format), as ``submit`` sent them.
         """
+        from batchctl.launcher.store import FileStore
         from batchctl.pubsub import PubSub
         from batchctl.settings import Settings
-        from launcher.store import FileStore
-        from splitter import topology
+        from batchctl.splitter import topology
 
         settings = Settings.from_env(self.env)
         batch = FileStore(self.state_dir).load(self.cfg.batch_id)
@@ -525,12 +525,12 @@ class ChaosRun:
 
     # ---- the loop -------------------------------------------------------------------------------
     def _batch(self) -> Any:
-        from launcher.store import FileStore
+        from batchctl.launcher.store import FileStore
 
         return FileStore(self.state_dir).load(self.cfg.batch_id)
 
     def _drive(self) -> dict[str, Any]:
-        from launcher.state import TERMINAL
+        from batchctl.launcher.state import TERMINAL
 
         plan = schedule(self.cfg, self.rng)
         deadline = self.started + self.cfg.time_limit_s

@@ -2,7 +2,7 @@
 
 ``publish_batch`` creates a batch's topology and publishes N parts in the part
 format; ``EventLog`` is a subscription of the test's own on the events topic;
-``WorkerProcess`` runs ``python -m worker`` as a real subprocess.
+``WorkerProcess`` runs ``python -m batchctl.worker`` as a real subprocess.
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ from typing import Any
 
 from batchctl.messages import Event, decode_event
 from batchctl.pubsub import PubSub, SubscriptionSpec
-from splitter.topology import BatchTopology, create_batch
+from batchctl.splitter.topology import BatchTopology, create_batch
 from tests.support.waiting import wait_for
 
 TEST_TOPOLOGY = BatchTopology(ack_deadline_s=10, max_delivery_attempts=5, min_backoff_s=1, max_backoff_s=1)
@@ -101,7 +101,7 @@ ROOT = Path(__file__).resolve().parents[2]
 
 @dataclass
 class WorkerProcess:
-    """``python -m worker`` as a real subprocess, its stderr (JSON logs) in a file."""
+    """``python -m batchctl.worker`` as a real subprocess, its stderr (JSON logs) in a file."""
 
     name: str
     proc: subprocess.Popen[bytes]
@@ -117,7 +117,7 @@ class WorkerProcess:
         log = folder / f"{name}.log"
         with log.open("wb") as out:
             proc = subprocess.Popen(
-                [sys.executable, "-m", "worker", *args],
+                [sys.executable, "-m", "batchctl.worker", *args],
                 env=full_env,
                 cwd=ROOT,
                 stdout=out,

@@ -17,9 +17,11 @@ from typing import Any
 import pytest
 
 from batchctl.errors import BadInput
+from batchctl.launcher.jobconfig import DEFAULT_IMAGE, ENV_VARS, JobConfig, Toleration, parse_quantity
+from batchctl.launcher.jobspec import build_job, job_to_dict
 from batchctl.names import LABEL_BATCH, LABEL_COMPONENT, LABEL_NAME, Names
-from launcher.jobconfig import DEFAULT_IMAGE, ENV_VARS, JobConfig, Toleration, parse_quantity
-from launcher.jobspec import build_job, job_to_dict
+from batchctl.worker.config import OPTIONS as WORKER_OPTIONS
+from batchctl.worker.config import WorkerConfig
 from tests.support.k8s_schema import (
     KUBERNETES_VERSION,
     LATEST_VERSION,
@@ -27,8 +29,6 @@ from tests.support.k8s_schema import (
     pss_restricted_violations,
     validate,
 )
-from worker.config import OPTIONS as WORKER_OPTIONS
-from worker.config import WorkerConfig
 
 LABELS = Names("batchctl").batch_labels("b1")
 ENV = {"BATCHCTL_BATCH_ID": "b1", "BATCHCTL_SUBSCRIPTION": "batchctl-b1-work", "BATCHCTL_HANDLER": "m:f"}

@@ -8,7 +8,7 @@ import random
 
 import pytest
 
-from splitter.partitioner import PartLimits, build, plan
+from batchctl.splitter.partitioner import PartLimits, build, plan
 
 
 def greedy(lengths: list[int], limits: PartLimits) -> list[int]:

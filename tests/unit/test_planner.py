@@ -35,8 +35,7 @@ from collections.abc import Iterable, Sequence
 
 import pytest
 
-from batchctl.messages import BatchRequest
-from launcher.planner import (
+from batchctl.launcher.planner import (
     CONFIG_ERROR_REASON,
     MAX_IDLE_JOBS,
     Action,
@@ -48,7 +47,8 @@ from launcher.planner import (
     parallelism,
     plan,
 )
-from launcher.state import CANCELLED, FAILED, PENDING, RUNNING, SUCCEEDED, BatchState, JobRecord
+from batchctl.launcher.state import CANCELLED, FAILED, PENDING, RUNNING, SUCCEEDED, BatchState, JobRecord
+from batchctl.messages import BatchRequest
 
 PATTERN = "batchctl-b1-{n}"
 

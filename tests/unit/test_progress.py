@@ -9,10 +9,10 @@ generic reason of a batch its configuration error failed, but no other reason.
 
 from __future__ import annotations
 
+from batchctl.launcher.planner import config_error_message
+from batchctl.launcher.progress import apply_events
+from batchctl.launcher.state import FAILED, RUNNING, SUCCEEDED, BatchState
 from batchctl.messages import Event
-from launcher.planner import config_error_message
-from launcher.progress import apply_events
-from launcher.state import FAILED, RUNNING, SUCCEEDED, BatchState
 from tests.unit.test_state import request
 
 

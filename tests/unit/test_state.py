@@ -24,8 +24,7 @@ from typing import Any
 
 import pytest
 
-from batchctl.messages import BatchRequest
-from launcher.state import (
+from batchctl.launcher.state import (
     CANCELLED,
     FAILED,
     PENDING,
@@ -35,6 +34,7 @@ from launcher.state import (
     BatchState,
     JobRecord,
 )
+from batchctl.messages import BatchRequest
 
 CONFIGMAP_LIMIT = 1024 * 1024
 

@@ -10,7 +10,7 @@ import argparse
 
 import pytest
 
-from worker.cli import add_arguments, run
+from batchctl.worker.cli import add_arguments, run
 
 ENV = {"GOOGLE_CLOUD_PROJECT": "p", "BATCHCTL_PREFIX": "bx"}
 

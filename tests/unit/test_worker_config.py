@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from batchctl.errors import BadInput
-from worker.config import DEFAULT_HANDLER, WorkerConfig
+from batchctl.worker.config import DEFAULT_HANDLER, WorkerConfig
 
 
 def test_defaults_from_only_a_batch_id() -> None:

@@ -9,8 +9,8 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from worker.demo import handle, summarize
-from worker.part import Part
+from batchctl.worker.demo import handle, summarize
+from batchctl.worker.part import Part
 
 
 def test_summary_counts_words_and_fields() -> None:

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import pytest
 
-from worker.drain import DrainTracker, RetryPolicy
+from batchctl.worker.drain import DrainTracker, RetryPolicy
 
 POLICY = RetryPolicy(min_backoff_s=1, max_backoff_s=60, max_delivery_attempts=5)
 

@@ -9,23 +9,23 @@ from __future__ import annotations
 import pytest
 
 from batchctl.errors import EXIT_BAD_INPUT
-from worker.demo import handle
-from worker.handler import HandlerNotFound, load_handler
+from batchctl.worker.demo import handle
+from batchctl.worker.handler import HandlerNotFound, load_handler
 
 
 def test_good_spec_imports_the_function() -> None:
     """``worker.demo:handle`` is the demo handler itself."""
-    assert load_handler("worker.demo:handle") is handle
+    assert load_handler("batchctl.worker.demo:handle") is handle
 
 
 @pytest.mark.parametrize(
     ("spec", "why"),
     [
         ("no_such_module_xyz:f", "ModuleNotFoundError"),
-        ("worker.demo:nope", "has no 'nope'"),
+        ("batchctl.worker.demo:nope", "has no 'nope'"),
         ("", "expected MODULE:FUNC"),
-        ("worker.part:FORMATS", "is not callable"),
-        ("worker.demo", "expected MODULE:FUNC"),
+        ("batchctl.worker.part:FORMATS", "is not callable"),
+        ("batchctl.worker.demo", "expected MODULE:FUNC"),
     ],
 )
 def test_bad_spec_is_a_config_error_naming_it(spec: str, why: str) -> None:

@@ -12,8 +12,8 @@ from pathlib import Path
 
 import pytest
 
+from batchctl.worker.part import PartRejected, decode_part, part_index
 from tests.support.parts import encode_part
-from worker.part import PartRejected, decode_part, part_index
 
 
 def test_jsonl_part_decodes_to_json_values() -> None:

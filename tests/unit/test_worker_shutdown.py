@@ -9,7 +9,7 @@ from __future__ import annotations
 import threading
 import time
 
-from worker.shutdown import Shutdown
+from batchctl.worker.shutdown import Shutdown
 
 
 def test_budget_runs_from_the_first_request() -> None:
