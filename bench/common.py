@@ -26,7 +26,7 @@ ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-from batchctl.emulator import Emulator  # noqa: E402  after the path setup above
+from batchctl.core.emulator import Emulator  # noqa: E402  after the path setup above
 
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 PROJECT = "batchctl-bench"

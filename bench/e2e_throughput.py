@@ -5,7 +5,7 @@
 For each worker count N, a fresh batch of the same ``--records`` small JSONL records (~100 B,
 100 per part) is submitted in-process (``splitter.submit.submit``) to an in-process launcher on
 the local backend (``tests.support.launching.running_launcher``, the test tuning: 0.1 s tick) with
-``max_parallelism=N``; workers are ``python -m batchctl.cli worker`` processes with the test
+``max_parallelism=N``; workers are ``python -m batchctl worker`` processes with the test
 suite's fast drain settings (``fast_worker_env``) and the product's default concurrency unless
 ``--concurrency`` is given. The handler is a no-op (``tests.support.handlers:noop``: measures
 batchctl, not the handler) unless ``--handler demo`` (``worker.demo:handle``: hashes every
@@ -44,10 +44,10 @@ from common import (
 )
 from split_publish import generate
 
-from batchctl import logs
+from batchctl.core import logs
+from batchctl.core.pubsub import PubSub
+from batchctl.core.settings import Settings
 from batchctl.launcher.state import SUCCEEDED, TERMINAL
-from batchctl.pubsub import PubSub
-from batchctl.settings import Settings
 from batchctl.splitter.partitioner import PartLimits
 from batchctl.splitter.submit import SubmitOptions, submit
 from tests.support.launching import fast_worker_env, running_launcher

@@ -2,7 +2,7 @@
 
     .venv/bin/python bench/launch_latency.py [--sequential 100] [--burst 1000] [--quick]
 
-The launcher runs as it does in a cluster, as its own process (``python -m batchctl.cli launcher
+The launcher runs as it does in a cluster, as its own process (``python -m batchctl launcher
 --backend kubernetes``, default tuning, leader election on), against kmock's Kubernetes API server
 served over HTTP from this process and reached through a kubeconfig, and the real Pub/Sub emulator.
 No pod ever runs: what is measured is request → Job object.
@@ -55,12 +55,11 @@ from common import (
     wait_until,
 )
 
-from batchctl import logs
-from batchctl.emulator import free_port
-from batchctl.messages import BatchRequest, Control, encode_control
-from batchctl.pubsub import PubSub
-from batchctl.settings import Settings
-from batchctl.splitter import topology
+from batchctl.core import logs, topology
+from batchctl.core.emulator import free_port
+from batchctl.core.messages import BatchRequest, Control, encode_control
+from batchctl.core.pubsub import PubSub
+from batchctl.core.settings import Settings
 from batchctl.splitter.submit import send_control
 from tests.support.kube import JOBS, LEASES, ApiServer, _ServingThread, running_api_server, write_kubeconfig
 
@@ -138,7 +137,7 @@ def start_launcher(env: dict[str, str], server: ApiServer, prefix: str, log: Pat
     port = free_port()
     with log.open("ab") as out:
         proc = subprocess.Popen(
-            [sys.executable, "-m", "batchctl.cli", "launcher", "--backend", "kubernetes", "--port", str(port)],
+            [sys.executable, "-m", "batchctl", "launcher", "--backend", "kubernetes", "--port", str(port)],
             env=env,
             cwd=ROOT,
             stdout=out,

@@ -44,10 +44,10 @@ from common import (
     say,
 )
 
-from batchctl import logs
-from batchctl.pubsub import PubSub, SubscriptionSpec
-from batchctl.settings import Settings
-from batchctl.splitter import partitioner, readers, topology
+from batchctl.core import logs, topology
+from batchctl.core.pubsub import PubSub, SubscriptionSpec
+from batchctl.core.settings import Settings
+from batchctl.splitter import partitioner, readers
 from batchctl.splitter.partitioner import PartLimits
 from batchctl.splitter.publisher import publish_parts
 from batchctl.splitter.submit import SubmitOptions, submit
@@ -261,7 +261,7 @@ def peak_rss(env: dict[str, str], workdir: Path, megabytes: int, timeout: float)
     cmd = [
         sys.executable,
         "-m",
-        "batchctl.cli",
+        "batchctl",
         "submit",
         str(big),
         "--batch-id",

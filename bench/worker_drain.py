@@ -32,10 +32,10 @@ from typing import Any
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from batchctl.emulator import Emulator  # noqa: E402  after the path setup above
-from batchctl.messages import Event, encode_event  # noqa: E402
-from batchctl.pubsub import PubSub  # noqa: E402
-from batchctl.settings import Settings  # noqa: E402
+from batchctl.core.emulator import Emulator  # noqa: E402  after the path setup above
+from batchctl.core.messages import Event, encode_event  # noqa: E402
+from batchctl.core.pubsub import PubSub  # noqa: E402
+from batchctl.core.settings import Settings  # noqa: E402
 from tests.support.parts import publish_batch  # noqa: E402
 
 WAYS = ("pull", "pull_event", "streaming", "worker")

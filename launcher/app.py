@@ -9,8 +9,10 @@ import threading
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from batchctl import logs
-from batchctl.errors import BadInput
+from batchctl.core import logs
+from batchctl.core.errors import BadInput
+from batchctl.core.pubsub import PubSub
+from batchctl.core.settings import Settings
 from batchctl.launcher import http
 from batchctl.launcher.backend import Backend
 from batchctl.launcher.jobconfig import JobConfig
@@ -18,8 +20,6 @@ from batchctl.launcher.kube import Kube
 from batchctl.launcher.leader import FileElector, LeaseElector
 from batchctl.launcher.service import Elector, Launcher, Tuning
 from batchctl.launcher.store import ConfigMapStore, FileStore, StateStore
-from batchctl.pubsub import PubSub
-from batchctl.settings import Settings
 
 
 @dataclass

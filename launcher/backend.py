@@ -5,9 +5,9 @@ from __future__ import annotations
 import threading
 from typing import Protocol
 
+from batchctl.core.settings import Settings
 from batchctl.launcher.planner import Launch, ObservedJob
 from batchctl.launcher.state import BatchState
-from batchctl.settings import Settings
 
 
 class Backend(Protocol):

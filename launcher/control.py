@@ -10,13 +10,13 @@ import time
 from collections.abc import MutableMapping
 from typing import Any
 
-from batchctl import logs
-from batchctl.errors import BatchctlError
+from batchctl.core import logs
+from batchctl.core.errors import BatchctlError
+from batchctl.core.messages import Control
+from batchctl.core.pubsub import PubSub
 from batchctl.launcher.backend import Backend
 from batchctl.launcher.state import CANCELLED, FAILED, RUNNING, TERMINAL, BatchState
 from batchctl.launcher.store import StateStore
-from batchctl.messages import Control
-from batchctl.pubsub import PubSub
 
 DEAD_LETTER_WAIT_S = 20.0
 

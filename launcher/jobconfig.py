@@ -21,7 +21,7 @@ from dataclasses import dataclass, field, replace
 from decimal import Decimal, InvalidOperation
 from typing import Any
 
-from batchctl.errors import BadInput
+from batchctl.core.errors import BadInput
 
 DEFAULT_IMAGE = "ghcr.io/batchctl/batchctl:0.1.0"
 POOL_LABEL = "batchctl.dev/pool"

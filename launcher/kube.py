@@ -17,7 +17,7 @@ import urllib3
 from kubernetes import client, config, watch
 from kubernetes.client.rest import ApiException
 
-from batchctl.errors import BatchctlError, Unreachable
+from batchctl.core.errors import BatchctlError, Unreachable
 
 REQUEST_TIMEOUT_S = 10
 

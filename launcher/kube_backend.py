@@ -11,16 +11,16 @@ from __future__ import annotations
 import threading
 from typing import Any
 
-from batchctl import logs
-from batchctl.errors import BatchctlError
+from batchctl.core import logs
+from batchctl.core.errors import BatchctlError
+from batchctl.core.names import LABEL_BATCH, LABEL_COMPONENT, LABEL_NAME
+from batchctl.core.settings import Settings
 from batchctl.launcher import jobspec
 from batchctl.launcher.backend import worker_env
 from batchctl.launcher.jobconfig import JobConfig
 from batchctl.launcher.kube import Conflict, Kube
 from batchctl.launcher.planner import Launch, ObservedJob
 from batchctl.launcher.state import BatchState
-from batchctl.names import LABEL_BATCH, LABEL_COMPONENT, LABEL_NAME
-from batchctl.settings import Settings
 
 JOB_SELECTOR = f"{LABEL_NAME}=batchctl,{LABEL_COMPONENT}=worker"
 WATCH_TIMEOUT_S = 240

@@ -17,8 +17,8 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import IO, Any
 
-from batchctl import logs
-from batchctl.errors import BatchctlError
+from batchctl.core import logs
+from batchctl.core.errors import BatchctlError
 from batchctl.launcher.kube import Conflict, Kube, NotFound
 
 LEASE_DURATION_S = 15

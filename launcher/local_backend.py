@@ -19,11 +19,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from batchctl import logs
+from batchctl.core import logs
+from batchctl.core.settings import Settings
 from batchctl.launcher.backend import worker_env
 from batchctl.launcher.planner import CONFIG_ERROR_REASON, Launch, ObservedJob
 from batchctl.launcher.state import BatchState
-from batchctl.settings import Settings
 
 CONFIG_ERROR_EXIT = 2
 
@@ -122,7 +122,7 @@ class LocalBackend:
         env = {**job.env, "BATCHCTL_WORKER_ID": f"{job.name}-{index}"}
         with (self.log_dir / f"{job.name}-{index}.log").open("ab") as out:
             proc = subprocess.Popen(
-                [sys.executable, "-m", "batchctl.cli", "worker"],
+                [sys.executable, "-m", "batchctl", "worker"],
                 env=env, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
                 start_new_session=True,
             )

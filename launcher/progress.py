@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
 
+from batchctl.core.messages import EXIT_ERROR_PREFIX, Event
 from batchctl.launcher.planner import config_error_message
 from batchctl.launcher.state import FAILED, TERMINAL, BatchState
-from batchctl.messages import EXIT_ERROR_PREFIX, Event
 
 
 def apply_events(batches: Mapping[str, BatchState], events: Iterable[Event]) -> set[str]:

@@ -10,17 +10,16 @@ from __future__ import annotations
 import time
 from typing import Any
 
-from batchctl import logs
+from batchctl.core import logs, topology
+from batchctl.core.messages import Event, encode_event
+from batchctl.core.pubsub import PubSub, ResourceMissing
+from batchctl.core.settings import Settings
 from batchctl.launcher.backend import Backend
 from batchctl.launcher.control import nudge
 from batchctl.launcher.metrics import Metrics
 from batchctl.launcher.planner import Action, CheckDead, Cleanup, Finish, Launch, ObservedJob, plan
 from batchctl.launcher.state import RUNNING, SUCCEEDED, BatchState, JobRecord
 from batchctl.launcher.store import StateStore
-from batchctl.messages import Event, encode_event
-from batchctl.pubsub import PubSub, ResourceMissing
-from batchctl.settings import Settings
-from batchctl.splitter import topology
 
 UNSEEN_GRACE_S = 60.0
 """A Job recorded but not yet observed (watch lag) counts as running for this long."""

@@ -14,8 +14,11 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Protocol
 
-from batchctl import logs
-from batchctl.errors import BadInput, BatchctlError
+from batchctl.core import logs, topology
+from batchctl.core.errors import BadInput, BatchctlError
+from batchctl.core.messages import decode_control, decode_event
+from batchctl.core.pubsub import PubSub, Received
+from batchctl.core.settings import Settings
 from batchctl.launcher.backend import Backend
 from batchctl.launcher.control import Controller
 from batchctl.launcher.kube import Conflict
@@ -24,10 +27,6 @@ from batchctl.launcher.progress import apply_events
 from batchctl.launcher.reconciler import Reconciler
 from batchctl.launcher.state import FAILED, SUCCEEDED, TERMINAL, BatchState
 from batchctl.launcher.store import StateStore
-from batchctl.messages import decode_control, decode_event
-from batchctl.pubsub import PubSub, Received
-from batchctl.settings import Settings
-from batchctl.splitter import topology
 
 
 class Elector(Protocol):

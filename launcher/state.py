@@ -13,7 +13,7 @@ import zlib
 from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 
-from batchctl.messages import BatchRequest
+from batchctl.core.messages import BatchRequest
 
 PENDING, RUNNING, SUCCEEDED, FAILED, CANCELLED = "pending", "running", "succeeded", "failed", "cancelled"
 TERMINAL = (SUCCEEDED, FAILED, CANCELLED)

@@ -13,10 +13,10 @@ import tempfile
 from pathlib import Path
 from typing import Any, Protocol
 
-from batchctl.errors import BadInput
+from batchctl.core.errors import BadInput
+from batchctl.core.names import LABEL_BATCH, LABEL_COMPONENT, LABEL_NAME, Names
 from batchctl.launcher.kube import Conflict, Kube, NotFound
 from batchctl.launcher.state import BatchState
-from batchctl.names import LABEL_BATCH, LABEL_COMPONENT, LABEL_NAME, Names
 
 STATE_KEY = "state.json"
 STATE_SELECTOR = f"{LABEL_NAME}=batchctl,{LABEL_COMPONENT}=state"

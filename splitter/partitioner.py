@@ -15,7 +15,7 @@ from array import array
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 
-from batchctl.errors import BadInput
+from batchctl.core.errors import BadInput
 
 MAX_PART_BYTES_CEILING = 9_500_000
 """Hard ceiling: under Pub/Sub's 10 MB message limit with room for attributes."""

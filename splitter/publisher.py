@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Iterator, Mapping
 
-from batchctl.pubsub import PubSub
+from batchctl.core.pubsub import PubSub
 from batchctl.splitter.partitioner import Part
 
 

@@ -19,7 +19,7 @@ from typing import BinaryIO, cast
 
 import orjson
 
-from batchctl.errors import BadInput
+from batchctl.core.errors import BadInput
 
 FORMATS = ("jsonl", "csv", "lines")
 EXTENSIONS = {".jsonl": "jsonl", ".ndjson": "jsonl", ".json": "jsonl", ".csv": "csv", ".txt": "lines",

@@ -14,12 +14,12 @@ from contextlib import ExitStack
 from dataclasses import dataclass
 from typing import BinaryIO
 
-from batchctl import logs
-from batchctl.errors import BadInput
-from batchctl.messages import BatchRequest, Control, encode_control
-from batchctl.names import generate_batch_id, validate_batch_id
-from batchctl.pubsub import PublishFailed, PubSub
-from batchctl.splitter import partitioner, readers, topology
+from batchctl.core import logs, topology
+from batchctl.core.errors import BadInput
+from batchctl.core.messages import BatchRequest, Control, encode_control
+from batchctl.core.names import generate_batch_id, validate_batch_id
+from batchctl.core.pubsub import PublishFailed, PubSub
+from batchctl.splitter import partitioner, readers
 from batchctl.splitter.partitioner import PartLimits
 from batchctl.splitter.publisher import publish_parts
 

@@ -9,10 +9,10 @@ from pathlib import Path
 
 import pytest
 
-from batchctl import logs
-from batchctl.emulator import Emulator, EmulatorMissing
-from batchctl.pubsub import PubSub
-from batchctl.settings import Settings
+from batchctl.core import logs
+from batchctl.core.emulator import Emulator, EmulatorMissing
+from batchctl.core.pubsub import PubSub
+from batchctl.core.settings import Settings
 
 pytest_plugins = ["tests.support.kube_fixtures"]
 

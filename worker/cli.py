@@ -29,11 +29,11 @@ import sys
 from collections.abc import Mapping
 from typing import Any
 
-from batchctl import logs
-from batchctl.errors import BadInput
-from batchctl.messages import EXIT_ERROR_PREFIX
-from batchctl.pubsub import PubSub
-from batchctl.settings import Settings
+from batchctl.core import logs
+from batchctl.core.errors import BadInput
+from batchctl.core.messages import EXIT_ERROR_PREFIX
+from batchctl.core.pubsub import PubSub
+from batchctl.core.settings import Settings
 from batchctl.worker.config import OPTIONS, WorkerConfig
 from batchctl.worker.events import Events
 from batchctl.worker.handler import load_handler

@@ -15,8 +15,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from batchctl.errors import BadInput
-from batchctl.names import BATCH_ID_RE, Names, validate_batch_id
+from batchctl.core.errors import BadInput
+from batchctl.core.names import BATCH_ID_RE, Names, validate_batch_id
 
 DEFAULT_HANDLER = "batchctl.worker.demo:handle"
 HANDLER_RE = re.compile(r"^[A-Za-z_][\w.]*:[A-Za-z_]\w*$")

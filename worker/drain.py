@@ -16,7 +16,7 @@ from __future__ import annotations
 import threading
 from dataclasses import dataclass
 
-from batchctl.splitter.topology import BatchTopology
+from batchctl.core.topology import BatchTopology
 
 _DEFAULTS = BatchTopology()
 BACKOFF_MARGIN = 1.5

@@ -9,8 +9,8 @@ from __future__ import annotations
 
 from concurrent.futures import Future
 
-from batchctl.messages import Event, encode_event
-from batchctl.pubsub import PubSub
+from batchctl.core.messages import Event, encode_event
+from batchctl.core.pubsub import PubSub
 
 
 class Events:

@@ -6,7 +6,7 @@ import importlib
 from collections.abc import Callable
 from typing import Any
 
-from batchctl.errors import BadInput
+from batchctl.core.errors import BadInput
 
 Handler = Callable[[Any], object]
 

@@ -17,7 +17,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
-from batchctl.pubsub import PubSub, Received
+from batchctl.core.pubsub import PubSub, Received
 
 MAX_IDS_PER_REQUEST = 1000
 """Ack ids per acknowledge/modifyAckDeadline request, well inside the 512 KB request limit."""

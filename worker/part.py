@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from batchctl.errors import BatchctlError
+from batchctl.core.errors import BatchctlError
 
 FORMATS = ("jsonl", "lines")
 

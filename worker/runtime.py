@@ -10,7 +10,7 @@ about ``empty_pulls * pull_timeout_s`` whether the server holds an empty pull
 (Pub/Sub) or answers it at once (the emulator, for short timeouts).
 
 Exit: ``drained`` (0), ``terminated`` by a signal (143: not drained, see
-``batchctl.errors.EXIT_TERMINATED``), ``crash`` (1; 2 when the
+``batchctl.core.errors.EXIT_TERMINATED``), ``crash`` (1; 2 when the
 subscription or events topic does not exist, 3 when Pub/Sub stays unreachable).
 """
 
@@ -19,9 +19,9 @@ from __future__ import annotations
 import time
 from typing import Any
 
-from batchctl.errors import EXIT_FAILED, EXIT_OK, EXIT_TERMINATED, BatchctlError, Unreachable
-from batchctl.messages import EXIT_ERROR_PREFIX
-from batchctl.pubsub import PubSub, Received
+from batchctl.core.errors import EXIT_FAILED, EXIT_OK, EXIT_TERMINATED, BatchctlError, Unreachable
+from batchctl.core.messages import EXIT_ERROR_PREFIX
+from batchctl.core.pubsub import PubSub, Received
 from batchctl.worker.config import WorkerConfig
 from batchctl.worker.drain import DrainTracker, RetryPolicy
 from batchctl.worker.events import Events

@@ -13,7 +13,7 @@ import threading
 import time
 from types import FrameType
 
-from batchctl.errors import EXIT_FAILED
+from batchctl.core.errors import EXIT_FAILED
 
 POLL_S = 0.05
 

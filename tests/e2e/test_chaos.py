@@ -22,7 +22,7 @@ from pathlib import Path
 
 import pytest
 
-from batchctl.emulator import EmulatorMissing
+from batchctl.core.emulator import EmulatorMissing
 from tests.support.chaos import ChaosConfig, ChaosRun, summary_text
 
 

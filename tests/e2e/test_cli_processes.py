@@ -15,11 +15,11 @@ import sys
 import urllib.request
 from pathlib import Path
 
-from batchctl.emulator import answers, free_port
+from batchctl.core.emulator import answers, free_port
 from tests.support.launching import REPO, fast_worker_env, write_records
 from tests.support.waiting import wait_for
 
-BATCHCTL = [sys.executable, "-m", "batchctl.cli"]
+BATCHCTL = [sys.executable, "-m", "batchctl"]
 
 
 def get(url: str) -> tuple[int, str]:

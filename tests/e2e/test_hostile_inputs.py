@@ -43,15 +43,15 @@ from typing import Any
 
 import pytest
 
-from batchctl.cli import main
+from batchctl.core import topology
+from batchctl.core.pubsub import PubSub, Received
+from batchctl.core.settings import Settings
+from batchctl.frontend.cli import main
 from batchctl.launcher.app import Parts
 from batchctl.launcher.leader import FileElector
 from batchctl.launcher.planner import Launch, ObservedJob
 from batchctl.launcher.state import RUNNING, BatchState
 from batchctl.launcher.store import FileStore
-from batchctl.pubsub import PubSub, Received
-from batchctl.settings import Settings
-from batchctl.splitter import topology
 from tests.support.handlers import markers
 from tests.support.launching import (
     Running,

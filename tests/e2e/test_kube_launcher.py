@@ -18,10 +18,10 @@ from typing import Any
 
 import pytest
 
+from batchctl.core.names import Names
+from batchctl.core.pubsub import PubSub
+from batchctl.core.settings import Settings
 from batchctl.launcher.app import assemble
-from batchctl.names import Names
-from batchctl.pubsub import PubSub
-from batchctl.settings import Settings
 from tests.support.handlers import markers
 from tests.support.k8s_schema import allows, granted, load_role_rules, render_kustomize, validate
 from tests.support.kube_fixtures import KubeApi
@@ -163,7 +163,7 @@ def test_launcher_requests_match_the_role(
 ) -> None:
     """Every (verb, resource) the launcher (and CLI) sent is allowed by the Role in manifests/,
     and the Role grants nothing the launcher never used."""
-    from batchctl.cli import main
+    from batchctl.frontend.cli import main
 
     kube_api.server.clear_request_log()
     path = write_records(tmp_path / "in.jsonl", [{"sleep": 1} for _ in range(6)])

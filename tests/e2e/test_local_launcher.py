@@ -15,11 +15,11 @@ from pathlib import Path
 
 import pytest
 
-from batchctl.cli import main
+from batchctl.core.pubsub import PubSub
+from batchctl.core.settings import Settings
+from batchctl.frontend.cli import main
 from batchctl.launcher.local_backend import LocalBackend
 from batchctl.launcher.state import BatchState
-from batchctl.pubsub import PubSub
-from batchctl.settings import Settings
 from tests.support.handlers import markers
 from tests.support.launching import (
     fast_worker_env,

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from batchctl.pubsub import PubSub
+from batchctl.core.pubsub import PubSub
 from tests.support.parts import EventLog, WorkerProcess, publish_batch
 
 DRAIN_TARGET_S = 5.0

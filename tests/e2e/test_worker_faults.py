@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from batchctl.pubsub import PubSub
+from batchctl.core.pubsub import PubSub
 from tests.support.handlers import markers
 from tests.support.parts import TEST_TOPOLOGY, EventLog, WorkerProcess, publish_batch
 from tests.support.pulling import drain

@@ -15,8 +15,8 @@ from pathlib import Path
 
 import pytest
 
-from batchctl.errors import EXIT_TERMINATED
-from batchctl.pubsub import PubSub
+from batchctl.core.errors import EXIT_TERMINATED
+from batchctl.core.pubsub import PubSub
 from tests.support.handlers import markers
 from tests.support.parts import EventLog, WorkerProcess, publish_batch
 from tests.support.waiting import wait_for

@@ -26,10 +26,10 @@ from typing import Any
 
 import pytest
 
+from batchctl.core.names import Names
+from batchctl.core.settings import Settings
 from batchctl.launcher.jobconfig import ENV_VARS, JobConfig
 from batchctl.launcher.jobspec import RUN_AS, build_job, job_to_dict
-from batchctl.names import Names
-from batchctl.settings import Settings
 from tests.support.k8s_schema import (
     KUBERNETES_VERSION,
     LATEST_VERSION,
@@ -228,8 +228,8 @@ def test_overlay_settings_parse_as_launcher_settings(rendered: Rendered, overlay
 
 
 def test_launcher_settings_are_read_by_some_code() -> None:
-    """Each launcher-only variable (and each downward-API one) appears in batchctl/ or launcher/ source."""
-    source = "\n".join(p.read_text() for d in ("batchctl", "launcher") for p in (ROOT / d).glob("*.py"))
+    """Each launcher-only variable (and each downward-API one) appears in batchctl/core/ or launcher/ source."""
+    source = "\n".join(p.read_text() for d in ("batchctl/core", "launcher") for p in (ROOT / d).glob("*.py"))
     unread = sorted(v for v in {*LAUNCHER_VARS, "BATCHCTL_NAMESPACE", "BATCHCTL_POD_NAME"} if v not in source)
     assert unread == [], f"set by the manifests but read by no code: {unread}"
 

@@ -15,10 +15,10 @@ from google.api_core import exceptions as gexc
 from google.api_core.retry import Retry
 from pytest_mock import MockerFixture
 
-from batchctl import pubsub as pubsub_module
-from batchctl.errors import Unreachable
-from batchctl.pubsub import PUBLISH_REQUESTS_IN_FLIGHT, PublishFailed, PubSub, ResourceMissing, SubscriptionSpec
-from batchctl.settings import Settings
+from batchctl.core import pubsub as pubsub_module
+from batchctl.core.errors import Unreachable
+from batchctl.core.pubsub import PUBLISH_REQUESTS_IN_FLIGHT, PublishFailed, PubSub, ResourceMissing, SubscriptionSpec
+from batchctl.core.settings import Settings
 from tests.support.pulling import drain
 
 REQUEST_LATENCY_S = 0.05

@@ -11,8 +11,8 @@ from pathlib import Path
 import pytest
 from pytest_mock import MockerFixture
 
-from batchctl.cli import main
-from batchctl.pubsub import PubSub
+from batchctl.core.pubsub import PubSub
+from batchctl.frontend.cli import main
 from tests.support.pulling import drain, leftovers
 
 

@@ -16,8 +16,8 @@ from pathlib import Path
 
 import pytest
 
-from batchctl.messages import decode_control
-from batchctl.pubsub import PubSub
+from batchctl.core.messages import decode_control
+from batchctl.core.pubsub import PubSub
 from batchctl.splitter.partitioner import PartLimits
 from batchctl.splitter.submit import SubmitOptions, submit
 from tests.support.pulling import drain
@@ -116,7 +116,7 @@ def test_request_sent_after_parts(pubsub: PubSub, tmp_path: Path) -> None:
 def test_submit_cli_json_summary(env: dict[str, str], tmp_path: Path, fmt: str,
                                  capsys: pytest.CaptureFixture[str]) -> None:
     """`batchctl submit --json` prints batch_id, parts, records, bytes."""
-    from batchctl.cli import main
+    from batchctl.frontend.cli import main
 
     path = tmp_path / "in.jsonl"
     path.write_text('{"a":1}\n{"a":2}\n')

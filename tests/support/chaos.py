@@ -276,7 +276,7 @@ class ChaosRun:
 
     # ---- the run --------------------------------------------------------------------------------
     def run(self) -> dict[str, Any]:
-        from batchctl.emulator import free_port
+        from batchctl.core.emulator import free_port
 
         self.started = time.monotonic()
         saved_host = os.environ.get("PUBSUB_EMULATOR_HOST")
@@ -303,7 +303,7 @@ class ChaosRun:
                 stop_being_subreaper()
 
     def _start_emulator(self) -> None:
-        from batchctl.emulator import Emulator, free_port
+        from batchctl.core.emulator import Emulator, free_port
 
         if self.cfg.emulator_host:
             self.host = self.cfg.emulator_host
@@ -338,7 +338,7 @@ class ChaosRun:
                 out.write(json.dumps(record(i)) + "\n")
 
     def _cli(self, *args: str, timeout: float = 120) -> subprocess.CompletedProcess[str]:
-        return subprocess.run([sys.executable, "-m", "batchctl.cli", *args], env=self.env, cwd=REPO,
+        return subprocess.run([sys.executable, "-m", "batchctl", *args], env=self.env, cwd=REPO,
                               capture_output=True, text=True, timeout=timeout, check=False)
 
     def _submit(self) -> dict[str, Any]:
@@ -363,7 +363,7 @@ class ChaosRun:
             log.write(f"---- launcher start {self.launcher_starts}\n".encode())
             log.flush()
             self.launcher = subprocess.Popen(
-                [sys.executable, "-m", "batchctl.cli", "launcher", "--backend", "local",
+                [sys.executable, "-m", "batchctl", "launcher", "--backend", "local",
                  "--port", str(self.launcher_port)],
                 env=self.env, cwd=REPO, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
                 start_new_session=True,
@@ -420,7 +420,7 @@ class ChaosRun:
 
     def _ours(self, pid: int) -> bool:
         cmdline = _proc_field(pid, "cmdline")
-        if "batchctl.cli" not in cmdline or "worker" not in cmdline:
+        if "\0-m\0batchctl\0worker" not in cmdline:
             return False
         return _environ(pid).get("BATCHCTL_STATE_DIR") == str(self.state_dir)
 
@@ -451,7 +451,7 @@ class ChaosRun:
 
     # ---- emulator -------------------------------------------------------------------------------
     def _restart_emulator(self, progress: float) -> None:
-        from batchctl.emulator import Emulator
+        from batchctl.core.emulator import Emulator
 
         event = EmulatorRestart(progress, "restore" if self.cfg.restore else "none")
         self.emulator_restart = event
@@ -495,10 +495,10 @@ class ChaosRun:
         Parts are republished in the contract's wire format (data: the part's record as its input
         line; attributes batch_id, part, parts, records, sha256, format), as ``submit`` sent them.
         """
+        from batchctl.core import topology
+        from batchctl.core.pubsub import PubSub
+        from batchctl.core.settings import Settings
         from batchctl.launcher.store import FileStore
-        from batchctl.pubsub import PubSub
-        from batchctl.settings import Settings
-        from batchctl.splitter import topology
 
         settings = Settings.from_env(self.env)
         batch = FileStore(self.state_dir).load(self.cfg.batch_id)

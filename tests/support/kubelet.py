@@ -383,7 +383,7 @@ class Kubelet:
         kubeconfig: Path,
         *,
         namespace: str = "default",
-        entrypoint: Sequence[str] = (sys.executable, "-m", "batchctl.cli"),
+        entrypoint: Sequence[str] = (sys.executable, "-m", "batchctl"),
         env: Mapping[str, str] | None = None,
         label_selector: str | None = BATCHCTL_JOBS,
         log_dir: Path | None = None,

@@ -10,15 +10,15 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from batchctl.core.pubsub import PubSub
+from batchctl.core.settings import Settings
+from batchctl.core.topology import BatchTopology
 from batchctl.launcher.app import Parts, assemble
 from batchctl.launcher.local_backend import LocalBackend
 from batchctl.launcher.service import Launcher, Tuning
 from batchctl.launcher.state import TERMINAL, BatchState
-from batchctl.pubsub import PubSub
-from batchctl.settings import Settings
 from batchctl.splitter.partitioner import PartLimits
 from batchctl.splitter.submit import SubmitOptions, Submitted, submit
-from batchctl.splitter.topology import BatchTopology
 from tests.support.waiting import wait_for
 
 REPO = Path(__file__).resolve().parents[2]

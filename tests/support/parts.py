@@ -17,9 +17,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from batchctl.messages import Event, decode_event
-from batchctl.pubsub import PubSub, SubscriptionSpec
-from batchctl.splitter.topology import BatchTopology, create_batch
+from batchctl.core.messages import Event, decode_event
+from batchctl.core.pubsub import PubSub, SubscriptionSpec
+from batchctl.core.topology import BatchTopology, create_batch
 from tests.support.waiting import wait_for
 
 TEST_TOPOLOGY = BatchTopology(ack_deadline_s=10, max_delivery_attempts=5, min_backoff_s=1, max_backoff_s=1)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from batchctl.pubsub import PubSub, Received
+from batchctl.core.pubsub import PubSub, Received
 
 
 def drain(pubsub: PubSub, subscription: str, *, empty_pulls: int = 3, ack: bool = True) -> list[Received]:

@@ -13,7 +13,7 @@ from typing import Any
 
 import pytest
 
-from batchctl.inflight import InFlight, RequestFailed
+from batchctl.core.inflight import InFlight, RequestFailed
 
 BLOCKED_S = 0.2
 """How long a send that must wait is seen still waiting (a bounded negative check)."""

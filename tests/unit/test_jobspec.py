@@ -16,10 +16,10 @@ from typing import Any
 
 import pytest
 
-from batchctl.errors import BadInput
+from batchctl.core.errors import BadInput
+from batchctl.core.names import LABEL_BATCH, LABEL_COMPONENT, LABEL_NAME, Names
 from batchctl.launcher.jobconfig import DEFAULT_IMAGE, ENV_VARS, JobConfig, Toleration, parse_quantity
 from batchctl.launcher.jobspec import build_job, job_to_dict
-from batchctl.names import LABEL_BATCH, LABEL_COMPONENT, LABEL_NAME, Names
 from batchctl.worker.config import OPTIONS as WORKER_OPTIONS
 from batchctl.worker.config import WorkerConfig
 from tests.support.k8s_schema import (

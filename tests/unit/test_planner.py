@@ -35,6 +35,7 @@ from collections.abc import Iterable, Sequence
 
 import pytest
 
+from batchctl.core.messages import BatchRequest
 from batchctl.launcher.planner import (
     CONFIG_ERROR_REASON,
     MAX_IDLE_JOBS,
@@ -48,7 +49,6 @@ from batchctl.launcher.planner import (
     plan,
 )
 from batchctl.launcher.state import CANCELLED, FAILED, PENDING, RUNNING, SUCCEEDED, BatchState, JobRecord
-from batchctl.messages import BatchRequest
 
 PATTERN = "batchctl-b1-{n}"
 

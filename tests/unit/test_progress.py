@@ -9,10 +9,10 @@ generic reason of a batch its configuration error failed, but no other reason.
 
 from __future__ import annotations
 
+from batchctl.core.messages import Event
 from batchctl.launcher.planner import config_error_message
 from batchctl.launcher.progress import apply_events
 from batchctl.launcher.state import FAILED, RUNNING, SUCCEEDED, BatchState
-from batchctl.messages import Event
 from tests.unit.test_state import request
 
 

@@ -24,6 +24,7 @@ from typing import Any
 
 import pytest
 
+from batchctl.core.messages import BatchRequest
 from batchctl.launcher.state import (
     CANCELLED,
     FAILED,
@@ -34,7 +35,6 @@ from batchctl.launcher.state import (
     BatchState,
     JobRecord,
 )
-from batchctl.messages import BatchRequest
 
 CONFIGMAP_LIMIT = 1024 * 1024
 

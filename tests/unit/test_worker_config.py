@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from batchctl.errors import BadInput
+from batchctl.core.errors import BadInput
 from batchctl.worker.config import DEFAULT_HANDLER, WorkerConfig
 
 

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import pytest
 
-from batchctl.errors import EXIT_BAD_INPUT
+from batchctl.core.errors import EXIT_BAD_INPUT
 from batchctl.worker.demo import handle
 from batchctl.worker.handler import HandlerNotFound, load_handler
 

@@ -22,9 +22,9 @@ from google.protobuf import duration_pb2
 from google.pubsub_v1.services.publisher.client import PublisherClient as ApiPublisherClient
 from google.pubsub_v1.types import PublishRequest
 
-from batchctl.errors import BadInput, BatchctlError, BatchExists, Unreachable
-from batchctl.inflight import InFlight, RequestFailed
-from batchctl.settings import Settings
+from batchctl.core.errors import BadInput, BatchctlError, BatchExists, Unreachable
+from batchctl.core.inflight import InFlight, RequestFailed
+from batchctl.core.settings import Settings
 
 ADMIN_TIMEOUT_S = 10.0
 ADMIN_RETRY = Retry(

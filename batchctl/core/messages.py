@@ -12,8 +12,8 @@ import time
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from batchctl.errors import BadInput
-from batchctl.names import validate_batch_id
+from batchctl.core.errors import BadInput
+from batchctl.core.names import validate_batch_id
 
 ACTIONS = ("launch", "cancel", "retry")
 EVENT_TYPES = ("worker_started", "part_done", "part_failed", "worker_exited", "batch_finished")

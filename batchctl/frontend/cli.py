@@ -1,4 +1,4 @@
-"""The ``batchctl`` command: parse, call the library, render. Exit codes in ``batchctl.errors``."""
+"""The ``batchctl`` command: parse, call the library, render. Exit codes in ``batchctl.core.errors``."""
 
 from __future__ import annotations
 
@@ -7,9 +7,9 @@ import os
 import sys
 from collections.abc import Callable, Mapping, Sequence
 
-from batchctl import logs
-from batchctl.errors import BatchctlError
-from batchctl.settings import Settings
+from batchctl.core import logs
+from batchctl.core.errors import BatchctlError
+from batchctl.core.settings import Settings
 
 Command = Callable[[argparse.Namespace, Settings], int]
 
@@ -29,7 +29,7 @@ def common_options(*, default: object) -> argparse.ArgumentParser:
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="batchctl", description=__doc__, parents=[common_options(default=None)])
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    from batchctl import commands
+    from batchctl.frontend import commands
 
     commands.add_all(sub, parents=[common_options(default=argparse.SUPPRESS)])
     return parser

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from batchctl.pubsub import PubSub, SubscriptionSpec
+from batchctl.core.pubsub import PubSub, SubscriptionSpec
 
 
 @dataclass(frozen=True)

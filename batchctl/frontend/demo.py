@@ -18,16 +18,17 @@ from contextlib import ExitStack
 from dataclasses import dataclass, replace
 from pathlib import Path
 
-from batchctl import batches, logs
-from batchctl.emulator import Emulator, EmulatorMissing, answers
-from batchctl.errors import EXIT_FAILED, EXIT_OK, BadInput
+from batchctl.core import logs
+from batchctl.core.emulator import Emulator, EmulatorMissing, answers
+from batchctl.core.errors import EXIT_FAILED, EXIT_OK, BadInput
+from batchctl.core.pubsub import PubSub
+from batchctl.core.settings import Settings
+from batchctl.frontend import batches
+from batchctl.frontend.render import ProgressBar
 from batchctl.launcher.app import assemble
 from batchctl.launcher.local_backend import LocalBackend
 from batchctl.launcher.service import Launcher, Tuning
 from batchctl.launcher.state import BatchState
-from batchctl.pubsub import PubSub
-from batchctl.render import ProgressBar
-from batchctl.settings import Settings
 from batchctl.splitter.partitioner import PartLimits
 from batchctl.splitter.submit import SubmitOptions, submit
 

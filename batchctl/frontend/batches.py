@@ -13,13 +13,13 @@ from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
 
-from batchctl.errors import BadInput, BatchctlError, Unreachable
+from batchctl.core.errors import BadInput, BatchctlError, Unreachable
+from batchctl.core.messages import Control
+from batchctl.core.names import validate_batch_id
+from batchctl.core.pubsub import PubSub
 from batchctl.launcher.backend import Backend
 from batchctl.launcher.state import CANCELLED, SUCCEEDED, TERMINAL, BatchState
 from batchctl.launcher.store import StateStore
-from batchctl.messages import Control
-from batchctl.names import validate_batch_id
-from batchctl.pubsub import PubSub
 from batchctl.splitter.submit import send_control
 
 CONTROL_WAIT_S = 60.0

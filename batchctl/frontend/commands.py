@@ -7,8 +7,8 @@ import json
 import sys
 from typing import Any
 
-from batchctl.errors import EXIT_FAILED, EXIT_OK, BatchctlError
-from batchctl.settings import Settings
+from batchctl.core.errors import EXIT_FAILED, EXIT_OK, BatchctlError
+from batchctl.core.settings import Settings
 
 WAIT_TIMEOUT_S = 24 * 3600.0
 
@@ -83,10 +83,10 @@ def emit_json(obj: Any) -> None:
 
 
 def run_submit(args: argparse.Namespace, settings: Settings) -> int:
-    from batchctl.pubsub import PubSub
+    from batchctl.core.pubsub import PubSub
+    from batchctl.core.topology import BatchTopology
     from batchctl.splitter.partitioner import PartLimits
     from batchctl.splitter.submit import SubmitOptions, submit
-    from batchctl.splitter.topology import BatchTopology
 
     options = SubmitOptions(
         inputs=args.inputs, batch_id=args.batch_id, format=args.format,
@@ -112,8 +112,8 @@ def run_submit(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def _follow(settings: Settings, store: Any, batch_id: str, *, as_json: bool) -> int:
-    from batchctl import batches
-    from batchctl.render import ProgressBar
+    from batchctl.frontend import batches
+    from batchctl.frontend.render import ProgressBar
 
     backend = _backend(settings)
     bar = ProgressBar()
@@ -150,8 +150,8 @@ def _backend(settings: Settings) -> Any:
 
 
 def run_status(args: argparse.Namespace, settings: Settings) -> int:
-    from batchctl import batches
-    from batchctl.render import status_text
+    from batchctl.frontend import batches
+    from batchctl.frontend.render import status_text
 
     batch = batches.load(_store(settings), args.batch_id)
     status = batches.describe(batch, batches.active_workers(_backend(settings), batch))
@@ -160,8 +160,8 @@ def run_status(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def run_list(args: argparse.Namespace, settings: Settings) -> int:
-    from batchctl import batches
-    from batchctl.render import table
+    from batchctl.frontend import batches
+    from batchctl.frontend.render import table
 
     backend = _backend(settings)
     rows = [batches.describe(b, batches.active_workers(backend, b)) for b in _store(settings).load_all()]
@@ -173,9 +173,9 @@ def run_list(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def run_control(args: argparse.Namespace, settings: Settings) -> int:
-    from batchctl import batches
-    from batchctl.pubsub import PubSub
-    from batchctl.render import status_text
+    from batchctl.core.pubsub import PubSub
+    from batchctl.frontend import batches
+    from batchctl.frontend.render import status_text
 
     pubsub = PubSub(settings)
     try:
@@ -200,8 +200,8 @@ def run_worker(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def run_demo(args: argparse.Namespace, settings: Settings) -> int:
-    from batchctl import logs
-    from batchctl.demo import DemoOptions, run
+    from batchctl.core import logs
+    from batchctl.frontend.demo import DemoOptions, run
 
     if args.log_level is None:
         logs.configure(level="WARNING")

@@ -11,8 +11,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from batchctl.errors import BadInput
-from batchctl.names import Names
+from batchctl.core.errors import BadInput
+from batchctl.core.names import Names
 
 BACKENDS = ("kubernetes", "local")
 IN_CLUSTER_NAMESPACE = Path("/var/run/secrets/kubernetes.io/serviceaccount/namespace")

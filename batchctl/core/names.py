@@ -7,7 +7,7 @@ import secrets
 import time
 from dataclasses import dataclass
 
-from batchctl.errors import BadInput
+from batchctl.core.errors import BadInput
 
 BATCH_ID_RE = re.compile(r"^[a-z0-9]([-a-z0-9]{0,38}[a-z0-9])?$")
 
