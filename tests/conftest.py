@@ -1,4 +1,4 @@
-"""Fixtures shared by every ring: the real Pub/Sub emulator, per-test settings."""
+"""Fixtures shared by every ring: the real Pub/Sub and Cloud Storage emulators, per-test settings."""
 
 from __future__ import annotations
 
@@ -13,6 +13,8 @@ from batchctl.core import logs
 from batchctl.core.emulator import Emulator, EmulatorMissing
 from batchctl.core.pubsub import PubSub
 from batchctl.core.settings import Settings
+from batchctl.core.storage import EMULATOR_VAR, Storage
+from tests.support.gcs import StorageEmulator, StorageEmulatorMissing
 
 pytest_plugins = ["tests.support.kube_fixtures"]
 
@@ -47,6 +49,51 @@ def emulator_host(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     finally:
         os.environ.pop("PUBSUB_EMULATOR_HOST", None)
         emulator.stop()
+
+
+@pytest.fixture(scope="session")
+def storage_host(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """Host:port of the real Cloud Storage emulator: the one in STORAGE_EMULATOR_HOST, or one we start."""
+    existing = os.environ.get(EMULATOR_VAR)
+    if existing:
+        yield existing
+        return
+    try:
+        emulator = StorageEmulator.start(log_dir=tmp_path_factory.mktemp("storage-emulator"))
+    except StorageEmulatorMissing as exc:
+        if os.environ.get("CI") == "true":
+            pytest.fail(f"Cloud Storage emulator is required in CI: {exc}")
+        pytest.skip(str(exc))
+    os.environ[EMULATOR_VAR] = emulator.host
+    try:
+        yield emulator.host
+    finally:
+        os.environ.pop(EMULATOR_VAR, None)
+        emulator.stop()
+
+
+@pytest.fixture
+def gcs_env(env: dict[str, str], storage_host: str) -> dict[str, str]:
+    """``env`` with the Cloud Storage emulator."""
+    return {**env, EMULATOR_VAR: storage_host}
+
+
+@pytest.fixture
+def gcs(gcs_env: dict[str, str]) -> Iterator[Storage]:
+    """batchctl's storage seam on the emulator."""
+    client = Storage(gcs_env, retry_s=5.0)
+    try:
+        yield client
+    finally:
+        client.close()
+
+
+@pytest.fixture
+def bucket(gcs: Storage, prefix: str) -> str:
+    """A new, empty bucket of this test."""
+    name = f"{prefix}-bucket"
+    gcs.client.create_bucket(name)
+    return name
 
 
 @pytest.fixture

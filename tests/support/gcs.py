@@ -1,0 +1,69 @@
+"""Start and stop the real Cloud Storage emulator (``gcp-storage-emulator`` from PyPI) for tests and benches.
+
+It is a real HTTP server for the JSON API (list, ranged reads, resumable uploads), run
+in memory on a free port. It does not enforce ``ifGenerationMatch``: nothing in batchctl
+relies on preconditions.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+from batchctl.core.emulator import free_port
+
+
+class StorageEmulatorMissing(RuntimeError):
+    """Raised when the emulator cannot be started (not installed, or it never answered)."""
+
+
+def answers(host: str, timeout: float = 1.0) -> bool:
+    try:
+        with urllib.request.urlopen(f"http://{host}/storage/v1/b?project=probe", timeout=timeout) as resp:
+            return resp.status == 200
+    except OSError:
+        return False
+
+
+class StorageEmulator:
+    """One ``gcp-storage-emulator start --in-memory`` process in its own process group."""
+
+    def __init__(self, host: str, proc: subprocess.Popen[bytes]) -> None:
+        self.host = host
+        self.proc = proc
+
+    @classmethod
+    def start(cls, *, log_dir: Path, timeout: float = 30.0) -> StorageEmulator:
+        exe = Path(sys.executable).with_name("gcp-storage-emulator")
+        if not exe.exists():
+            raise StorageEmulatorMissing(f"{exe} is not installed (pip install gcp-storage-emulator)")
+        host = f"127.0.0.1:{free_port()}"
+        port = host.rsplit(":", 1)[1]
+        with (log_dir / f"storage-emulator-{port}.log").open("wb") as out:
+            proc = subprocess.Popen([str(exe), "start", "--host", "127.0.0.1", "--port", port, "--in-memory"],
+                                    stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                                    start_new_session=True)
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if answers(host):
+                return cls(host, proc)
+            if proc.poll() is not None:
+                raise StorageEmulatorMissing(f"storage emulator exited with {proc.returncode}")
+            time.sleep(0.1)
+        cls(host, proc).stop()
+        raise StorageEmulatorMissing(f"storage emulator did not answer on {host} within {timeout}s")
+
+    def stop(self) -> None:
+        try:
+            os.killpg(self.proc.pid, signal.SIGTERM)
+            self.proc.wait(timeout=10)
+        except ProcessLookupError:
+            return
+        except subprocess.TimeoutExpired:
+            os.killpg(self.proc.pid, signal.SIGKILL)
+            self.proc.wait(timeout=5)
