@@ -11,6 +11,7 @@ from dataclasses import dataclass
 
 from batchctl.core import logs
 from batchctl.core.errors import BadInput
+from batchctl.core.profiles import DEFAULT_PROFILE, Profile, load_profiles
 from batchctl.core.pubsub import PubSub
 from batchctl.core.settings import Settings
 from batchctl.launcher import http
@@ -28,6 +29,7 @@ class Parts:
     backend: Backend
     elector: Elector
     kube: Kube | None
+    profiles: dict[str, Profile]
 
 
 def open_store(settings: Settings) -> StateStore:
@@ -37,18 +39,28 @@ def open_store(settings: Settings) -> StateStore:
     return ConfigMapStore(Kube(settings.namespace, environ=settings.environ), settings.names)
 
 
+def open_profiles(settings: Settings) -> dict[str, Profile]:
+    """The worker profiles offered: the ``BATCHCTL_PROFILES`` file (keys it leaves out take the
+    launcher's ``BATCHCTL_*`` variables), or without one a ``default`` profile of those variables."""
+    base = JobConfig.from_env(settings.environ).default_profile()
+    if settings.profiles_file is None:
+        return {DEFAULT_PROFILE: base}
+    return load_profiles(settings.profiles_file, base=base)
+
+
 def open_backend(settings: Settings) -> Backend:
     """The backend alone (what ``status`` uses to count active workers)."""
     return assemble(settings, elect=False).backend
 
 
 def assemble(settings: Settings, *, elect: bool = True, worker_env: dict[str, str] | None = None) -> Parts:
+    profiles = open_profiles(settings)
     if settings.backend == "local":
         from batchctl.launcher.local_backend import LocalBackend
 
         return Parts(FileStore(settings.state_dir),
                      LocalBackend(settings, worker_env_extra=worker_env),
-                     FileElector(settings.state_dir), None)
+                     FileElector(settings.state_dir), None, profiles)
     from batchctl.launcher.kube_backend import KubeBackend
 
     kube = Kube(settings.namespace, environ=settings.environ)
@@ -60,7 +72,7 @@ def assemble(settings: Settings, *, elect: bool = True, worker_env: dict[str, st
         elector = LeaseElector(kube, settings.names.lease, identity)
     else:
         elector = _AlwaysLeader()
-    return Parts(ConfigMapStore(kube, settings.names), backend, elector, kube)
+    return Parts(ConfigMapStore(kube, settings.names), backend, elector, kube, profiles)
 
 
 class _AlwaysLeader:
@@ -85,8 +97,8 @@ def _truthy(value: str) -> bool:
 
 def serve(settings: Settings, *, port: int, tuning: Tuning | None = None) -> int:
     """``batchctl launcher``: run until SIGTERM or SIGINT; exit 0 after a clean stop."""
+    parts = assemble(settings)  # first: a bad profiles file stops the start before anything connects
     pubsub = PubSub(settings)
-    parts = assemble(settings)
     launcher = Launcher(settings, pubsub, parts.store, parts.backend, parts.elector, tuning=tuning or Tuning())
     checks: list[Callable[[], object]] = [pubsub.check_reachable]
     if parts.kube is not None:

@@ -15,13 +15,14 @@ the worker honours and the grace period the pod gets come from one number.
 
 from __future__ import annotations
 
-import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
-from decimal import Decimal, InvalidOperation
 from typing import Any
 
+from batchctl.core import kubevalues
 from batchctl.core.errors import BadInput
+from batchctl.core.kubevalues import Toleration, parse_quantity
+from batchctl.core.profiles import DEFAULT_PROFILE, Profile
 
 DEFAULT_IMAGE = "ghcr.io/batchctl/batchctl:0.1.0"
 POOL_LABEL = "batchctl.dev/pool"
@@ -30,39 +31,12 @@ GRACE_MARGIN_S = 10
 """Seconds between the worker's drain budget and the pod's SIGKILL: room for the exit event and nacks."""
 
 PULL_POLICIES = ("Always", "IfNotPresent", "Never")
-TAINT_EFFECTS = ("NoSchedule", "PreferNoSchedule", "NoExecute")
 
 DRAIN_VAR = "BATCHCTL_DRAIN_BUDGET_S"
 CONCURRENCY_VAR = "BATCHCTL_CONCURRENCY"
 EMPTY_PULLS_VAR = "BATCHCTL_EMPTY_PULLS"
-
-_NAME_PART = r"[A-Za-z0-9]([-A-Za-z0-9_.]{0,61}[A-Za-z0-9])?"
-_DNS_SUBDOMAIN = r"[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*"
-_LABEL_KEY_RE = re.compile(rf"^({_DNS_SUBDOMAIN}/)?{_NAME_PART}$")
-_LABEL_VALUE_RE = re.compile(rf"^({_NAME_PART})?$")
-_OBJECT_NAME_RE = re.compile(rf"^{_DNS_SUBDOMAIN}$")
-_QUANTITY_RE = re.compile(r"^(?P<number>\d+(\.\d+)?|\.\d+)(?P<suffix>m|k|M|G|T|P|E|Ki|Mi|Gi|Ti|Pi|Ei)?$")
-_SUFFIXES = {
-    "": Decimal(1), "m": Decimal("0.001"),
-    "k": Decimal(10) ** 3, "M": Decimal(10) ** 6, "G": Decimal(10) ** 9,
-    "T": Decimal(10) ** 12, "P": Decimal(10) ** 15, "E": Decimal(10) ** 18,
-    "Ki": Decimal(2) ** 10, "Mi": Decimal(2) ** 20, "Gi": Decimal(2) ** 30,
-    "Ti": Decimal(2) ** 40, "Pi": Decimal(2) ** 50, "Ei": Decimal(2) ** 60,
-}  # fmt: skip
-
-
-@dataclass(frozen=True)
-class Toleration:
-    """One pod toleration; ``value`` is None for ``operator: Exists``."""
-
-    key: str
-    value: str | None
-    effect: str
-
-    @property
-    def operator(self) -> str:
-        """``Exists`` (any value of the key) or ``Equal`` (exactly ``value``)."""
-        return "Exists" if self.value is None else "Equal"
+PROFILE_ONLY_FIELDS = ("extended_resources",)
+"""Fields set only by a worker profile (``core.profiles``), never by a variable."""
 
 
 def _default_node_selector() -> dict[str, str]:
@@ -100,6 +74,8 @@ class JobConfig:
     memory_limit: str | None = "512Mi"
     """BATCHCTL_WORKER_MEMORY_LIMIT (bytes): equal to the request, so an overgrown worker is
     OOM-killed alone (and its parts redelivered) instead of getting its node under pressure."""
+    extended_resources: Mapping[str, str] = field(default_factory=dict)
+    """From a profile only (``nvidia.com/gpu: "1"``): set as both request and limit."""
     scratch_size: str | None = "1Gi"
     """BATCHCTL_WORKER_SCRATCH_SIZE (bytes): sizeLimit of the /tmp emptyDir; the kubelet evicts
     a worker that outgrows it rather than letting it fill the node's disk."""
@@ -134,6 +110,30 @@ class JobConfig:
             env[EMPTY_PULLS_VAR] = str(self.worker_empty_pulls)
         return env
 
+    def default_profile(self) -> Profile:
+        """The one profile offered without a profiles file: these variables, any handler, any knob
+        Pub/Sub allows. Existing deployments keep working unchanged."""
+        return Profile(
+            name=DEFAULT_PROFILE, image=self.image, handlers=("*",), max_parallelism=self.max_parallelism,
+            cpu_request=self.cpu_request, memory_request=self.memory_request, cpu_limit=self.cpu_limit,
+            memory_limit=self.memory_limit, node_selector=dict(self.node_selector),
+            tolerations=self.tolerations, service_account=self.service_account,
+            drain_budget_s=self.drain_budget_s, priority_class=self.priority_class,
+            concurrency=self.worker_concurrency, extended_resources=dict(self.extended_resources),
+        )
+
+    def for_profile(self, profile: Profile) -> JobConfig:
+        """This config shaped by ``profile``: image, placement, resources, identity, worker knobs."""
+        return replace(
+            self, image=profile.image, max_parallelism=profile.max_parallelism,
+            cpu_request=profile.cpu_request, memory_request=profile.memory_request,
+            cpu_limit=profile.cpu_limit, memory_limit=profile.memory_limit,
+            extended_resources=dict(profile.extended_resources), node_selector=dict(profile.node_selector),
+            tolerations=profile.tolerations, service_account=profile.service_account,
+            drain_budget_s=profile.drain_budget_s, priority_class=profile.priority_class,
+            worker_concurrency=profile.concurrency,
+        )
+
     def with_image(self, image: str | None) -> JobConfig:
         """This config with a request's ``--image`` (None keeps the configured one).
 
@@ -143,7 +143,7 @@ class JobConfig:
         if image is None:
             return self
         try:
-            return replace(self, image=_image(image))
+            return replace(self, image=kubevalues.image(image))
         except ValueError as exc:
             raise BadInput(f"request image {image!r}: {exc}") from None
 
@@ -195,24 +195,6 @@ def _limit_problems(config: JobConfig) -> list[str]:
     return problems
 
 
-def parse_quantity(text: str) -> Decimal:
-    """A Kubernetes resource quantity (``500m``, ``1.5``, ``512Mi``, ``2G``) as a number."""
-    match = _QUANTITY_RE.match(text)
-    if not match:
-        raise ValueError("not a Kubernetes quantity (like 500m, 2, 512Mi, 1G)")
-    try:
-        number = Decimal(match["number"])
-    except InvalidOperation as exc:  # pragma: no cover - the regex admits only decimals
-        raise ValueError("not a number") from exc
-    return number * _SUFFIXES[match["suffix"] or ""]
-
-
-def _quantity(text: str) -> str:
-    if parse_quantity(text) <= 0:
-        raise ValueError("must be above zero")
-    return text
-
-
 def _optional(parse: Callable[[str], Any]) -> Callable[[str], Any]:
     """``parse``, except that an empty value means None ("none")."""
     return lambda text: None if text == "" else parse(text)
@@ -231,17 +213,6 @@ def _integer(minimum: int, maximum: int | None = None) -> Callable[[str], int]:
     return parse
 
 
-def _image(text: str) -> str:
-    if not text or any(c.isspace() for c in text):
-        raise ValueError("must be a non-empty image reference without spaces")
-    last = text.rsplit("/", 1)[-1]
-    if ":" not in last and "@" not in last:
-        raise ValueError(
-            "needs a tag or digest (an untagged image means ':latest', which is not reproducible)"
-        )
-    return text
-
-
 def _choice(choices: tuple[str, ...]) -> Callable[[str], str]:
     def parse(text: str) -> str:
         if text not in choices:
@@ -251,62 +222,18 @@ def _choice(choices: tuple[str, ...]) -> Callable[[str], str]:
     return parse
 
 
-def _object_name(text: str) -> str:
-    if len(text) > 253 or not _OBJECT_NAME_RE.match(text):
-        raise ValueError("not a Kubernetes object name (lowercase letters, digits, '-', '.')")
-    return text
-
-
-def _label_key(key: str) -> str:
-    prefix = key.rpartition("/")[0]
-    if len(prefix) > 253 or not _LABEL_KEY_RE.match(key):
-        raise ValueError(f"{key!r} is not a label key")
-    return key
-
-
-def _label_value(value: str) -> str:
-    if not _LABEL_VALUE_RE.match(value):
-        raise ValueError(f"{value!r} is not a label value")
-    return value
-
-
-def _node_selector(text: str) -> dict[str, str]:
-    """``k=v,k2=v2``; empty means no nodeSelector."""
-    selector: dict[str, str] = {}
-    for item in filter(None, (part.strip() for part in text.split(","))):
-        key, sep, value = item.partition("=")
-        if not sep:
-            raise ValueError(f"{item!r} is not key=value")
-        selector[_label_key(key.strip())] = _label_value(value.strip())
-    return selector
-
-
-def _tolerations(text: str) -> tuple[Toleration, ...]:
-    """``key=value:Effect`` (Equal) or ``key:Effect`` (Exists), comma-separated; empty means none."""
-    tolerations = []
-    for item in filter(None, (part.strip() for part in text.split(","))):
-        head, sep, effect = item.rpartition(":")
-        if not sep or effect not in TAINT_EFFECTS:
-            raise ValueError(
-                f"{item!r} is not key=value:Effect with Effect one of {', '.join(TAINT_EFFECTS)}"
-            )
-        key, eq, value = head.partition("=")
-        tolerations.append(Toleration(_label_key(key), _label_value(value) if eq else None, effect))
-    return tuple(tolerations)
-
-
 ENV_VARS: dict[str, tuple[str, Callable[[str], Any]]] = {
-    "BATCHCTL_WORKER_IMAGE": ("image", _image),
+    "BATCHCTL_WORKER_IMAGE": ("image", kubevalues.image),
     "BATCHCTL_WORKER_IMAGE_PULL_POLICY": ("image_pull_policy", _choice(PULL_POLICIES)),
-    "BATCHCTL_WORKER_SERVICE_ACCOUNT": ("service_account", _object_name),
-    "BATCHCTL_NODE_SELECTOR": ("node_selector", _node_selector),
-    "BATCHCTL_TOLERATIONS": ("tolerations", _tolerations),
-    "BATCHCTL_PRIORITY_CLASS": ("priority_class", _optional(_object_name)),
-    "BATCHCTL_WORKER_CPU": ("cpu_request", _quantity),
-    "BATCHCTL_WORKER_MEMORY": ("memory_request", _quantity),
-    "BATCHCTL_WORKER_CPU_LIMIT": ("cpu_limit", _optional(_quantity)),
-    "BATCHCTL_WORKER_MEMORY_LIMIT": ("memory_limit", _optional(_quantity)),
-    "BATCHCTL_WORKER_SCRATCH_SIZE": ("scratch_size", _optional(_quantity)),
+    "BATCHCTL_WORKER_SERVICE_ACCOUNT": ("service_account", kubevalues.object_name),
+    "BATCHCTL_NODE_SELECTOR": ("node_selector", kubevalues.node_selector),
+    "BATCHCTL_TOLERATIONS": ("tolerations", kubevalues.tolerations),
+    "BATCHCTL_PRIORITY_CLASS": ("priority_class", _optional(kubevalues.object_name)),
+    "BATCHCTL_WORKER_CPU": ("cpu_request", kubevalues.quantity),
+    "BATCHCTL_WORKER_MEMORY": ("memory_request", kubevalues.quantity),
+    "BATCHCTL_WORKER_CPU_LIMIT": ("cpu_limit", _optional(kubevalues.quantity)),
+    "BATCHCTL_WORKER_MEMORY_LIMIT": ("memory_limit", _optional(kubevalues.quantity)),
+    "BATCHCTL_WORKER_SCRATCH_SIZE": ("scratch_size", _optional(kubevalues.quantity)),
     "BATCHCTL_BACKOFF_LIMIT": ("backoff_limit", _integer(0)),
     "BATCHCTL_JOB_TTL_SECONDS": ("ttl_seconds_after_finished", _integer(0)),
     "BATCHCTL_ACTIVE_DEADLINE_SECONDS": ("active_deadline_seconds", _optional(_integer(1))),

@@ -163,8 +163,8 @@ def _env(env: Mapping[str, str], config: JobConfig) -> list[k8s.V1EnvVar]:
 
 
 def _resources(config: JobConfig) -> k8s.V1ResourceRequirements:
-    limits = {"cpu": config.cpu_limit, "memory": config.memory_limit}
+    limits = {"cpu": config.cpu_limit, "memory": config.memory_limit, **config.extended_resources}
     return k8s.V1ResourceRequirements(
-        requests={"cpu": config.cpu_request, "memory": config.memory_request},
+        requests={"cpu": config.cpu_request, "memory": config.memory_request, **config.extended_resources},
         limits={key: value for key, value in limits.items() if value is not None} or None,
     )

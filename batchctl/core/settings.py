@@ -30,13 +30,22 @@ class Settings:
     backend: str
     """``kubernetes`` (Jobs through the API server) or ``local`` (worker processes)."""
     namespace: str
-    """Kubernetes namespace of Jobs, state objects and the leader Lease."""
+    """Kubernetes namespace of the launcher's state objects and leader Lease."""
     state_dir: Path
     """Where the local backend keeps batch state (one JSON file per batch)."""
     prefix: str
     """Prefix of every Pub/Sub resource name."""
+    jobs_namespace: str = ""
+    """BATCHCTL_JOBS_NAMESPACE: where worker Jobs run (empty: ``namespace``, as before)."""
+    profiles_file: Path | None = None
+    """BATCHCTL_PROFILES: the operator's worker profiles (None: one ``default`` profile)."""
     environ: Mapping[str, str] = field(default_factory=dict, repr=False, compare=False)
     """The environment these settings were read from (passed on to worker processes)."""
+
+    @property
+    def worker_namespace(self) -> str:
+        """The namespace of worker Jobs."""
+        return self.jobs_namespace or self.namespace
 
     @property
     def names(self) -> Names:
@@ -74,6 +83,7 @@ class Settings:
         if problems:
             raise BadInput("; ".join(problems))
         state_dir = Path(env.get("BATCHCTL_STATE_DIR") or Path.home() / ".local/state/batchctl")
+        profiles = env.get("BATCHCTL_PROFILES") or None
         return cls(
             project=project,
             emulator_host=emulator,
@@ -81,6 +91,8 @@ class Settings:
             namespace=namespace or env.get("BATCHCTL_NAMESPACE") or _default_namespace(),
             state_dir=state_dir.expanduser(),
             prefix=prefix,
+            jobs_namespace=env.get("BATCHCTL_JOBS_NAMESPACE") or "",
+            profiles_file=Path(profiles).expanduser() if profiles else None,
             environ=env,
         )
 
