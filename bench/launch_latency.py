@@ -61,7 +61,8 @@ from batchctl.core.messages import BatchRequest, Control, encode_control
 from batchctl.core.pubsub import PubSub
 from batchctl.core.settings import Settings
 from batchctl.splitter.submit import send_control
-from tests.support.kube import JOBS, LEASES, ApiServer, _ServingThread, running_api_server, write_kubeconfig
+from tests.support.kube import ApiServer, ServingThread, running_api_server, write_kubeconfig
+from tests.support.kube_objects import JOBS, LEASES
 
 P50_TARGET_S = 0.5
 NAMESPACE = "default"
@@ -93,7 +94,7 @@ def api_server(directory: Path, *, kmock_history: bool) -> Iterator[tuple[ApiSer
             yield served
         return
     server = BoundedHistoryApiServer()
-    thread = _ServingThread(server)
+    thread = ServingThread(server)
     thread.start()
     try:
         if not thread.ready.wait(10) or thread.failure is not None:
@@ -355,7 +356,7 @@ def burst(host: str, prefix: str, count: int, workdir: Path, steady_s: float, *,
 
 
 def _configmaps() -> Any:
-    from tests.support.kube import CONFIGMAPS
+    from tests.support.kube_objects import CONFIGMAPS
 
     return CONFIGMAPS
 

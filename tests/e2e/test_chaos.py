@@ -23,7 +23,9 @@ from pathlib import Path
 import pytest
 
 from batchctl.core.emulator import EmulatorMissing
-from tests.support.chaos import ChaosConfig, ChaosRun, summary_text
+from tests.support.chaos import ChaosRun
+from tests.support.chaos_analysis import summary_text
+from tests.support.chaos_plan import ChaosConfig
 
 
 @pytest.mark.timeout(300)

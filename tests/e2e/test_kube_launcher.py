@@ -57,7 +57,7 @@ def jobs_created(kube_api: KubeApi) -> list[dict[str, Any]]:
 
 
 def _jobs() -> Any:
-    from tests.support.kube import JOBS
+    from tests.support.kube_objects import JOBS
 
     return JOBS
 
@@ -153,7 +153,7 @@ def test_only_the_leader_launches_and_the_other_takes_over(
 
 
 def _lease() -> Any:
-    from tests.support.kube import LEASES
+    from tests.support.kube_objects import LEASES
 
     return LEASES
 

@@ -24,8 +24,8 @@ import kmock
 import pytest
 from kubernetes import client, watch
 
-from tests.support.kube import CONFIGMAPS, JOBS, PODS
 from tests.support.kube_fixtures import KubeApi
+from tests.support.kube_objects import CONFIGMAPS, JOBS, PODS
 from tests.support.kubelet import Kubelet
 from tests.support.waiting import wait_for
 

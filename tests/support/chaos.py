@@ -40,7 +40,7 @@ The driver also measures how long no worker of the run was alive while parts rem
 (``stalls``): the launcher is expected to start a follow-up Job within a tick or two of the last
 worker's exit (or one ack deadline after an idle Job), so long stalls point at a launcher bug.
 
-Proof at the end comes from the handler's own output: ``handle`` below runs the built-in demo
+Proof at the end comes from the handler's own output: ``chaos_handler.handle`` runs the built-in demo
 handler (one result file per part, ``<batch>-<part:06d>.json``, written atomically) and also appends
 one ``S`` line before and one ``D`` line after each call to a per-process file, so redeliveries and
 duplicates can be counted and set against what each killed worker had in flight.
@@ -49,7 +49,6 @@ duplicates can be counted and set against what each killed worker had in flight.
 from __future__ import annotations
 
 import contextlib
-import ctypes
 import hashlib
 import json
 import os
@@ -57,185 +56,17 @@ import random
 import signal
 import subprocess
 import sys
-import threading
 import time
-import urllib.request
 from collections import Counter
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from batchctl.worker import demo
+from tests.support.chaos_analysis import analyse_calls, check_results, launcher_log_summary, worker_exits
+from tests.support.chaos_handler import CALLS_ENV, WORK_ENV
+from tests.support.chaos_plan import ChaosConfig, Disruption, EmulatorRestart, Kill, LauncherRestart, record, schedule
+from tests.support.processes import become_subreaper, environ_of, http_ok, proc_field, running, stop_being_subreaper
 
 REPO = Path(__file__).resolve().parents[2]
-CALLS_ENV = "BATCHCTL_CHAOS_CALLS_DIR"
-WORK_ENV = "BATCHCTL_CHAOS_PART_S"
-PR_SET_CHILD_SUBREAPER = 36
-KILL_SETTLE_WINDOW_S = 2.0
-"""A redelivery is blamed on a kill when the victim started (or finished) the part this soon before it."""
-
-# ---- the handler ---------------------------------------------------------------------------------
-
-_calls: dict[int, int] = {}
-_calls_lock = threading.Lock()
-
-
-def _calls_fd(results_dir: Path) -> int:
-    pid = os.getpid()
-    with _calls_lock:
-        if pid not in _calls:
-            folder = Path(os.environ.get(CALLS_ENV) or results_dir.parent / "calls")
-            folder.mkdir(parents=True, exist_ok=True)
-            wid = os.environ.get("BATCHCTL_WORKER_ID", "by-hand")
-            _calls[pid] = os.open(folder / f"{pid}-{wid}.log", os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
-        return _calls[pid]
-
-
-def handle(part: Any) -> None:
-    """The demo handler, bracketed by one appended line before (``S``) and after (``D``) the call."""
-    fd = _calls_fd(Path(part.results_dir))
-    os.write(fd, f"S {part.index} {part.attempt} {time.time():.6f}\n".encode())
-    busy = float(os.environ.get(WORK_ENV) or 0)
-    if busy:
-        time.sleep(busy)  # stands in for real work, so a kill often finds a part in the handler
-    demo.handle(part)
-    os.write(fd, f"D {part.index} {part.attempt} {time.time():.6f}\n".encode())
-
-
-# ---- configuration and records -------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class ChaosConfig:
-    parts: int = 20_000
-    kills: int = 20
-    """Worker kills, half SIGKILL and half SIGTERM (an odd one is a SIGKILL), in random order."""
-    launcher_restarts: tuple[str, ...] = ("SIGKILL", "SIGTERM")
-    emulator_restart: bool = True
-    restore: bool = True
-    """After the emulator restart, restore what real Pub/Sub would have kept (see the module doc)."""
-    outage_s: float = 8.0
-    """How long the emulator is down while everything else runs (workers give up after 30 s)."""
-    part_s: float = 0.01
-    """Extra time the handler spends per part (a sleep standing in for real work)."""
-    seed: int = 1
-    time_limit_s: float = 600.0
-    max_parallelism: int = 4
-    parts_per_worker: int = 50
-    ack_deadline_s: int = 10
-    lease_s: int = 10
-    work_dir: Path = Path("/tmp/batchctl-chaos")
-    emulator_host: str | None = None
-    """Use this running emulator (then it cannot be restarted); None: start one on a fixed free port."""
-    batch_id: str = "chaos"
-    prefix: str = "chaos"
-    kill_span: tuple[float, float] = (0.03, 0.92)
-    """Kills happen at random progress fractions in this range."""
-    reap_orphans: bool = False
-    quiet: bool = False
-
-
-@dataclass
-class Kill:
-    at: float
-    pid: int
-    worker: str
-    sig: str
-    progress: float
-
-
-@dataclass
-class LauncherRestart:
-    sig: str
-    progress: float
-    exit_code: int | None = None
-    stop_s: float | None = None
-    down_s: float = 0.0
-    ready_s: float | None = None
-
-
-@dataclass
-class EmulatorRestart:
-    progress: float
-    mode: str
-    stopped_at: float = 0.0
-    resumed_at: float = 0.0
-    outage_s: float = 0.0
-    frozen_s: float = 0.0
-    boot_s: float = 0.0
-    republished: int = 0
-    republished_parts: set[int] = field(default_factory=set)
-    frozen_processes: int = 0
-    launcher_survived: bool | None = None
-    error: str = ""
-
-
-@dataclass
-class Disruption:
-    at: float
-    """Progress fraction at which it is due."""
-    kind: str
-    """``kill``, ``launcher`` or ``emulator``."""
-    sig: str = ""
-
-
-def schedule(config: ChaosConfig, rng: random.Random) -> list[Disruption]:
-    """Kills at random progress fractions; launcher and emulator restarts spread evenly between them."""
-    sigs = ["SIGKILL"] * ((config.kills + 1) // 2) + ["SIGTERM"] * (config.kills // 2)
-    rng.shuffle(sigs)
-    low, high = config.kill_span
-    events = [Disruption(rng.uniform(low, high), "kill", s) for s in sigs]
-    big: list[Disruption] = [Disruption(0.0, "launcher", s) for s in config.launcher_restarts]
-    if config.emulator_restart:
-        big.insert(1 if big else 0, Disruption(0.0, "emulator"))
-    for n, event in enumerate(big, start=1):
-        event.at = n / (len(big) + 1)
-    return sorted(events + big, key=lambda e: e.at)
-
-
-def record(i: int) -> dict[str, Any]:
-    return {"i": i, "text": f"chaos record {i} of the batch", "tags": ["a", "b", str(i % 7)]}
-
-
-# ---- processes -----------------------------------------------------------------------------------
-
-
-def _proc_field(pid: int, name: str) -> str:
-    try:
-        return Path(f"/proc/{pid}/{name}").read_bytes().decode(errors="replace")
-    except OSError:
-        return ""
-
-
-def _running(pid: int) -> bool:
-    stat = _proc_field(pid, "stat")
-    return bool(stat) and stat.rsplit(")", 1)[-1].split()[0] not in ("Z", "X")
-
-
-def _environ(pid: int) -> dict[str, str]:
-    pairs = (item.partition("=") for item in _proc_field(pid, "environ").split("\0") if item)
-    return {k: v for k, _, v in pairs}
-
-
-def http_ok(url: str) -> bool:
-    try:
-        with urllib.request.urlopen(url, timeout=1) as resp:
-            return resp.status == 200
-    except OSError:
-        return False
-
-
-def become_subreaper() -> bool:
-    try:
-        libc = ctypes.CDLL(None, use_errno=True)
-        return libc.prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) == 0
-    except (OSError, AttributeError):
-        return False
-
-
-def stop_being_subreaper() -> None:
-    with contextlib.suppress(OSError, AttributeError):
-        ctypes.CDLL(None, use_errno=True).prctl(PR_SET_CHILD_SUBREAPER, 0, 0, 0, 0)
 
 
 class ChaosRun:
@@ -344,7 +175,8 @@ class ChaosRun:
     def _submit(self) -> dict[str, Any]:
         began = time.monotonic()
         done = self._cli("submit", str(self.input), "--batch-id", self.cfg.batch_id, "--records-per-part", "1",
-                         "--handler", "tests.support.chaos:handle", "--max-parallelism", str(self.cfg.max_parallelism),
+                         "--handler", "tests.support.chaos_handler:handle",
+                         "--max-parallelism", str(self.cfg.max_parallelism),
                          "--parts-per-worker", str(self.cfg.parts_per_worker),
                          "--ack-deadline", str(self.cfg.ack_deadline_s), "--json", timeout=300)
         if done.returncode != 0:
@@ -419,13 +251,13 @@ class ChaosRun:
         return self.known_workers
 
     def _ours(self, pid: int) -> bool:
-        cmdline = _proc_field(pid, "cmdline")
+        cmdline = proc_field(pid, "cmdline")
         if "\0-m\0batchctl\0worker" not in cmdline:
             return False
-        return _environ(pid).get("BATCHCTL_STATE_DIR") == str(self.state_dir)
+        return environ_of(pid).get("BATCHCTL_STATE_DIR") == str(self.state_dir)
 
     def live_workers(self) -> list[int]:
-        return sorted(p for p in self._worker_pids() if _running(p) and self._ours(p))
+        return sorted(p for p in self._worker_pids() if running(p) and self._ours(p))
 
     def _reap(self) -> None:
         """Reap exited workers that were reparented to us (we are their subreaper)."""
@@ -440,7 +272,7 @@ class ChaosRun:
         if not candidates:
             return False
         pid = self.rng.choice(candidates)
-        worker = _environ(pid).get("BATCHCTL_WORKER_ID", "?")
+        worker = environ_of(pid).get("BATCHCTL_WORKER_ID", "?")
         with contextlib.suppress(ProcessLookupError):
             os.kill(pid, signal.Signals[sig])
         if sig == "SIGTERM":
@@ -463,7 +295,7 @@ class ChaosRun:
         time.sleep(self.cfg.outage_s)  # the outage itself: everything else keeps running
         frozen: list[int] = []
         if self.cfg.restore:
-            frozen = [p for p in [launcher_pid, *self.live_workers()] if p and _running(p)]
+            frozen = [p for p in [launcher_pid, *self.live_workers()] if p and running(p)]
             for pid in frozen:
                 with contextlib.suppress(ProcessLookupError):
                     os.kill(pid, signal.SIGSTOP)
@@ -659,200 +491,3 @@ class ChaosRun:
             **calls,
         }
 
-
-# ---- analysis ------------------------------------------------------------------------------------
-
-
-def check_results(folder: Path, batch_id: str, parts: int) -> dict[str, Any]:
-    """Every part's result file exists and holds the summary of exactly that part's record."""
-    found: set[int] = set()
-    bad: list[int] = []
-    head = f"{batch_id}-"
-    for entry in os.scandir(folder):
-        name = entry.name
-        if not (name.startswith(head) and name.endswith(".json")):
-            continue
-        index = int(name[len(head) : -5])
-        found.add(index)
-        try:
-            body = json.loads(Path(entry.path).read_text())
-        except ValueError:
-            bad.append(index)
-            continue
-        expected = demo.summarize([record(index)])
-        if body.get("part") != index or body.get("sha256") != expected["sha256"] or body.get("records") != 1:
-            bad.append(index)
-    lost = sorted(set(range(parts)) - found)
-    return {"lost": len(lost), "lost_parts": lost[:50], "bad": len(bad), "bad_parts": sorted(bad)[:50]}
-
-
-@dataclass
-class Delivery:
-    pid: int
-    part: int
-    attempt: int
-    start: float
-    end: float | None = None
-
-
-def read_deliveries(folder: Path) -> list[Delivery]:
-    deliveries: list[Delivery] = []
-    for path in folder.glob("*.log"):
-        pid = int(path.name.split("-", 1)[0])
-        open_: dict[int, Delivery] = {}
-        for line in path.read_text(errors="replace").splitlines():
-            bits = line.split()
-            if len(bits) != 4 or bits[0] not in ("S", "D"):
-                continue  # a line torn by SIGKILL
-            kind, part, attempt, ts = bits[0], int(bits[1]), int(bits[2]), float(bits[3])
-            if kind == "S":
-                open_[part] = Delivery(pid, part, attempt, ts)
-                deliveries.append(open_[part])
-            elif part in open_:
-                open_.pop(part).end = ts
-    return deliveries
-
-
-def _cause(prev: Delivery, kills: dict[int, Kill], restart: EmulatorRestart | None, lease_s: int) -> str:
-    kill = kills.get(prev.pid)
-    if kill is not None and kill.at >= prev.start and kill.at - (prev.end or prev.start) <= KILL_SETTLE_WINDOW_S:
-        return kill.sig.lower()
-    if restart is not None and prev.start < restart.resumed_at:
-        if prev.part in restart.republished_parts:
-            return "emulator_restore"
-        if prev.start >= restart.stopped_at - lease_s:
-            return "emulator_outage"
-    return "unexplained"
-
-
-def analyse_calls(folder: Path, kills: list[Kill], restart: EmulatorRestart | None, lease_s: int) -> dict[str, Any]:
-    """Redeliveries and duplicates from the handler's own log, each blamed on a cause."""
-    deliveries = read_deliveries(folder)
-    by_part: dict[int, list[Delivery]] = {}
-    for d in deliveries:
-        by_part.setdefault(d.part, []).append(d)
-    by_pid = {k.pid: k for k in kills}
-    redeliveries: Counter[str] = Counter()
-    duplicates: Counter[str] = Counter()
-    blamed: Counter[int] = Counter()
-    blamed_dups: Counter[int] = Counter()
-    examples: list[dict[str, Any]] = []
-    for part, runs in by_part.items():
-        runs.sort(key=lambda d: d.start)
-        completed = 0
-        for n, run in enumerate(runs):
-            cause = _cause(runs[n - 1], by_pid, restart, lease_s) if n else ""
-            if n:
-                redeliveries[cause] += 1
-                blamed[runs[n - 1].pid] += cause.startswith("sig")
-            if run.end is None:
-                continue
-            completed += 1
-            if completed > 1:
-                duplicates[cause or "?"] += 1
-                blamed_dups[runs[n - 1].pid] += cause.startswith("sig")
-                if cause == "unexplained" and len(examples) < 10:
-                    examples.append({"part": part, "deliveries": [vars(r) for r in runs]})
-    return {
-        "handler_calls": len(deliveries),
-        "handler_completions": sum(1 for d in deliveries if d.end is not None),
-        "parts_completed": sum(1 for runs in by_part.values() if any(r.end is not None for r in runs)),
-        "duplicates": sum(duplicates.values()),
-        "duplicates_by_cause": dict(duplicates),
-        "redeliveries": sum(redeliveries.values()),
-        "redeliveries_by_cause": dict(redeliveries),
-        "in_flight_at_kills": kill_in_flight(deliveries, kills, blamed, blamed_dups),
-        "unexplained_examples": examples,
-    }
-
-
-def kill_in_flight(deliveries: list[Delivery], kills: list[Kill], blamed: Counter[int],
-                   blamed_dups: Counter[int]) -> dict[str, Any]:
-    """Per signal: parts in the handler at the kill, parts finished in the last 0.5 s before it (maybe
-    not yet acked: the ack waits for the ``part_done`` confirmation), and what was then redelivered."""
-    by_pid: dict[int, list[Delivery]] = {}
-    for d in deliveries:
-        by_pid.setdefault(d.pid, []).append(d)
-    out: dict[str, dict[str, Any]] = {}
-    for kill in kills:
-        mine = by_pid.get(kill.pid, [])
-        running = sum(1 for d in mine if d.start <= kill.at and (d.end is None or d.end > kill.at))
-        recent = sum(1 for d in mine if d.end is not None and kill.at - 0.5 <= d.end <= kill.at)
-        row = out.setdefault(kill.sig.lower(), {"kills": 0, "in_handler": 0, "finished_last_0_5s": 0,
-                                                "redelivered": 0, "duplicate_completions": 0, "per_kill": []})
-        row["kills"] += 1
-        row["in_handler"] += running
-        row["finished_last_0_5s"] += recent
-        row["redelivered"] += blamed[kill.pid]
-        row["duplicate_completions"] += blamed_dups[kill.pid]
-        row["per_kill"].append([running, blamed[kill.pid], blamed_dups[kill.pid]])
-    return out
-
-
-def _json_lines(path: Path) -> list[dict[str, Any]]:
-    rows = []
-    for line in path.read_text(errors="replace").splitlines():
-        if line.startswith("{"):
-            with contextlib.suppress(ValueError):
-                rows.append(json.loads(line))
-    return rows
-
-
-def worker_exits(folder: Path) -> dict[str, Any]:
-    """How workers ended (from their logs; a SIGKILLed worker logs nothing) and what they complained of."""
-    reasons: Counter[str] = Counter()
-    codes: Counter[str] = Counter()
-    warnings: Counter[str] = Counter()
-    logs = sorted(folder.glob("*.log")) if folder.exists() else []
-    for path in logs:
-        for row in _json_lines(path):
-            event = row.get("event", "")
-            if event == "worker_exited":
-                reasons[row.get("reason", "?")] += 1
-            elif event == "worker_failed":
-                codes[str(row.get("exit_code"))] += 1
-            elif row.get("level") in ("warning", "error", "critical"):
-                warnings[event] += 1
-    return {"logs": len(logs), "exited": dict(reasons), "failed_exit_codes": dict(codes),
-            "warnings": dict(warnings)}
-
-
-def launcher_log_summary(path: Path) -> dict[str, Any]:
-    if not path.exists():
-        return {}
-    text = path.read_text(errors="replace")
-    warnings: Counter[str] = Counter()
-    for row in _json_lines(path):
-        if row.get("level") in ("warning", "error", "critical"):
-            warnings[row.get("event", "?")] += 1
-    return {"warnings": dict(warnings), "tracebacks": text.count("Traceback (most recent call last)")}
-
-
-def summary_text(report: dict[str, Any]) -> str:
-    """A few human lines; the JSON line carries every figure."""
-    status = report["status"]
-    lines = [
-        f"chaos run seed={report['seed']} parts={report['parts']} wall={report['wall_s']} s "
-        f"(submit {report['submit_s']} s): {'OK' if report['ok'] else 'FAILED'}",
-        f"  status: state={status.get('state')} parts_done={status.get('parts_done')}/"
-        f"{status.get('parts_total')} dead={status.get('parts_dead')} jobs={len(status.get('jobs') or [])}",
-        f"  lost={report['lost']} bad_results={report['bad_results']}",
-        f"  worker kills: {report['kills']}",
-        *(f"    {sig.upper()} x{row['kills']}: in the handler at the kill {row['in_handler']}, finished in the "
-          f"0.5 s before it {row['finished_last_0_5s']}; then redelivered {row['redelivered']}, "
-          f"completed twice {row['duplicate_completions']}" for sig, row in report["in_flight_at_kills"].items()),
-        "  launcher restarts: " + ", ".join(
-            f"{r['sig']} at {r['progress']:.0%} (exit {r['exit_code']} in {r['stop_s']} s, ready {r['ready_s']} s)"
-            for r in report["launcher_restarts"]) + f"; crashes: {len(report['launcher_crashes'])}",
-        f"  emulator restart: {report['emulator_restart']}",
-        f"  handler calls={report['handler_calls']} completions={report['handler_completions']} "
-        f"duplicates={report['duplicates']} {report['duplicates_by_cause']} "
-        f"redeliveries={report['redeliveries']} {report['redeliveries_by_cause']}",
-        f"  worker exits: {report['worker_exits']['exited']} failed codes: "
-        f"{report['worker_exits']['failed_exit_codes']}",
-    ]
-    if report["stalls"]:
-        lines.append(f"  stalls (batch running, no worker alive > 2 s): {report['stalls']}")
-    if report["disruptions_not_done"]:
-        lines.append(f"  disruptions not done (batch ended first): {report['disruptions_not_done']}")
-    return "\n".join(lines)

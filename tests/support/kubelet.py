@@ -24,352 +24,41 @@ own process group; a deleted pod gets SIGTERM, then SIGKILL after its grace peri
 ``128 + n`` stands for death by signal ``n``. Deviations: one container per pod; no exponential
 back-off between replacements unless ``failure_backoff`` is set (the real one starts at 10 s); no
 ``suspend``; no pod finalizers (counts come from the kubelet's own records of its pods).
+
+Its parts: ``job_controller`` (``plan_job``, pure), ``informer`` (list and watch), ``pods`` (the records
+of its pods, the Pod objects and statuses it writes), ``containers`` (environment and process); this
+module holds the loop that applies them.
 """
 
 from __future__ import annotations
 
 import contextlib
-import dataclasses
-import datetime
-import json
 import logging
 import os
-import re
 import signal
 import subprocess
 import sys
 import tempfile
 import threading
 import time
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from types import TracebackType
 from typing import Any, Self, cast
 
-import urllib3
-from kubernetes import client, config, watch
+from kubernetes import client, config
+
+from tests.support.containers import container_env, spawn
+from tests.support.informer import Informer, json_body
+from tests.support.job_controller import TERMINAL, JobPlan, epoch, plan_job
+from tests.support.pods import PodHandle, PodRecord, pod_manifest, pod_status
 
 log = logging.getLogger(__name__)
 
 Obj = dict[str, Any]
 USER_AGENT = "batchctl-test-kubelet"
 BATCHCTL_JOBS = "app.kubernetes.io/name=batchctl"
-TERMINAL = ("Succeeded", "Failed")
 MAX_BACKOFF = 360.0  # the real controller caps its back-off at 6 minutes
-VAR_REF = re.compile(r"\$\$|\$\(([A-Za-z_][A-Za-z0-9_.-]*)\)")
-
-
-def _json(response: object) -> Obj:
-    """The body of a call made with ``_preload_content=False`` (an urllib3 response), as a dict."""
-    decoded: Obj = json.loads(cast(Any, response).data)
-    return decoded
-
-
-def _iso(moment: float) -> str:
-    return datetime.datetime.fromtimestamp(moment, tz=datetime.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
-
-
-def _epoch(text: str | None) -> float | None:
-    if not text:
-        return None
-    return datetime.datetime.fromisoformat(text.replace("Z", "+00:00")).timestamp()
-
-
-# ---- the Job controller's decisions, pure --------------------------------------------------------
-
-
-@dataclasses.dataclass(frozen=True)
-class PodView:
-    """What the controller knows of one of a Job's pods."""
-
-    name: str
-    phase: str  # Pending, Running, Succeeded, Failed
-    terminating: bool = False  # deletion requested, process not ended yet
-    exit_code: int | None = None
-    disrupted: bool = False  # has the DisruptionTarget condition (evicted)
-    container: str = "worker"
-
-
-@dataclasses.dataclass(frozen=True)
-class JobPlan:
-    """What the controller does next for one Job: pods to create and delete, the status to write."""
-
-    create: int
-    delete: tuple[str, ...]
-    status: Obj
-    counted_failures: int = 0
-
-
-def pod_failure_action(pod: PodView, rules: Sequence[Mapping[str, Any]]) -> tuple[str, int | None]:
-    """The action (and index) of the first podFailurePolicy rule matching a failed pod; Count if none."""
-    for index, rule in enumerate(rules):
-        codes = rule.get("onExitCodes")
-        if codes and pod.exit_code not in (None, 0):
-            if codes.get("containerName") not in (None, pod.container):
-                continue
-            inside = pod.exit_code in codes.get("values", [])
-            if inside == (codes.get("operator", "In") == "In"):
-                return rule["action"], index
-        for pattern in rule.get("onPodConditions") or []:
-            if (
-                pattern.get("type") == "DisruptionTarget"
-                and pod.disrupted
-                and pattern.get("status", "True") == "True"
-            ):
-                return rule["action"], index
-    return "Count", None
-
-
-def _condition(kind: str, reason: str, message: str, now: float) -> Obj:
-    stamp = _iso(now)
-    return {
-        "type": kind,
-        "status": "True",
-        "reason": reason,
-        "message": message,
-        "lastProbeTime": stamp,
-        "lastTransitionTime": stamp,
-    }
-
-
-def _failure(job: Obj, failed: Sequence[PodView], now: float) -> tuple[str, str] | None:
-    """Why the Job fails now, if it does: (reason, message) of its FailureTarget condition."""
-    spec, namespace = job["spec"], job["metadata"].get("namespace", "default")
-    rules = (spec.get("podFailurePolicy") or {}).get("rules") or []
-    for pod in failed:
-        action, index = pod_failure_action(pod, rules)
-        if action == "FailJob":
-            return "PodFailurePolicy", (
-                f"Container {pod.container} for pod {namespace}/{pod.name} failed with exit "
-                f"code {pod.exit_code} matching FailJob rule at index {index}"
-            )
-    if len(failed) > spec.get("backoffLimit", 6):
-        return "BackoffLimitExceeded", "Job has reached the specified backoff limit"
-    started, deadline = _epoch((job.get("status") or {}).get("startTime")), spec.get("activeDeadlineSeconds")
-    if deadline is not None and started is not None and now >= started + deadline:
-        return "DeadlineExceeded", "Job was active longer than specified deadline"
-    return None
-
-
-SUCCESS = ("CompletionsReached", "Reached expected number of succeeded pods")
-
-
-@dataclasses.dataclass(frozen=True)
-class _Tally:
-    running: list[PodView]  # not terminal, not being deleted: status.active
-    terminating: list[PodView]  # not terminal, being deleted: status.terminating
-    succeeded: int
-    failed: list[PodView]  # failed and not ignored by the podFailurePolicy: status.failed
-
-    @classmethod
-    def of(cls, pods: Sequence[PodView], rules: Sequence[Mapping[str, Any]]) -> _Tally:
-        return cls(
-            running=[p for p in pods if p.phase not in TERMINAL and not p.terminating],
-            terminating=[p for p in pods if p.phase not in TERMINAL and p.terminating],
-            succeeded=sum(p.phase == "Succeeded" for p in pods),
-            failed=[p for p in pods if p.phase == "Failed" and pod_failure_action(p, rules)[0] != "Ignore"],
-        )
-
-
-def _pods_wanted(spec: Obj, tally: _Tally) -> tuple[int, tuple[str, ...]]:
-    """Pods to create and to delete while the Job is neither failing nor done."""
-    want, completions = spec.get("parallelism", 1), spec.get("completions")
-    if completions is not None:
-        want = min(want, completions - tally.succeeded)
-    elif tally.succeeded:
-        want = len(tally.running)  # work queue: after one success, no new pod; the others run on
-    replacing = spec.get("podReplacementPolicy") == "Failed"
-    busy = len(tally.running) + (len(tally.terminating) if replacing else 0)
-    return max(0, want - busy), tuple(p.name for p in tally.running[want:])
-
-
-def _counters(status: Obj, tally: _Tally, conditions: list[Obj], now: float) -> Obj:
-    """The status with the counters the real controller writes (zero counts are omitted, as in its JSON)."""
-    status = dict(status)
-    counters = {"active": len(tally.running), "succeeded": tally.succeeded, "failed": len(tally.failed)}
-    for key, value in counters.items():
-        if value:
-            status[key] = value
-        else:
-            status.pop(key, None)
-    status.update(
-        ready=sum(p.phase == "Running" for p in tally.running),
-        terminating=len(tally.terminating),
-        startTime=status.get("startTime") or _iso(now),
-        conditions=conditions,
-    )
-    if not conditions:
-        status.pop("conditions")
-    return status
-
-
-def plan_job(job: Obj, pods: Sequence[PodView], now: float) -> JobPlan:
-    """Decide from a Job and its pods what the Job controller does now (level-triggered, no side effects)."""
-    spec, status = job["spec"], dict(job.get("status") or {})
-    conditions = [c for c in status.get("conditions") or [] if c.get("status") == "True"]
-    kinds = {c["type"]: c for c in conditions}
-    if "Complete" in kinds or "Failed" in kinds:
-        return JobPlan(0, (), status)
-    tally = _Tally.of(pods, (spec.get("podFailurePolicy") or {}).get("rules") or [])
-    target = kinds.get("FailureTarget")
-    failure = (target["reason"], target["message"]) if target else _failure(job, tally.failed, now)
-    completions = spec.get("completions")
-    done = (
-        tally.succeeded >= completions if completions is not None else tally.succeeded and not tally.running
-    )
-    settled = not tally.running and not tally.terminating
-    create, delete = 0, tuple(p.name for p in tally.running)
-    if failure is not None:
-        conditions += [
-            _condition(kind, failure[0], failure[1], now)
-            for kind in ("FailureTarget", "Failed")
-            if kind not in kinds and (kind == "FailureTarget" or settled)
-        ]
-    elif done:
-        conditions += [
-            _condition(kind, SUCCESS[0], SUCCESS[1], now)
-            for kind in ("SuccessCriteriaMet", "Complete")
-            if kind not in kinds and (kind == "SuccessCriteriaMet" or settled)
-        ]
-        if settled:
-            status["completionTime"] = _iso(now)
-    else:
-        create, delete = _pods_wanted(spec, tally)
-    return JobPlan(create, delete, _counters(status, tally, conditions, now), len(tally.failed))
-
-
-# ---- the kubelet's records and the informers ------------------------------------------------------
-
-
-@dataclasses.dataclass(frozen=True)
-class PodHandle:
-    """A snapshot of one pod the kubelet runs: its name, Job, process and outcome."""
-
-    name: str
-    job: str
-    proc: subprocess.Popen[bytes] | None
-    phase: str
-    exit_code: int | None
-    terminating: bool
-    log_path: Path
-
-
-@dataclasses.dataclass
-class _Pod:
-    name: str
-    job: str
-    job_uid: str
-    container: str
-    proc: subprocess.Popen[bytes] | None
-    log_path: Path
-    grace: float
-    started: float
-    phase: str = "Running"
-    exit_code: int | None = None
-    finished: float | None = None
-    disrupted: bool = False
-    deleting: bool = False
-    term_at: float | None = None
-    kill_at: float | None = None
-    reported: str = "Pending"
-    seen: bool = False  # seen in the API, so its absence there means it was removed
-    removed: bool = False
-    waiting_reason: str = ""
-
-    def view(self) -> PodView:
-        return PodView(
-            self.name,
-            self.phase,
-            self.deleting and self.phase not in TERMINAL,
-            self.exit_code,
-            self.disrupted,
-            self.container,
-        )
-
-
-class _Informer(threading.Thread):
-    """List, then watch from the list's resourceVersion; re-list on 410 or error. Keeps a cache by name."""
-
-    def __init__(
-        self,
-        kind: str,
-        list_fn: Callable[..., Any],
-        *,
-        namespace: str,
-        selector: str | None,
-        on_change: Callable[[], None],
-        stopping: threading.Event,
-    ) -> None:
-        super().__init__(name=f"kubelet-informer-{kind}", daemon=True)
-        self._list, self._namespace, self.selector = list_fn, namespace, selector
-        self._on_change, self._stopping = on_change, stopping
-        self._lock = threading.Lock()
-        self._cache: dict[str, Obj] = {}
-        self._watch: watch.Watch | None = None
-        self.synced = threading.Event()
-
-    def snapshot(self) -> dict[str, Obj]:
-        with self._lock:
-            return dict(self._cache)
-
-    def store(self, obj: Obj) -> None:
-        """Keep a newer version we wrote ourselves, without waiting for its watch event."""
-        with self._lock:
-            name, old = obj["metadata"]["name"], self._cache.get(obj["metadata"]["name"])
-            if old is None or int(old["metadata"]["resourceVersion"]) < int(
-                obj["metadata"]["resourceVersion"]
-            ):
-                self._cache[name] = obj
-
-    def stop(self) -> None:
-        if self._watch is not None:
-            self._watch.stop()
-
-    def run(self) -> None:
-        while not self._stopping.is_set():
-            try:
-                self._list_and_watch()
-            except client.ApiException as exc:
-                if exc.status != 410:
-                    log.warning("kubelet %s watch failed: %s", self.name, exc)
-                    self._stopping.wait(0.2)
-            except (urllib3.exceptions.HTTPError, OSError, ValueError) as exc:
-                if not self._stopping.is_set():
-                    log.warning("kubelet %s watch broke: %s", self.name, exc)
-                    self._stopping.wait(0.2)
-
-    def _list_and_watch(self) -> None:
-        kwargs = {"label_selector": self.selector} if self.selector else {}
-        listed = _json(self._list(self._namespace, _preload_content=False, **kwargs))
-        with self._lock:
-            self._cache = {item["metadata"]["name"]: item for item in listed["items"]}
-        self.synced.set()
-        self._on_change()
-        version = listed["metadata"]["resourceVersion"]
-        while not self._stopping.is_set():
-            self._watch = watch.Watch()
-            for event in self._watch.stream(
-                self._list, self._namespace, resource_version=version, timeout_seconds=5, **kwargs
-            ):
-                obj = event["raw_object"]
-                version = obj["metadata"]["resourceVersion"]
-                with self._lock:
-                    if event["type"] == "DELETED":
-                        self._cache.pop(obj["metadata"]["name"], None)
-                    else:
-                        self._cache[obj["metadata"]["name"]] = obj
-                self._on_change()
-
-
-def _expand(text: str, variables: Mapping[str, str]) -> str:
-    """Kubernetes' ``$(VAR)`` expansion: defined names expand, others stay, ``$$`` is a literal ``$``."""
-
-    def one(match: re.Match[str]) -> str:
-        if match.group(0) == "$$":
-            return "$"
-        return variables.get(match.group(1), match.group(0))
-
-    return VAR_REF.sub(one, text)
 
 
 class Kubelet:
@@ -400,14 +89,14 @@ class Kubelet:
         self._api.user_agent = USER_AGENT
         self._batch, self._core = client.BatchV1Api(self._api), client.CoreV1Api(self._api)
         self._lock = threading.RLock()
-        self._pods: dict[str, _Pod] = {}
+        self._pods: dict[str, PodRecord] = {}
         self._ttl_deleted: set[str] = set()
         self._stopping, self._wakeup, self._passed = (
             threading.Event(),
             threading.Event(),
             threading.Condition(),
         )
-        self._jobs = _Informer(
+        self._jobs = Informer(
             "jobs",
             self._batch.list_namespaced_job,
             namespace=namespace,
@@ -415,7 +104,7 @@ class Kubelet:
             on_change=self._wakeup.set,
             stopping=self._stopping,
         )
-        self._pod_api = _Informer(
+        self._pod_api = Informer(
             "pods",
             self._core.list_namespaced_pod,
             namespace=namespace,
@@ -476,7 +165,7 @@ class Kubelet:
         with self._lock:
             record.disrupted = True
         self._core.patch_namespaced_pod_status(
-            record.name, self.namespace, {"status": self._pod_status(record)}
+            record.name, self.namespace, {"status": pod_status(record)}
         )
         self._delete_pod(record)
 
@@ -520,7 +209,7 @@ class Kubelet:
 
     # ---- the loop --------------------------------------------------------------------------------------
 
-    def _record(self, pod: PodHandle | str) -> _Pod:
+    def _record(self, pod: PodHandle | str) -> PodRecord:
         with self._lock:
             return self._pods[pod if isinstance(pod, str) else pod.name]
 
@@ -550,7 +239,7 @@ class Kubelet:
         listed = self._batch.list_namespaced_job(
             self.namespace, label_selector=self._jobs.selector, _preload_content=False
         )
-        jobs = _json(listed)["items"]
+        jobs = json_body(listed)["items"]
         return all(self._finished(job) or job["metadata"].get("deletionTimestamp") for job in jobs)
 
     def _busy_summary(self) -> str:
@@ -590,7 +279,7 @@ class Kubelet:
                 pod.removed = True
         return due
 
-    def _observe_api(self, pod: _Pod, api_pod: Obj | None) -> None:
+    def _observe_api(self, pod: PodRecord, api_pod: Obj | None) -> None:
         if api_pod is not None:
             pod.seen = True
             grace = api_pod["metadata"].get("deletionGracePeriodSeconds")
@@ -599,7 +288,7 @@ class Kubelet:
         elif pod.seen and not pod.removed:
             pod.deleting, pod.removed = True, True  # removed (force-deleted) behind our back
 
-    def _signal_if_due(self, pod: _Pod, now: float) -> float:
+    def _signal_if_due(self, pod: PodRecord, now: float) -> float:
         assert pod.proc is not None
         if pod.deleting and pod.term_at is None:
             pod.term_at, pod.kill_at = now, now + pod.grace
@@ -610,72 +299,22 @@ class Kubelet:
                 os.killpg(pod.proc.pid, signal.SIGKILL)
         return pod.kill_at if pod.kill_at is not None and pod.kill_at > now else now + 0.5
 
-    def _reap(self, pod: _Pod, now: float) -> None:
+    def _reap(self, pod: PodRecord, now: float) -> None:
         assert pod.proc is not None
         code = pod.proc.poll()
         if code is not None:
             pod.exit_code = 128 - code if code < 0 else code
             pod.phase, pod.finished = ("Succeeded" if code == 0 else "Failed"), now
 
-    def _report(self, pod: _Pod) -> None:
+    def _report(self, pod: PodRecord) -> None:
         try:
             self._core.patch_namespaced_pod_status(
-                pod.name, self.namespace, {"status": self._pod_status(pod)}
+                pod.name, self.namespace, {"status": pod_status(pod)}
             )
         except client.ApiException as exc:
             if exc.status != 404:
                 raise
         pod.reported = pod.phase
-
-    def _pod_status(self, pod: _Pod) -> Obj:
-        running = pod.phase == "Running"
-        conditions = [
-            {"type": "PodScheduled", "status": "True"},
-            {"type": "Ready", "status": "True" if running else "False"},
-        ]
-        if pod.disrupted:
-            conditions.append(
-                {
-                    "type": "DisruptionTarget",
-                    "status": "True",
-                    "reason": "EvictionByEvictionAPI",
-                    "message": "Eviction API: evicting",
-                    "lastTransitionTime": _iso(time.time()),
-                }
-            )
-        if pod.waiting_reason:
-            state: Obj = {"waiting": {"reason": pod.waiting_reason}}
-        elif pod.phase in TERMINAL:
-            state = {
-                "terminated": {
-                    "exitCode": pod.exit_code,
-                    "reason": "Completed" if pod.exit_code == 0 else "Error",
-                    "startedAt": _iso(pod.started),
-                    "finishedAt": _iso(pod.finished or time.time()),
-                }
-            }
-        else:
-            state = {"running": {"startedAt": _iso(pod.started)}}
-        return {
-            "phase": pod.phase,
-            "startTime": _iso(pod.started),
-            "hostIP": "127.0.0.1",
-            "podIP": "127.0.0.1",
-            "conditions": conditions,
-            "containerStatuses": [
-                {
-                    "name": pod.container,
-                    "ready": running,
-                    "started": running,
-                    "restartCount": 0,
-                    "image": "",
-                    "imageID": "",
-                    "state": state,
-                }
-            ],
-        }
-
-    # ---- the Job controller half --------------------------------------------------------------------------
 
     def _run_jobs(self) -> float:
         due, now = time.time() + 0.5, time.time()
@@ -701,7 +340,7 @@ class Kubelet:
         ttl, uid = job["spec"].get("ttlSecondsAfterFinished"), job["metadata"]["uid"]
         if ttl is None or uid in self._ttl_deleted:
             return now + 0.5
-        ended = max(_epoch(c.get("lastTransitionTime")) or now for c in job["status"]["conditions"])
+        ended = max(epoch(c.get("lastTransitionTime")) or now for c in job["status"]["conditions"])
         if now < ended + float(ttl):
             return ended + float(ttl)
         self._ttl_deleted.add(uid)
@@ -711,7 +350,7 @@ class Kubelet:
             )
         return now + 0.5
 
-    def _create_pods(self, job: Obj, plan: JobPlan, pods: Sequence[_Pod], now: float) -> float:
+    def _create_pods(self, job: Obj, plan: JobPlan, pods: Sequence[PodRecord], now: float) -> float:
         if plan.create and plan.counted_failures and self.failure_backoff:
             last = max(p.finished or 0.0 for p in pods)
             delay = min(MAX_BACKOFF, self.failure_backoff * 2.0 ** (plan.counted_failures - 1))
@@ -727,7 +366,7 @@ class Kubelet:
         """Read the Job afresh before creating pods: the cache may not show its deletion yet."""
         name, uid = job["metadata"]["name"], job["metadata"]["uid"]
         try:
-            live = _json(self._batch.read_namespaced_job(name, self.namespace, _preload_content=False))
+            live = json_body(self._batch.read_namespaced_job(name, self.namespace, _preload_content=False))
         except client.ApiException as exc:
             if exc.status == 404:
                 return False
@@ -742,51 +381,21 @@ class Kubelet:
         written = self._batch.patch_namespaced_job_status(
             job["metadata"]["name"], self.namespace, {"status": patch}, _preload_content=False
         )
-        self._jobs.store(_json(written))
+        self._jobs.store(json_body(written))
 
-    def _delete_pod(self, pod: _Pod) -> None:
+    def _delete_pod(self, pod: PodRecord) -> None:
         with contextlib.suppress(client.ApiException):
             self._core.delete_namespaced_pod(pod.name, self.namespace)
         with self._lock:
             pod.deleting = True
 
-    def _pod_manifest(self, job: Obj) -> Obj:
-        meta, template = job["metadata"], job["spec"]["template"]
-        labels = {
-            **(template.get("metadata") or {}).get("labels", {}),
-            "batch.kubernetes.io/controller-uid": meta["uid"],
-            "controller-uid": meta["uid"],
-            "batch.kubernetes.io/job-name": meta["name"],
-            "job-name": meta["name"],
-        }
-        return {
-            "apiVersion": "v1",
-            "kind": "Pod",
-            "metadata": {
-                "generateName": f"{meta['name']}-",
-                "namespace": self.namespace,
-                "labels": labels,
-                "annotations": (template.get("metadata") or {}).get("annotations") or {},
-                "ownerReferences": [
-                    {
-                        "apiVersion": "batch/v1",
-                        "kind": "Job",
-                        "name": meta["name"],
-                        "uid": meta["uid"],
-                        "controller": True,
-                        "blockOwnerDeletion": True,
-                    }
-                ],
-            },
-            "spec": {**template["spec"], "nodeName": self.node_name},
-        }
-
     def _start_pod(self, job: Obj) -> None:
-        manifest = cast(Any, self._pod_manifest(job))  # the client takes a dict body as it is
-        created = _json(self._core.create_namespaced_pod(self.namespace, manifest, _preload_content=False))
+        manifest = pod_manifest(job, namespace=self.namespace, node_name=self.node_name)
+        manifest = cast(Any, manifest)  # the client takes a dict body as it is
+        created = json_body(self._core.create_namespaced_pod(self.namespace, manifest, _preload_content=False))
         name, spec = created["metadata"]["name"], created["spec"]
         container = spec["containers"][0]
-        pod = _Pod(
+        pod = PodRecord(
             name=name,
             job=job["metadata"]["name"],
             job_uid=job["metadata"]["uid"],
@@ -798,12 +407,12 @@ class Kubelet:
         )
         self._pods[name] = pod
         try:
-            env = self._container_env(container, created)
+            env = container_env(container, created, base=self.base_env, read_config_map=self._config_map)
         except (KeyError, ValueError, client.ApiException) as exc:
             pod.phase, pod.waiting_reason = "Pending", "CreateContainerConfigError"
             self.errors.append(f"pod {name}: {exc}")
             return
-        pod.proc = self._spawn(container, env, pod.log_path)
+        pod.proc = spawn(container, env, pod.log_path, entrypoint=self.entrypoint)
         if pod.proc is None:
             pod.phase, pod.exit_code, pod.finished = "Failed", 128, time.time()
         else:
@@ -814,59 +423,9 @@ class Kubelet:
             with contextlib.suppress(subprocess.TimeoutExpired):
                 proc.wait(timeout=1.0)
         self._wakeup.set()
-
-    def _spawn(
-        self, container: Obj, env: Mapping[str, str], log_path: Path
-    ) -> subprocess.Popen[bytes] | None:
-        command = [_expand(arg, env) for arg in container.get("command") or []]
-        args = [_expand(arg, env) for arg in container.get("args") or []]
-        argv = (command or self.entrypoint) + args
-        with log_path.open("wb") as out:
-            try:
-                return subprocess.Popen(
-                    argv,
-                    env=dict(env),
-                    cwd=container.get("workingDir"),
-                    stdin=subprocess.DEVNULL,
-                    stdout=out,
-                    stderr=subprocess.STDOUT,
-                    start_new_session=True,
-                )
-            except OSError as exc:  # StartError: the container cannot run
-                out.write(f"cannot start {argv}: {exc}\n".encode())
-                return None
-
-    def _container_env(self, container: Obj, pod: Obj) -> dict[str, str]:
-        defined: dict[str, str] = {}
-        for var in container.get("env") or []:
-            if "valueFrom" in var:
-                defined[var["name"]] = self._value_from(var["valueFrom"], pod)
-            else:
-                defined[var["name"]] = _expand(var.get("value", ""), defined)
-        return {**self.base_env, "HOSTNAME": pod["metadata"]["name"], **defined}
-
-    def _value_from(self, source: Obj, pod: Obj) -> str:
-        if "fieldRef" in source:
-            path = source["fieldRef"]["fieldPath"]
-            meta, spec = pod["metadata"], pod["spec"]
-            fields = {
-                "metadata.name": meta["name"],
-                "metadata.namespace": meta["namespace"],
-                "metadata.uid": meta["uid"],
-                "spec.nodeName": spec.get("nodeName", ""),
-                "spec.serviceAccountName": spec.get("serviceAccountName", "default"),
-                "status.podIP": "127.0.0.1",
-                "status.hostIP": "127.0.0.1",
-            }
-            found = re.fullmatch(r"metadata\.(labels|annotations)\['(.+)'\]", path)
-            if found:
-                return str((meta.get(found.group(1)) or {}).get(found.group(2), ""))
-            return str(fields[path])
-        if "configMapKeyRef" in source:
-            ref = source["configMapKeyRef"]
-            data = self._core.read_namespaced_config_map(ref["name"], self.namespace).data or {}
-            return str(data[ref["key"]])
-        raise ValueError(f"unsupported valueFrom {sorted(source)}")
+    def _config_map(self, name: str) -> Mapping[str, str]:
+        data: Mapping[str, str] = self._core.read_namespaced_config_map(name, self.namespace).data or {}
+        return data
 
 
 @contextlib.contextmanager
