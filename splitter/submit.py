@@ -12,6 +12,7 @@ import sys
 import tempfile
 from contextlib import ExitStack
 from dataclasses import dataclass
+from pathlib import Path
 from typing import BinaryIO
 
 from batchctl.core import logs, topology
@@ -19,7 +20,8 @@ from batchctl.core.errors import BadInput
 from batchctl.core.messages import BatchRequest, Control, encode_control
 from batchctl.core.names import generate_batch_id, validate_batch_id
 from batchctl.core.pubsub import PublishFailed, PubSub
-from batchctl.splitter import partitioner, readers
+from batchctl.core.storage import Storage, is_url
+from batchctl.splitter import partitioner, readers, remote
 from batchctl.splitter.partitioner import PartLimits
 from batchctl.splitter.publisher import publish_parts
 
@@ -48,16 +50,25 @@ class Submitted:
     bytes: int
 
 
-def submit(pubsub: PubSub, options: SubmitOptions, *, stdin: BinaryIO | None = None) -> Submitted:
-    """Run a whole submit; raises BatchctlError subclasses with one-line messages."""
+def submit(pubsub: PubSub, options: SubmitOptions, *, stdin: BinaryIO | None = None,
+           storage: Storage | None = None) -> Submitted:
+    """Run a whole submit; raises BatchctlError subclasses with one-line messages.
+
+    ``storage`` reads ``gs://`` inputs (default: a client from the settings' environment).
+    """
     batch_id = generate_batch_id() if options.batch_id is None else validate_batch_id(options.batch_id)
     _check_options(options)
     log = logs.get("submit", batch_id=batch_id)
     with ExitStack() as stack:
-        sources = _sources(options, stdin, stack)
+        inputs = _remote_inputs(pubsub, options, storage, stack)
+        sources = _sources(options, stdin, stack, inputs)
         fmt = _batch_format(sources)
         max_bytes = options.limits.max_part_bytes
-        cut = partitioner.plan(readers.record_blocks(sources, max_record_bytes=max_bytes), options.limits)
+        opener = inputs.open if inputs is not None else None
+        cut = partitioner.plan(readers.record_blocks(sources, max_record_bytes=max_bytes, opener=opener),
+                               options.limits)
+        if inputs is not None:
+            sources = inputs.spooled(sources)
         if not len(cut):
             raise BadInput(f"{', '.join(options.inputs)}: no records in the input")
         log.info("input_split", parts=len(cut), records=cut.records, bytes=cut.bytes)
@@ -84,9 +95,24 @@ def submit(pubsub: PubSub, options: SubmitOptions, *, stdin: BinaryIO | None = N
         return Submitted(batch_id, len(cut), cut.records, cut.bytes)
 
 
-def _sources(options: SubmitOptions, stdin: BinaryIO | None, stack: ExitStack) -> list[readers.Source]:
-    """The inputs as files; stdin is copied to a temporary file, since the input is read twice."""
-    sources = readers.expand(options.inputs, options.format)
+def _remote_inputs(pubsub: PubSub, options: SubmitOptions, storage: Storage | None,
+                   stack: ExitStack) -> remote.RemoteInputs | None:
+    """The reader of ``gs://`` inputs, if there are any (their spools go in a temporary folder)."""
+    if not any(is_url(name) for name in options.inputs):
+        return None
+    if storage is None:
+        storage = Storage(pubsub.settings.environ, project=pubsub.settings.project)
+        stack.callback(storage.close)
+    folder = Path(stack.enter_context(remote.spool_dir()))
+    inputs = remote.RemoteInputs(storage, folder)
+    stack.callback(inputs.close)
+    return inputs
+
+
+def _sources(options: SubmitOptions, stdin: BinaryIO | None, stack: ExitStack,
+             inputs: remote.RemoteInputs | None) -> list[readers.Source]:
+    """The inputs as sources; stdin is copied to a temporary file, since the input is read twice."""
+    sources = readers.expand(options.inputs, options.format, remote=inputs.expand if inputs else None)
     if not any(s.path == "-" for s in sources):
         return sources
     copy = stack.enter_context(tempfile.NamedTemporaryFile(prefix="batchctl-stdin-"))  # noqa: SIM115

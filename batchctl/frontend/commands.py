@@ -62,7 +62,7 @@ def add_all(sub: Any, *, parents: list[argparse.ArgumentParser]) -> None:
 
 def _add_submit(sub: Any, parents: list[argparse.ArgumentParser]) -> None:
     p = sub.add_parser("submit", help="split input, publish it as a batch, request workers", parents=parents)
-    p.add_argument("inputs", nargs="+", metavar="INPUT", help="file, folder, or - for stdin")
+    p.add_argument("inputs", nargs="+", metavar="INPUT", help="file, folder, gs://BUCKET/PREFIX, or - for stdin")
     p.add_argument("--batch-id")
     p.add_argument("--format", choices=("jsonl", "csv", "lines"))
     p.add_argument("--records-per-part", type=positive_int, default=100)
