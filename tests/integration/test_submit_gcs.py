@@ -106,6 +106,6 @@ def test_no_permission_exits_2(gcs_env: dict[str, str], gcs: Storage, pubsub: Pu
 def test_unreachable_storage_exits_3_and_leaves_nothing(pubsub: PubSub, prefix: str) -> None:
     """Nothing answers on the storage endpoint: Unreachable (exit 3), nothing created."""
     dead = Storage({"STORAGE_EMULATOR_HOST": f"127.0.0.1:{free_port()}"}, retry_s=1.0)
-    with pytest.raises(Unreachable, match="gs://b/in.jsonl: Cloud Storage unreachable"):
+    with pytest.raises(Unreachable, match=r"gs://b/in\.jsonl: Cloud Storage unreachable"):
         submit(pubsub, SubmitOptions(["gs://b/in.jsonl"], batch_id="dead"), storage=dead)
     assert_nothing_left(pubsub, prefix)
