@@ -11,6 +11,7 @@ the same variables and these flags work by hand (a flag wins over its variable):
     BATCHCTL_PULL_TIMEOUT_S  --pull-timeout   longest pull, least spacing of empty pulls (1.0)
     BATCHCTL_DRAIN_BUDGET_S  --drain-budget   after SIGTERM, time for in-flight parts (20)
     BATCHCTL_LEASE_S         --lease          ack deadline renewed on held parts (30)
+    BATCHCTL_UNREACHABLE_S   --unreachable-timeout  seconds Pub/Sub may stay unreachable before exit 3 (30)
     BATCHCTL_WORKER_ID       --worker-id      name in events (hostname-pid)
     BATCHCTL_RESULTS_DIR     --results-dir    where the demo handler writes (./batchctl-results)
 
@@ -52,6 +53,7 @@ FLAG_HELP = {
     "pull_timeout_s": "seconds per pull and between empty pulls (BATCHCTL_PULL_TIMEOUT_S, default 1)",
     "drain_budget_s": "seconds in-flight parts get after SIGTERM (BATCHCTL_DRAIN_BUDGET_S, default 20)",
     "lease_s": "ack deadline renewed on held parts, seconds (BATCHCTL_LEASE_S, default 30)",
+    "unreachable_s": "seconds Pub/Sub may stay unreachable before exit 3 (BATCHCTL_UNREACHABLE_S, default 30)",
     "worker_id": "name in events and logs (BATCHCTL_WORKER_ID, default hostname-pid)",
     "results_dir": "demo handler output folder (BATCHCTL_RESULTS_DIR, default ./batchctl-results)",
 }

@@ -86,6 +86,13 @@ OPTIONS = (
         "seconds 0..3600",
     ),
     Option("lease_s", "BATCHCTL_LEASE_S", "--lease", _int_between(1, 600), "an integer 1..600 (seconds)"),
+    Option(
+        "unreachable_s",
+        "BATCHCTL_UNREACHABLE_S",
+        "--unreachable-timeout",
+        _float_between(1, 3600),
+        "seconds 1..3600",
+    ),
     Option("worker_id", "BATCHCTL_WORKER_ID", "--worker-id", _text, "a non-empty name"),
     Option("results_dir", "BATCHCTL_RESULTS_DIR", "--results-dir", lambda t: Path(_text(t)), "a directory"),
 )
@@ -115,6 +122,9 @@ class WorkerConfig:
     """Ack deadline the worker keeps renewing on held parts, every ``min(lease_s, 10) / 3`` s.
     A killed worker's parts return within this long of the last renewal (a part pulled
     less than one renewal period before the kill keeps the subscription's ack deadline)."""
+    unreachable_s: float = 30.0
+    """How long pulls may fail to reach Pub/Sub before the worker gives up with exit 3. Longer than
+    a usual blip (a restart of a Pub/Sub frontend); the Job then replaces the pod, which retries."""
     worker_id: str = ""
     """Name in events and logs; default ``hostname-pid`` (the pod name in a Job)."""
     results_dir: Path = Path("batchctl-results")

@@ -34,8 +34,6 @@ from batchctl.worker.slots import Slots
 
 MAX_SETTLING = 500
 """Handled parts awaiting their event and ack, beyond the busy slots, before pulling pauses."""
-UNREACHABLE_TOLERANCE_S = 30.0
-"""How long pulls may fail to reach Pub/Sub before the worker gives up (exit 3)."""
 EVENT_TIMEOUT_S = 30.0
 EXIT_EVENT_TIMEOUT_S = 5.0
 """Waiting for ``worker_exited``: short, it must fit in the grace period after the drain budget."""
@@ -139,7 +137,7 @@ class Worker:
         except Unreachable as exc:
             now = time.monotonic()
             self._unreachable_since = self._unreachable_since or now
-            if now - self._unreachable_since > UNREACHABLE_TOLERANCE_S:
+            if now - self._unreachable_since > self.config.unreachable_s:
                 raise
             self.log.warning("pull_unreachable", error=str(exc))
             self.shutdown.wait(1.0)

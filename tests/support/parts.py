@@ -79,14 +79,19 @@ class EventLog:
         pubsub.create_subscription(name, names.events_topic, SubscriptionSpec(ack_deadline_s=60), exist_ok=True)
         return cls(pubsub, name)
 
-    def poll(self) -> list[Event]:
-        """Pull what arrived since the last poll (without waiting long), ack it, return all so far."""
-        while True:
+    def poll(self, timeout: float = 60.0) -> list[Event]:
+        """Pull what arrived since the last poll (without waiting long), ack it, return all so far.
+
+        Fails after ``timeout`` seconds of events arriving without a pause (a runaway publisher).
+        """
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
             batch = self.pubsub.pull(self.subscription, max_messages=1000, timeout_s=0.5)
             if not batch:
                 return self.events
             self.pubsub.ack(self.subscription, [m.ack_id for m in batch])
             self.events.extend(decode_event(m.data, m.attributes) for m in batch)
+        raise AssertionError(f"events still arriving after {timeout}s ({len(self.events)} so far)")
 
     def of(self, kind: str) -> list[Event]:
         return [e for e in self.poll() if e.type == kind]

@@ -2,14 +2,21 @@
 
 from __future__ import annotations
 
+import time
+
 from batchctl.core.pubsub import PubSub, Received
 
 
-def drain(pubsub: PubSub, subscription: str, *, empty_pulls: int = 3, ack: bool = True) -> list[Received]:
-    """Pull until ``empty_pulls`` consecutive pulls return nothing; ack what came."""
+def drain(
+    pubsub: PubSub, subscription: str, *, empty_pulls: int = 3, ack: bool = True, timeout: float = 60.0
+) -> list[Received]:
+    """Pull until ``empty_pulls`` consecutive pulls return nothing; ack what came. Fails after ``timeout`` s."""
     got: list[Received] = []
     empty = 0
+    deadline = time.monotonic() + timeout
     while empty < empty_pulls:
+        if time.monotonic() > deadline:
+            raise AssertionError(f"{subscription} still delivering after {timeout}s ({len(got)} messages)")
         batch = pubsub.pull(subscription, max_messages=500, timeout_s=1)
         if not batch:
             empty += 1
