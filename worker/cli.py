@@ -5,7 +5,7 @@ the same variables and these flags work by hand (a flag wins over its variable):
 
     BATCHCTL_BATCH_ID        --batch-id       batch to drain
     BATCHCTL_SUBSCRIPTION    --subscription   short name or projects/…/subscriptions/…
-    BATCHCTL_HANDLER         --handler        MODULE:FUNC (default worker.demo:handle)
+    BATCHCTL_HANDLER         --handler        MODULE:FUNC (default batchctl.worker.demo:handle)
     BATCHCTL_CONCURRENCY     --concurrency    parts at once (default 1)
     BATCHCTL_EMPTY_PULLS     --empty-pulls    consecutive empty pulls meaning drained (3)
     BATCHCTL_PULL_TIMEOUT_S  --pull-timeout   longest pull, least spacing of empty pulls (1.0)
@@ -47,7 +47,7 @@ REPORT_TIMEOUT_S = 5.0
 FLAG_HELP = {
     "batch_id": "batch to drain (BATCHCTL_BATCH_ID)",
     "subscription": "work subscription, short name or full path (BATCHCTL_SUBSCRIPTION)",
-    "handler": "MODULE:FUNC called per part (BATCHCTL_HANDLER, default worker.demo:handle)",
+    "handler": "MODULE:FUNC called per part (BATCHCTL_HANDLER, default batchctl.worker.demo:handle)",
     "concurrency": "parts handled at once (BATCHCTL_CONCURRENCY, default 1)",
     "empty_pulls": "consecutive empty pulls meaning drained (BATCHCTL_EMPTY_PULLS, default 3)",
     "pull_timeout_s": "seconds per pull and between empty pulls (BATCHCTL_PULL_TIMEOUT_S, default 1)",

@@ -10,6 +10,7 @@ from collections.abc import Callable, Mapping, Sequence
 from batchctl.core import logs
 from batchctl.core.errors import BatchctlError
 from batchctl.core.settings import Settings
+from batchctl.frontend import helptext
 
 Command = Callable[[argparse.Namespace, Settings], int]
 
@@ -27,7 +28,7 @@ def common_options(*, default: object) -> argparse.ArgumentParser:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="batchctl", description=__doc__, parents=[common_options(default=None)])
+    parser = helptext.program_parser([common_options(default=None)])
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     from batchctl.frontend import commands
 

@@ -7,8 +7,10 @@ import json
 import sys
 from typing import Any
 
-from batchctl.core.errors import EXIT_FAILED, EXIT_OK, BatchctlError
+from batchctl.core.errors import EXIT_FAILED, EXIT_OK, BadInput, BatchctlError
+from batchctl.core.names import validate_batch_id
 from batchctl.core.settings import Settings
+from batchctl.frontend.helptext import add_command
 
 WAIT_TIMEOUT_S = 24 * 3600.0
 
@@ -30,50 +32,66 @@ def port_number(text: str) -> int:
     return value
 
 
+def batch_id_arg(text: str) -> str:
+    """An ID argument, checked while parsing: a bad id exits 2 naming it, before any configuration is read."""
+    try:
+        return validate_batch_id(text)
+    except BadInput as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
 def add_all(sub: Any, *, parents: list[argparse.ArgumentParser]) -> None:
     _add_submit(sub, parents)
-    for name, helptext, run in (("status", "show one batch", run_status), ("list", "list batches", run_list)):
-        p = sub.add_parser(name, help=helptext, parents=parents)
+    for name, run in (("status", run_status), ("list", run_list)):
+        p = add_command(sub, name, parents)
         if name == "status":
-            p.add_argument("batch_id", metavar="ID")
+            p.add_argument("batch_id", metavar="ID", type=batch_id_arg, help="the batch")
         p.add_argument("--json", action="store_true", help="print JSON")
         p.set_defaults(run=run)
-    for name, helptext in (("cancel", "stop a batch: delete its Jobs and work subscription"),
-                           ("retry", "republish dead-lettered parts and launch workers for them")):
-        p = sub.add_parser(name, help=helptext, parents=parents)
-        p.add_argument("batch_id", metavar="ID")
+    for name in ("cancel", "retry"):
+        p = add_command(sub, name, parents)
+        p.add_argument("batch_id", metavar="ID", type=batch_id_arg, help="the batch")
         p.add_argument("--json", action="store_true", help="print the resulting status as JSON")
         p.set_defaults(run=run_control, action=name)
-    p = sub.add_parser("launcher", help="the long-lived service that launches and tracks Jobs", parents=parents)
-    p.add_argument("--port", type=port_number, default=8080, help="health and metrics port")
+    p = add_command(sub, "launcher", parents)
+    p.add_argument("--port", metavar="PORT", type=port_number, default=8080,
+                   help="health and metrics port (default 8080)")
     p.set_defaults(run=run_launcher)
     from batchctl.worker import cli as worker_cli
 
-    w = sub.add_parser("worker", help="drain a batch's parts (inside a Job, or by hand)", parents=parents)
+    w = add_command(sub, "worker", parents)
     worker_cli.add_arguments(w)
     w.set_defaults(run=run_worker)
-    d = sub.add_parser("demo", help="run the whole pipeline on this machine against the Pub/Sub emulator",
-                       parents=parents)
-    d.add_argument("--records", type=positive_int, default=20000)
-    d.add_argument("--workers", type=positive_int, default=4, help="max parallelism")
-    d.add_argument("--output", help="where result files go (default: a new folder under /tmp)")
+    d = add_command(sub, "demo", parents)
+    d.add_argument("--records", metavar="N", type=positive_int, default=20000,
+                   help="records in the sample (default 20000)")
+    d.add_argument("--workers", metavar="N", type=positive_int, default=4, help="max parallelism (default 4)")
+    d.add_argument("--output", metavar="DIR", help="where result files go (default: a new folder under /tmp)")
     d.set_defaults(run=run_demo)
 
 
 def _add_submit(sub: Any, parents: list[argparse.ArgumentParser]) -> None:
-    p = sub.add_parser("submit", help="split input, publish it as a batch, request workers", parents=parents)
+    p = add_command(sub, "submit", parents)
     p.add_argument("inputs", nargs="+", metavar="INPUT", help="file, folder, gs://BUCKET/PREFIX, or - for stdin")
-    p.add_argument("--batch-id")
-    p.add_argument("--format", choices=("jsonl", "csv", "lines"))
-    p.add_argument("--records-per-part", type=positive_int, default=100)
-    p.add_argument("--max-part-bytes", type=positive_int, default=1024 * 1024)
-    p.add_argument("--handler", default="batchctl.worker.demo:handle", help="MODULE:FUNC")
-    p.add_argument("--parts-per-worker", type=positive_int, default=10)
-    p.add_argument("--max-parallelism", type=positive_int, default=10)
-    p.add_argument("--max-delivery-attempts", type=positive_int, default=5, help="5..100")
-    p.add_argument("--ack-deadline", type=positive_int, default=60, help="seconds (10..600)")
-    p.add_argument("--image", help="worker image for this batch (default: the launcher's)")
-    p.add_argument("--wait", action="store_true", help="follow the batch to its end")
+    p.add_argument("--batch-id", metavar="ID", type=batch_id_arg,
+                   help="the batch's id (default: generated, b-YYMMDD-HHMMSS-xxxx)")
+    p.add_argument("--format", choices=("jsonl", "csv", "lines"), help="input format (default: from the extension)")
+    p.add_argument("--records-per-part", metavar="N", type=positive_int, default=100,
+                   help="records per part (default 100)")
+    p.add_argument("--max-part-bytes", metavar="BYTES", type=positive_int, default=1024 * 1024,
+                   help="largest part in bytes (default 1048576, at most 10 MB)")
+    p.add_argument("--handler", metavar="MODULE:FUNC", default="batchctl.worker.demo:handle",
+                   help="MODULE:FUNC called per part (default batchctl.worker.demo:handle)")
+    p.add_argument("--parts-per-worker", metavar="N", type=positive_int, default=10,
+                   help="parts one worker is sized for (default 10)")
+    p.add_argument("--max-parallelism", metavar="N", type=positive_int, default=10,
+                   help="most workers at once (default 10)")
+    p.add_argument("--max-delivery-attempts", metavar="N", type=positive_int, default=5,
+                   help="deliveries before a part is dead-lettered (5..100, default 5)")
+    p.add_argument("--ack-deadline", metavar="SECONDS", type=positive_int, default=60,
+                   help="work subscription's ack deadline, seconds (10..600, default 60)")
+    p.add_argument("--image", metavar="IMAGE", help="worker image for this batch (default: the launcher's)")
+    p.add_argument("--wait", action="store_true", help="follow the batch to its end; exit 0 succeeded, 1 not")
     p.add_argument("--json", action="store_true", help="print a JSON summary")
     p.set_defaults(run=run_submit)
 
