@@ -4,7 +4,7 @@ PYTHON ?= python3
 STAMP := $(VENV)/.installed
 PYTEST_ARGS ?=
 
-.PHONY: venv demo test lint bench clean
+.PHONY: venv demo test lint bench image clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -26,6 +26,11 @@ lint: venv
 
 bench: venv
 	$(VENV)/bin/python bench/run
+
+# The container image, built with buildah (as root): on a Debian-built stand-in base when the
+# Dockerfile's python base cannot be pulled. Prints the image name; see image/build.py.
+image:
+	$(PYTHON) image/build.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache
