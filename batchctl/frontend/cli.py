@@ -6,6 +6,7 @@ import argparse
 import os
 import sys
 from collections.abc import Callable, Mapping, Sequence
+from importlib import metadata
 
 from batchctl.core import logs
 from batchctl.core.errors import BatchctlError
@@ -27,8 +28,17 @@ def common_options(*, default: object) -> argparse.ArgumentParser:
     return common
 
 
+def installed_version() -> str:
+    """The installed distribution's version, from its metadata (pyproject's ``version``)."""
+    try:
+        return metadata.version("batchctl")
+    except metadata.PackageNotFoundError:  # a source tree run without installing it
+        return "(not installed)"
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = helptext.program_parser([common_options(default=None)])
+    parser.add_argument("--version", action="version", version=f"%(prog)s {installed_version()}")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     from batchctl.frontend import commands
 
