@@ -10,11 +10,21 @@ import re
 import subprocess
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 Obj = dict[str, Any]
 ConfigMapReader = Callable[[str], Mapping[str, str]]  # name -> data (raises when absent)
 VAR_REF = re.compile(r"\$\$|\$\(([A-Za-z_][A-Za-z0-9_.-]*)\)")
+
+
+class ContainerRunner(Protocol):
+    """Starts a pod's container some other way than ``spawn`` (e.g. from a built image), or None when
+    it cannot start. The returned process must take the kubelet's signals (it ``killpg``s its pid) and
+    exit with the container's exit code."""
+
+    def __call__(
+        self, container: Obj, env: Mapping[str, str], log_path: Path, *, pod_spec: Obj
+    ) -> subprocess.Popen[bytes] | None: ...
 
 
 def expand(text: str, variables: Mapping[str, str]) -> str:

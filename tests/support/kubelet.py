@@ -48,7 +48,7 @@ from typing import Any, Self, cast
 
 from kubernetes import client, config
 
-from tests.support.containers import container_env, spawn
+from tests.support.containers import ContainerRunner, container_env, spawn
 from tests.support.informer import Informer, json_body
 from tests.support.job_controller import TERMINAL, JobPlan, epoch, plan_job
 from tests.support.pods import PodHandle, PodRecord, pod_manifest, pod_status
@@ -78,8 +78,11 @@ class Kubelet:
         log_dir: Path | None = None,
         failure_backoff: float = 0.0,
         node_name: str = "kubelet-harness",
+        runner: ContainerRunner | None = None,
     ) -> None:
-        """``label_selector=None`` watches every Job of the namespace; ``env`` defaults to ``os.environ``."""
+        """``label_selector=None`` watches every Job of the namespace; ``env`` defaults to ``os.environ``;
+        ``runner`` starts each container instead of a local process (``tests/support/image_runner.py``)."""
+        self.runner = runner
         self.namespace, self.entrypoint, self.node_name = namespace, list(entrypoint), node_name
         self.base_env = dict(os.environ if env is None else env)
         self.failure_backoff = failure_backoff
@@ -412,7 +415,10 @@ class Kubelet:
             pod.phase, pod.waiting_reason = "Pending", "CreateContainerConfigError"
             self.errors.append(f"pod {name}: {exc}")
             return
-        pod.proc = spawn(container, env, pod.log_path, entrypoint=self.entrypoint)
+        if self.runner is None:
+            pod.proc = spawn(container, env, pod.log_path, entrypoint=self.entrypoint)
+        else:
+            pod.proc = self.runner(container, env, pod.log_path, pod_spec=spec)
         if pod.proc is None:
             pod.phase, pod.exit_code, pod.finished = "Failed", 128, time.time()
         else:
