@@ -42,4 +42,9 @@ def worker_env(settings: Settings, batch: BatchState) -> dict[str, str]:
     }
     if settings.emulator_host:
         env["PUBSUB_EMULATOR_HOST"] = settings.emulator_host
+    if batch.request.output:
+        env["BATCHCTL_OUTPUT"] = batch.request.output
+    storage_emulator = settings.environ.get("STORAGE_EMULATOR_HOST")
+    if storage_emulator:
+        env["STORAGE_EMULATOR_HOST"] = storage_emulator
     return env

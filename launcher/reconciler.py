@@ -16,6 +16,7 @@ from batchctl.core.pubsub import PubSub, ResourceMissing
 from batchctl.core.settings import Settings
 from batchctl.launcher.backend import Backend
 from batchctl.launcher.control import nudge
+from batchctl.launcher.manifest import Manifests
 from batchctl.launcher.metrics import Metrics
 from batchctl.launcher.planner import Action, CheckDead, Cleanup, Finish, Launch, ObservedJob, plan
 from batchctl.launcher.state import RUNNING, SUCCEEDED, BatchState, JobRecord
@@ -31,6 +32,7 @@ class Reconciler:
                  metrics: Metrics) -> None:
         self.settings, self.pubsub, self.store, self.backend = settings, pubsub, store, backend
         self.metrics = metrics
+        self.manifests = Manifests(settings)
 
     def reconcile(self, batch: BatchState) -> None:
         """Plan and apply until the plan is empty (bounded)."""
@@ -89,9 +91,12 @@ class Reconciler:
                  parallelism=action.parallelism, remaining=batch.remaining)
 
     def _finish(self, batch: BatchState, action: Finish, log: Any) -> None:
+        now = time.time()
+        if action.state == SUCCEEDED:  # _SUCCESS first: a crash before the save writes it again
+            action = self.manifests.write(batch, action, finished=now)
         batch.state = action.state
         batch.reason = action.reason
-        batch.finished = time.time()
+        batch.finished = now
         self.store.save(batch)
         publish_event(self.pubsub, Event("batch_finished", batch.batch_id, "launcher", reason=action.state))
         level = log.info if action.state == SUCCEEDED else log.warning

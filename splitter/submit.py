@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO
 
-from batchctl.core import logs, topology
+from batchctl.core import logs, sink, topology
 from batchctl.core.errors import BadInput
 from batchctl.core.messages import BatchRequest, Control, encode_control
 from batchctl.core.names import generate_batch_id, validate_batch_id
@@ -40,6 +40,8 @@ class SubmitOptions:
     max_parallelism: int = 10
     image: str | None = None
     topology: topology.BatchTopology = topology.BatchTopology()
+    output: str | None = None
+    """``--output DEST``: ``gs://BUCKET/PREFIX/``, or a folder with the local backend."""
 
 
 @dataclass(frozen=True)
@@ -60,6 +62,7 @@ def submit(pubsub: PubSub, options: SubmitOptions, *, stdin: BinaryIO | None = N
     _check_options(options)
     log = logs.get("submit", batch_id=batch_id)
     with ExitStack() as stack:
+        output = _prepare_output(pubsub, options, storage)
         inputs = _remote_inputs(pubsub, options, storage, stack)
         sources = _sources(options, stdin, stack, inputs)
         fmt = _batch_format(sources)
@@ -84,7 +87,7 @@ def submit(pubsub: PubSub, options: SubmitOptions, *, stdin: BinaryIO | None = N
                 handler=options.handler, parts_per_worker=options.parts_per_worker,
                 max_parallelism=options.max_parallelism, image=options.image,
                 max_delivery_attempts=options.topology.max_delivery_attempts,
-                ack_deadline_s=options.topology.ack_deadline_s,
+                ack_deadline_s=options.topology.ack_deadline_s, output=output,
             )
             send_control(pubsub, Control("launch", batch_id, request))
         except BaseException:
@@ -93,6 +96,21 @@ def submit(pubsub: PubSub, options: SubmitOptions, *, stdin: BinaryIO | None = N
             raise
         log.info("batch_submitted", parts=len(cut))
         return Submitted(batch_id, len(cut), cut.records, cut.bytes)
+
+
+def _prepare_output(pubsub: PubSub, options: SubmitOptions, storage: Storage | None) -> str | None:
+    """The canonical ``--output DEST``, checked usable and free before anything is created."""
+    if options.output is None:
+        return None
+    settings = pubsub.settings
+    dest = sink.check_dest(options.output, backend=settings.backend)
+    destination = sink.Sink(dest, environ=settings.environ, project=settings.project, storage=storage)
+    try:
+        destination.prepare()
+    finally:
+        if storage is None and destination.remote:
+            destination.storage.close()
+    return dest
 
 
 def _remote_inputs(pubsub: PubSub, options: SubmitOptions, storage: Storage | None,

@@ -14,6 +14,7 @@ the same variables and these flags work by hand (a flag wins over its variable):
     BATCHCTL_UNREACHABLE_S   --unreachable-timeout  seconds Pub/Sub may stay unreachable before exit 3 (30)
     BATCHCTL_WORKER_ID       --worker-id      name in events (hostname-pid)
     BATCHCTL_RESULTS_DIR     --results-dir    where the demo handler writes (./batchctl-results)
+    BATCHCTL_OUTPUT          --output         the batch's results: DEST/part-NNNNNN.jsonl (gs:// or folder)
 
 Exit codes: 0 drained (the queue is empty), 143 stopped by SIGTERM/SIGINT after
 finishing or nacking its parts (not drained, so a Job replaces it), 1 crash or a
@@ -35,6 +36,8 @@ from batchctl.core.errors import BadInput
 from batchctl.core.messages import EXIT_ERROR_PREFIX
 from batchctl.core.pubsub import PubSub
 from batchctl.core.settings import Settings
+from batchctl.core.sink import Sink
+from batchctl.worker import results
 from batchctl.worker.config import OPTIONS, WorkerConfig
 from batchctl.worker.events import Events
 from batchctl.worker.handler import load_handler
@@ -56,6 +59,7 @@ FLAG_HELP = {
     "unreachable_s": "seconds Pub/Sub may stay unreachable before exit 3 (BATCHCTL_UNREACHABLE_S, default 30)",
     "worker_id": "name in events and logs (BATCHCTL_WORKER_ID, default hostname-pid)",
     "results_dir": "demo handler output folder (BATCHCTL_RESULTS_DIR, default ./batchctl-results)",
+    "output": "where returned results go, gs://BUCKET/PREFIX/ or a folder (BATCHCTL_OUTPUT, default none)",
 }
 
 
@@ -78,7 +82,7 @@ def run(args: argparse.Namespace, environ: Mapping[str, str]) -> int:
         sys.stderr.write(f"batchctl: error: worker: {exc}\n")
         return exc.exit_code
     try:
-        handler = load_handler(config.handler)
+        handler = results.wrap(load_handler(config.handler), _sink(config, settings))
     except BadInput as exc:
         sys.stderr.write(f"batchctl: error: worker: {exc}\n")
         _report_exit_error(settings, config, exc)
@@ -91,6 +95,10 @@ def run(args: argparse.Namespace, environ: Mapping[str, str]) -> int:
         return Worker(config, pubsub, handler, shutdown=shutdown, log=log).run()
     finally:
         _close(pubsub, log)
+
+
+def _sink(config: WorkerConfig, settings: Settings) -> Sink | None:
+    return None if config.output is None else Sink(config.output, environ=settings.environ, project=settings.project)
 
 
 def _report_exit_error(settings: Settings, config: WorkerConfig, exc: BadInput) -> None:

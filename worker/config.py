@@ -95,6 +95,7 @@ OPTIONS = (
     ),
     Option("worker_id", "BATCHCTL_WORKER_ID", "--worker-id", _text, "a non-empty name"),
     Option("results_dir", "BATCHCTL_RESULTS_DIR", "--results-dir", lambda t: Path(_text(t)), "a directory"),
+    Option("output", "BATCHCTL_OUTPUT", "--output", _text, "gs://BUCKET/PREFIX/ or a folder"),
 )
 
 
@@ -129,6 +130,8 @@ class WorkerConfig:
     """Name in events and logs; default ``hostname-pid`` (the pod name in a Job)."""
     results_dir: Path = Path("batchctl-results")
     """Where handlers (the demo one) write per-part results."""
+    output: str | None = None
+    """The batch's ``--output DEST``: each part's returned result goes to ``DEST/part-NNNNNN.jsonl``."""
 
     @property
     def renew_every_s(self) -> float:

@@ -36,6 +36,8 @@ class BatchRequest:
     max_delivery_attempts: int = 5
     ack_deadline_s: int = 60
     created: float = field(default_factory=time.time)
+    output: str | None = None
+    """``--output DEST`` (``gs://BUCKET/PREFIX/`` or an absolute folder): where part results go."""
 
 
 @dataclass(frozen=True)
@@ -102,8 +104,16 @@ def _request(raw: dict[str, Any]) -> BatchRequest:
         raise BadInput("control message: field 'request.image' must be an image reference")
     if not isinstance(request.created, (int, float)) or isinstance(request.created, bool):
         raise BadInput("control message: field 'request.created' must be a timestamp")
+    if request.output is not None and not _is_dest(request.output):
+        raise BadInput("control message: field 'request.output' must be gs://BUCKET/PREFIX/ or an absolute folder")
     validate_batch_id(request.batch_id)
     return request
+
+
+def _is_dest(value: object) -> bool:
+    return isinstance(value, str) and (
+        (value.startswith("gs://") and len(value) > len("gs://")) or value.startswith("/")
+    )
 
 
 def encode_event(event: Event) -> tuple[bytes, dict[str, str]]:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from pathlib import Path
 from typing import Any
 
 from batchctl.core.errors import EXIT_FAILED, EXIT_OK, BadInput, BatchctlError
@@ -53,6 +54,12 @@ def add_all(sub: Any, *, parents: list[argparse.ArgumentParser]) -> None:
         p.add_argument("batch_id", metavar="ID", type=batch_id_arg, help="the batch")
         p.add_argument("--json", action="store_true", help="print the resulting status as JSON")
         p.set_defaults(run=run_control, action=name)
+    p = add_command(sub, "results", parents)
+    p.add_argument("batch_id", metavar="ID", type=batch_id_arg, help="the batch")
+    p.add_argument("--output", metavar="FILE", help="write them to FILE (written whole, or not at all; default stdout)")
+    p.add_argument("--partial", action="store_true",
+                   help="read the parts done so far, even if the batch has not succeeded")
+    p.set_defaults(run=run_results)
     p = add_command(sub, "launcher", parents)
     p.add_argument("--port", metavar="PORT", type=port_number, default=8080,
                    help="health and metrics port (default 8080)")
@@ -91,6 +98,8 @@ def _add_submit(sub: Any, parents: list[argparse.ArgumentParser]) -> None:
     p.add_argument("--ack-deadline", metavar="SECONDS", type=positive_int, default=60,
                    help="work subscription's ack deadline, seconds (10..600, default 60)")
     p.add_argument("--image", metavar="IMAGE", help="worker image for this batch (default: the launcher's)")
+    p.add_argument("--output", metavar="DEST",
+                   help="where handlers' results go: gs://BUCKET/PREFIX/, or a folder with the local backend")
     p.add_argument("--wait", action="store_true", help="follow the batch to its end; exit 0 succeeded, 1 not")
     p.add_argument("--json", action="store_true", help="print a JSON summary")
     p.set_defaults(run=run_submit)
@@ -111,6 +120,7 @@ def run_submit(args: argparse.Namespace, settings: Settings) -> int:
         limits=PartLimits(args.records_per_part, args.max_part_bytes), handler=args.handler,
         parts_per_worker=args.parts_per_worker, max_parallelism=args.max_parallelism, image=args.image,
         topology=BatchTopology(ack_deadline_s=args.ack_deadline, max_delivery_attempts=args.max_delivery_attempts),
+        output=args.output,
     )
     store = _store(settings) if args.wait else None  # fail on an unreachable cluster before publishing
     pubsub = PubSub(settings)
@@ -202,6 +212,25 @@ def run_control(args: argparse.Namespace, settings: Settings) -> int:
         pubsub.close()
     status = batches.describe(batch, 0)
     emit_json(status) if args.json else status_text(status)
+    return EXIT_OK
+
+
+def run_results(args: argparse.Namespace, settings: Settings) -> int:
+    from batchctl.frontend import batches, results
+
+    batch = batches.load(_store(settings), args.batch_id)
+    sink = results.sink_of(batch, dict(settings.environ), settings.project)
+    stream = results.chunks(batch, sink, partial=args.partial)
+    if args.output is None:
+        for chunk in stream:
+            sys.stdout.buffer.write(chunk)
+        sys.stdout.buffer.flush()
+        return EXIT_OK
+    from batchctl.core.sink import write_file_atomically
+    from batchctl.frontend.results import spooled
+
+    with spooled(stream) as body:
+        write_file_atomically(Path(args.output), body)
     return EXIT_OK
 
 

@@ -77,6 +77,15 @@ batchctl list --json""",
 batchctl retry nightly
 batchctl status nightly""",
     ),
+    "results": CommandHelp(
+        "a batch's results (from submit --output) in part order",
+        "Stream a batch's results from its --output DEST (part-000000.jsonl, part-000001.jsonl, ...) in part "
+        "order, as JSON lines. Exits 1 unless the batch succeeded and DEST holds its _SUCCESS manifest; "
+        "--partial reads the parts done so far.",
+        """\
+batchctl results nightly --output nightly.jsonl
+batchctl results nightly --partial | head""",
+    ),
     "launcher": CommandHelp(
         "the long-lived service that launches and tracks Jobs",
         "Run the launcher: take batch requests, create a work-queue Job per batch sized from its backlog, "

@@ -109,3 +109,24 @@ def test_unreachable_storage_exits_3_and_leaves_nothing(pubsub: PubSub, prefix: 
     with pytest.raises(Unreachable, match=r"gs://b/in\.jsonl: Cloud Storage unreachable"):
         submit(pubsub, SubmitOptions(["gs://b/in.jsonl"], batch_id="dead"), storage=dead)
     assert_nothing_left(pubsub, prefix)
+
+
+def test_bad_output_exits_2_and_leaves_nothing(
+    gcs_env: dict[str, str], gcs: Storage, bucket: str, pubsub: PubSub, prefix: str, tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """--output into a missing bucket, onto a finished batch's results, or a folder with the
+    Kubernetes backend: exit 2, one line, nothing created."""
+    data = tmp_path / "in.jsonl"
+    data.write_bytes(jsonl(0, 3))
+    gcs.write(f"gs://{bucket}/done/_SUCCESS", b"{}")
+    cases = [
+        (["--output", "gs://no-such-bucket-o/out/"], "gs://no-such-bucket-o: no such bucket"),
+        (["--output", f"gs://{bucket}/done"], f"--output gs://{bucket}/done/: already holds a finished batch"),
+        (["--output", str(tmp_path / "out"), "--backend", "kubernetes"], "a folder works only with the local backend"),
+    ]
+    for flags, expected in cases:
+        assert main(["submit", str(data), "--batch-id", "bad", *flags], environ=gcs_env) == 2
+        assert expected in one_line_error(capsys)
+        assert_nothing_left(pubsub, prefix)
+    assert not (tmp_path / "out").exists()

@@ -47,3 +47,35 @@ def fail_while_file_exists(part: Any) -> None:
         if isinstance(record, dict) and record.get("fail_while") and Path(record["fail_while"]).exists():
             raise RuntimeError(f"part {part.index} fails while {record['fail_while']} exists")
     scripted(part)
+
+
+def echo(part: Any) -> Any:
+    """A generator handler: one result record per input record, naming its part (``--output`` tests)."""
+    _mark(part, "started")
+    for record in part.records:
+        yield {"part": part.index, "record": record}
+
+
+async def echo_async(part: Any) -> list[dict[str, Any]]:
+    """``echo`` as an ``async def`` handler returning a list."""
+    return [{"part": part.index, "record": record} for record in part.records]
+
+
+def echo_then_die_once(part: Any) -> Any:
+    """``echo``; a record ``{"die_once": FILE}`` makes the worker SIGKILL itself right after this
+    part's result is written (its object appears) and before it is acked, on the first try only."""
+    import signal
+    import threading
+
+    for record in part.records:
+        if isinstance(record, dict) and record.get("die_once") and not Path(record["die_once"]).exists():
+            Path(record["die_once"]).touch()
+            result = Path(os.environ["BATCHCTL_OUTPUT"]) / f"part-{part.index:06d}.jsonl"
+
+            def die_when_written(result: Path = result) -> None:
+                while not result.exists():
+                    time.sleep(0.001)
+                os.kill(os.getpid(), signal.SIGKILL)
+
+            threading.Thread(target=die_when_written, daemon=True).start()
+    return echo(part)

@@ -1,0 +1,102 @@
+"""What a handler returns, made concrete and written to the batch's results (``--output DEST``).
+
+One place decides what a return value means (``outcome``, then ``encode``):
+
+    None                               no output (an empty result object when DEST is set)
+    bytes, bytearray, memoryview, str  the part's result as it stands (JSON lines; a final
+                                       newline is added if missing)
+    dict                               one record
+    list, tuple, any other iterable,   its items are records: each a JSON value (written as
+    a generator                        one JSON line) or bytes (one line as given)
+    a coroutine (``async def``)        run to completion; its value is taken as above
+    an async generator                 iterated to the end; its items are records
+    anything else (int, float, bool,   refused: the part fails with a reason saying what to
+    other objects)                     return (a bare number is more likely a bug than a result)
+
+A generator or coroutine is always run, with or without DEST: the work is in it. With
+DEST, ``wrap`` writes the part's result to ``DEST/part-NNNNNN.jsonl`` inside the handler
+call, so the write happens before the part's ``part_done`` event and its ack; a failed
+write fails the part (it is redelivered and written again).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import inspect
+from collections.abc import AsyncIterator, Iterable
+from typing import Any
+
+import orjson
+
+from batchctl.core.errors import BatchctlError
+from batchctl.core.sink import Sink
+from batchctl.worker.handler import Handler
+
+ORJSON_OPTIONS = orjson.OPT_NON_STR_KEYS | orjson.OPT_SERIALIZE_NUMPY
+RAW = (bytes, bytearray, memoryview, str)
+
+
+class HandlerResultRejected(BatchctlError):
+    """Raised when a handler returns something that is not a result (the part fails, naming the type)."""
+
+
+def outcome(value: Any) -> Any:
+    """``value`` with its lazy work done: a coroutine awaited, a generator or async generator
+    drained into a list. Plain values come back as they are; others are refused."""
+    if inspect.iscoroutine(value):
+        value = asyncio.run(value)
+    if inspect.isasyncgen(value):
+        value = asyncio.run(_drain(value))
+    if value is None or isinstance(value, (*RAW, dict, list, tuple)):
+        return value
+    if isinstance(value, Iterable):
+        return list(value)
+    raise HandlerResultRejected(
+        f"handler returned {type(value).__name__}: return None, bytes, str, a dict or an iterable of records "
+        "(a generator and an async def handler work too)"
+    )
+
+
+async def _drain(agen: AsyncIterator[Any]) -> list[Any]:
+    return [item async for item in agen]
+
+
+def encode(value: Any) -> tuple[bytes, int]:
+    """The concrete ``outcome`` as JSON lines, and how many records (lines) they hold."""
+    if value is None:
+        return b"", 0
+    if isinstance(value, RAW):
+        data = value.encode() if isinstance(value, str) else bytes(value)
+        if data and not data.endswith(b"\n"):
+            data += b"\n"
+        return data, data.count(b"\n")
+    records = [value] if isinstance(value, dict) else value
+    lines = [_line(record, at) for at, record in enumerate(records)]
+    return (b"\n".join(lines) + b"\n" if lines else b""), len(lines)
+
+
+def _line(record: Any, at: int) -> bytes:
+    if isinstance(record, (bytes, bytearray, memoryview)):
+        line = bytes(record).rstrip(b"\n")
+        if b"\n" in line:
+            raise HandlerResultRejected(f"result record {at} is bytes holding several lines")
+        return line
+    try:
+        return orjson.dumps(record, option=ORJSON_OPTIONS)
+    except TypeError as exc:
+        raise HandlerResultRejected(f"result record {at} is not JSON-serialisable: {exc}") from exc
+
+
+def wrap(handler: Handler, sink: Sink | None) -> Handler:
+    """The handler as the worker calls it: run its lazy work, write its result when DEST is set."""
+
+    @functools.wraps(handler)
+    def handle(part: Any) -> None:
+        value = outcome(handler(part))
+        if sink is None:
+            return
+        body, records = encode(value)
+        sink.write_part(part.index, body, records)
+
+    return handle
