@@ -58,6 +58,12 @@ def subcommands() -> dict[str, argparse.ArgumentParser]:
     return dict(action.choices)
 
 
+def summaries() -> dict[str, str]:
+    """Command name -> its one line in ``batchctl --help``."""
+    (action,) = (a for a in build_parser()._actions if isinstance(a, argparse._SubParsersAction))
+    return {a.dest: a.help or "" for a in action._choices_actions}
+
+
 def command_sections() -> dict[str, tuple[str, str]]:
     """Command name -> (heading, body) of its ``### `batchctl NAME ...` `` section."""
     found = {}
@@ -84,7 +90,7 @@ def test_command_table_lists_every_command() -> None:
     parsed = set(subcommands())
     missing = sorted(parsed - listed)
     assert not missing, "docs/reference.md, table under '## Commands': add " + "; ".join(
-        f"| `batchctl {name}` | {subcommands()[name].description or '...'} |" for name in missing)
+        f"| `batchctl {name}` | {summaries().get(name) or '...'} |" for name in missing)
     assert not listed - parsed, f"docs/reference.md lists commands the parser lacks: {sorted(listed - parsed)}"
 
 
