@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import threading
+from collections.abc import Mapping
 from typing import Protocol
 
 from batchctl.core.settings import Settings
@@ -31,8 +32,29 @@ class Backend(Protocol):
     def close(self) -> None: ...
 
 
+JOB_OWNED = (
+    "BATCHCTL_BATCH_ID",
+    "BATCHCTL_SUBSCRIPTION",
+    "BATCHCTL_HANDLER",
+    "BATCHCTL_OUTPUT",
+    "BATCHCTL_PREFIX",
+    "BATCHCTL_WORKER_ID",
+    "GOOGLE_CLOUD_PROJECT",
+    "GCLOUD_PROJECT",
+    "PUBSUB_EMULATOR_HOST",
+    "STORAGE_EMULATOR_HOST",
+)
+"""Variables only a worker's Job may give it: where its batch is. A pod gets nothing else from the
+launcher (its image supplies PATH, HOME and its own ENV), so the local backend strips these from
+the environment its workers inherit: a key missing from ``worker_env`` fails there as in a pod."""
+
+
 def worker_env(settings: Settings, batch: BatchState) -> dict[str, str]:
-    """The environment that configures ``batchctl worker`` for this batch."""
+    """The environment that configures ``batchctl worker`` for this batch.
+
+    The emulator addresses go along when the launcher has them: a worker pod of the ``emulator``
+    manifests overlay reaches the emulators only through them.
+    """
     env = {
         "BATCHCTL_BATCH_ID": batch.batch_id,
         "BATCHCTL_SUBSCRIPTION": settings.names.work(batch.batch_id),
@@ -48,3 +70,8 @@ def worker_env(settings: Settings, batch: BatchState) -> dict[str, str]:
     if storage_emulator:
         env["STORAGE_EMULATOR_HOST"] = storage_emulator
     return env
+
+
+def inherited_env(environ: Mapping[str, str]) -> dict[str, str]:
+    """What a local worker inherits from the launcher: its "image", without the Job-owned variables."""
+    return {key: value for key, value in environ.items() if key not in JOB_OWNED}

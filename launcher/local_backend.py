@@ -21,7 +21,7 @@ from typing import Any
 
 from batchctl.core import logs
 from batchctl.core.settings import Settings
-from batchctl.launcher.backend import worker_env
+from batchctl.launcher.backend import inherited_env, worker_env
 from batchctl.launcher.planner import CONFIG_ERROR_REASON, Launch, ObservedJob
 from batchctl.launcher.state import BatchState
 
@@ -71,7 +71,7 @@ class LocalBackend:
         with self._lock:
             if launch.name in self._jobs or self._pid_file(launch.name).exists():
                 return False
-            env = {**self.settings.environ, **self.extra, **worker_env(self.settings, batch)}
+            env = {**inherited_env(self.settings.environ), **self.extra, **worker_env(self.settings, batch)}
             job = LocalJob(launch.name, batch.batch_id, launch.parallelism, env, self.backoff_limit)
             self._jobs[launch.name] = job
             for _ in range(launch.parallelism):

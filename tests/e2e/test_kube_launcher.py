@@ -22,6 +22,7 @@ from batchctl.core.names import Names
 from batchctl.core.pubsub import PubSub
 from batchctl.core.settings import Settings
 from batchctl.launcher.app import assemble
+from tests.support.containers import IMAGE_ENV
 from tests.support.handlers import markers
 from tests.support.k8s_schema import allows, granted, load_role_rules, render_kustomize, validate
 from tests.support.kube_fixtures import KubeApi
@@ -45,11 +46,12 @@ def ksettings(kenv: dict[str, str]) -> Settings:
 
 
 @pytest.fixture
-def kubelet(make_kubelet: Callable[..., Kubelet], env: dict[str, str], tmp_path: Path) -> Kubelet:
-    """Pods run with the test's Pub/Sub emulator and fast pull settings underneath the pod env."""
-    base = {**env, "PYTHONPATH": str(REPO), "BATCHCTL_RESULTS_DIR": str(tmp_path / "results"),
-            "BATCHCTL_PULL_TIMEOUT_S": "0.5", "BATCHCTL_LEASE_S": "10"}
-    return make_kubelet(env=base)
+def kubelet(make_kubelet: Callable[..., Kubelet], tmp_path: Path) -> Kubelet:
+    """Pods run from a test image: batchctl's image ENV, the test handlers on PYTHONPATH and fast
+    pull settings. Where Pub/Sub is (emulator, project, prefix) comes only from the Job's env."""
+    image = {**IMAGE_ENV, "PYTHONPATH": str(REPO), "BATCHCTL_RESULTS_DIR": str(tmp_path / "results"),
+             "BATCHCTL_PULL_TIMEOUT_S": "0.5", "BATCHCTL_LEASE_S": "10"}
+    return make_kubelet(env=image)
 
 
 def jobs_created(kube_api: KubeApi) -> list[dict[str, Any]]:

@@ -12,7 +12,6 @@ SIGKILL after the grace period), the entrypoint and environment of a pod.
 from __future__ import annotations
 
 import json
-import os
 import signal
 import sys
 import time
@@ -24,6 +23,7 @@ import kmock
 import pytest
 from kubernetes import client, watch
 
+from tests.support.containers import IMAGE_ENV
 from tests.support.kube_fixtures import KubeApi
 from tests.support.kube_objects import CONFIGMAPS, JOBS, PODS
 from tests.support.kubelet import Kubelet
@@ -443,11 +443,11 @@ def test_deleting_a_job_kills_its_pods(
 def test_kubelet_runs_entrypoint_with_the_pod_environment(
     kube_api: KubeApi, make_kubelet: Callable[..., Kubelet], tmp_path: Path
 ) -> None:
-    """No command: entrypoint + args; env has literals, $(VAR), fieldRef and the base environment."""
+    """No command: entrypoint + args; env has literals, $(VAR), fieldRef and the image's environment."""
     program = (
         "import os; print(os.environ['POD'], os.environ['NS'], os.environ['GREETING'], os.environ['BASE'])"
     )
-    kubelet = make_kubelet(entrypoint=[sys.executable, "-c"], env={**os.environ, "BASE": "base"})
+    kubelet = make_kubelet(entrypoint=[sys.executable, "-c"], env={**IMAGE_ENV, "BASE": "base"})
     manifest = job_manifest("env", "", tmp_path)
     container = manifest["spec"]["template"]["spec"]["containers"][0]
     del container["command"]
@@ -462,3 +462,18 @@ def test_kubelet_runs_entrypoint_with_the_pod_environment(
     kubelet.wait_idle(15)
     [pod] = kubelet.pods("env")
     assert pod.log_path.read_text().split() == [pod.name, NS, "hello-world", "base"]
+
+
+def test_pod_gets_only_its_spec_env_and_the_image_env(
+    kube_api: KubeApi, make_kubelet: Callable[..., Kubelet], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A pod's process environment is its container's env, the image's env and HOSTNAME: nothing of the test's."""
+    monkeypatch.setenv("PUBSUB_EMULATOR_HOST", "127.0.0.1:1")  # in the test's environment, so never in a pod's
+    program = "import json, os; print(json.dumps(sorted(os.environ)))"
+    kubelet = make_kubelet()
+    manifest = job_manifest("only", program, tmp_path, env={"FROM_JOB": "1"})
+    kube_api.batch.create_namespaced_job(NS, manifest)
+    kubelet.wait_idle(15)
+    [pod] = kubelet.pods("only")
+    seen = set(json.loads(pod.log_path.read_text()))
+    assert seen - {"LC_CTYPE"} == {*IMAGE_ENV, "HOSTNAME", "MARKS", "FROM_JOB"}  # LC_CTYPE: Python sets it itself

@@ -6,6 +6,7 @@ A container runs as a local process in its own session (``command + args``, or t
 
 from __future__ import annotations
 
+import os
 import re
 import subprocess
 from collections.abc import Callable, Mapping, Sequence
@@ -14,6 +15,16 @@ from typing import Any, Protocol
 
 Obj = dict[str, Any]
 ConfigMapReader = Callable[[str], Mapping[str, str]]  # name -> data (raises when absent)
+IMAGE_ENV: Mapping[str, str] = {
+    "PATH": os.environ.get("PATH", "/usr/local/bin:/usr/bin:/bin"),
+    "HOME": "/nonexistent",  # the image's user 10001 has no home
+    "PYTHONDONTWRITEBYTECODE": "1",  # the Dockerfile's runtime ENV
+    "PYTHONUNBUFFERED": "1",
+    "PIP_DISABLE_PIP_VERSION_CHECK": "1",
+    "PIP_NO_CACHE_DIR": "1",
+}
+"""What a container of the batchctl image has before its pod spec's ``env``: the runtime's PATH and
+HOME and the Dockerfile's ENV. A pod never inherits the environment of the test that started it."""
 VAR_REF = re.compile(r"\$\$|\$\(([A-Za-z_][A-Za-z0-9_.-]*)\)")
 
 

@@ -19,7 +19,8 @@ pods gracefully. The decisions are one pure function, ``plan_job``, following th
 
 The kubelet half runs ``command + args`` of the first container (``entrypoint + args`` when the
 command is unset, as the image's ENTRYPOINT would), with the container's ``env`` (literal values,
-``$(VAR)`` references, ``valueFrom.fieldRef`` and ``configMapKeyRef``) over a base environment, in its
+``$(VAR)`` references, ``valueFrom.fieldRef`` and ``configMapKeyRef``) over the image's environment
+(``containers.IMAGE_ENV`` unless given: PATH, HOME and the Dockerfile's ENV; never the test's own), in its
 own process group; a deleted pod gets SIGTERM, then SIGKILL after its grace period; an exit code
 ``128 + n`` stands for death by signal ``n``. Deviations: one container per pod; no exponential
 back-off between replacements unless ``failure_backoff`` is set (the real one starts at 10 s); no
@@ -48,7 +49,7 @@ from typing import Any, Self, cast
 
 from kubernetes import client, config
 
-from tests.support.containers import ContainerRunner, container_env, spawn
+from tests.support.containers import IMAGE_ENV, ContainerRunner, container_env, spawn
 from tests.support.informer import Informer, json_body
 from tests.support.job_controller import TERMINAL, JobPlan, epoch, plan_job
 from tests.support.pods import PodHandle, PodRecord, pod_manifest, pod_status
@@ -80,11 +81,15 @@ class Kubelet:
         node_name: str = "kubelet-harness",
         runner: ContainerRunner | None = None,
     ) -> None:
-        """``label_selector=None`` watches every Job of the namespace; ``env`` defaults to ``os.environ``;
-        ``runner`` starts each container instead of a local process (``tests/support/image_runner.py``)."""
+        """``label_selector=None`` watches every Job of the namespace.
+
+        ``env`` is the image's environment, what a container has besides its pod spec's ``env`` (as a
+        Dockerfile's ENV lines and the runtime's PATH and HOME); default ``containers.IMAGE_ENV``.
+        ``runner`` starts each container instead of a local process (``tests/support/image_runner.py``).
+        """
         self.runner = runner
         self.namespace, self.entrypoint, self.node_name = namespace, list(entrypoint), node_name
-        self.base_env = dict(os.environ if env is None else env)
+        self.base_env = dict(IMAGE_ENV if env is None else env)
         self.failure_backoff = failure_backoff
         self.errors: list[str] = []
         self._log_dir = log_dir or Path(tempfile.mkdtemp(prefix="kubelet-"))
