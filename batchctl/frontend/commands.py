@@ -8,7 +8,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from batchctl.core.errors import EXIT_FAILED, EXIT_OK, BadInput, BatchctlError
+from batchctl.core.errors import EXIT_FAILED, EXIT_OK, BadInput
 from batchctl.core.names import validate_batch_id
 from batchctl.core.settings import Settings
 from batchctl.frontend.helptext import add_command
@@ -109,11 +109,16 @@ def emit_json(obj: Any) -> None:
     print(json.dumps(obj, sort_keys=True))
 
 
+def _client(settings: Settings) -> Any:
+    from batchctl.frontend.client import Client
+
+    return Client(settings=settings)
+
+
 def run_submit(args: argparse.Namespace, settings: Settings) -> int:
-    from batchctl.core.pubsub import PubSub
     from batchctl.core.topology import BatchTopology
     from batchctl.splitter.partitioner import PartLimits
-    from batchctl.splitter.submit import SubmitOptions, submit
+    from batchctl.splitter.submit import SubmitOptions
 
     options = SubmitOptions(
         inputs=args.inputs, batch_id=args.batch_id, format=args.format,
@@ -122,77 +127,53 @@ def run_submit(args: argparse.Namespace, settings: Settings) -> int:
         topology=BatchTopology(ack_deadline_s=args.ack_deadline, max_delivery_attempts=args.max_delivery_attempts),
         output=args.output,
     )
-    store = _store(settings) if args.wait else None  # fail on an unreachable cluster before publishing
-    pubsub = PubSub(settings)
-    try:
-        result = submit(pubsub, options, stdin=sys.stdin.buffer if "-" in args.inputs else None)
-    finally:
-        pubsub.close()
-    summary = {"batch_id": result.batch_id, "parts": result.parts, "records": result.records,
-               "bytes": result.bytes}
-    if store is not None:
-        return _follow(settings, store, result.batch_id, as_json=args.json)
+    with _client(settings) as client:
+        if args.wait:
+            _ = client.store  # fail on an unreachable cluster before publishing
+        result = client.submit_options(options, stdin=sys.stdin.buffer if "-" in args.inputs else None)
+        if args.wait:
+            return _follow(client.batch(result.batch_id), as_json=args.json)
     if args.json:
-        emit_json(summary)
+        emit_json({"batch_id": result.batch_id, "parts": result.parts, "records": result.records,
+                   "bytes": result.bytes})
     else:
         print(f"submitted {result.batch_id}: {result.parts} parts, {result.records} records, {result.bytes} bytes")
     return EXIT_OK
 
 
-def _follow(settings: Settings, store: Any, batch_id: str, *, as_json: bool) -> int:
-    from batchctl.frontend import batches
+def _follow(batch: Any, *, as_json: bool) -> int:
+    from batchctl.frontend.client import BatchFailed
     from batchctl.frontend.render import ProgressBar
 
-    backend = _backend(settings)
     bar = ProgressBar()
-
-    def show(batch: Any) -> None:
-        bar.update(batches.describe(batch, batches.active_workers(backend, batch)))
-
     try:
-        final = batches.follow(store, batch_id, timeout=WAIT_TIMEOUT_S, on_poll=show)
+        final = batch.wait(timeout=WAIT_TIMEOUT_S, poll_s=0.5, on_poll=lambda s: bar.update(s.as_dict()))
+    except BatchFailed as exc:
+        final = exc.status
     finally:
         bar.close()
-    status = batches.describe(final, 0)
     if as_json:
-        emit_json(status)
+        emit_json(final.as_dict())
     else:
-        print(f"{batch_id} {final.state}: {status['parts_done']}/{status['parts_total']} parts done, "
-              f"{status['parts_dead']} dead")
-    return EXIT_OK if final.state == "succeeded" else EXIT_FAILED
-
-
-def _store(settings: Settings) -> Any:
-    from batchctl.launcher.app import open_store
-
-    return open_store(settings)
-
-
-def _backend(settings: Settings) -> Any:
-    from batchctl.launcher.app import open_backend
-
-    try:
-        return open_backend(settings)
-    except BatchctlError:
-        return None
+        print(f"{batch.id} {final.state}: {final.parts_done}/{final.parts_total} parts done, "
+              f"{final.parts_dead} dead")
+    return EXIT_OK if final.finished_ok else EXIT_FAILED
 
 
 def run_status(args: argparse.Namespace, settings: Settings) -> int:
-    from batchctl.frontend import batches
     from batchctl.frontend.render import status_text
 
-    batch = batches.load(_store(settings), args.batch_id)
-    status = batches.describe(batch, batches.active_workers(_backend(settings), batch))
+    with _client(settings) as client:
+        status = client.batch(args.batch_id).status().as_dict()
     emit_json(status) if args.json else status_text(status)
     return EXIT_OK
 
 
 def run_list(args: argparse.Namespace, settings: Settings) -> int:
-    from batchctl.frontend import batches
     from batchctl.frontend.render import table
 
-    backend = _backend(settings)
-    rows = [batches.describe(b, batches.active_workers(backend, b)) for b in _store(settings).load_all()]
+    with _client(settings) as client:
+        rows = [status.as_dict() for status in client.list()]
     if args.json:
         emit_json(rows)
     else:
@@ -201,36 +182,28 @@ def run_list(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def run_control(args: argparse.Namespace, settings: Settings) -> int:
-    from batchctl.core.pubsub import PubSub
-    from batchctl.frontend import batches
     from batchctl.frontend.render import status_text
 
-    pubsub = PubSub(settings)
-    try:
-        batch = batches.request(pubsub, _store(settings), args.batch_id, args.action)
-    finally:
-        pubsub.close()
-    status = batches.describe(batch, 0)
+    with _client(settings) as client:
+        batch = client.batch(args.batch_id)
+        status = (batch.cancel() if args.action == "cancel" else batch.retry()).as_dict()
     emit_json(status) if args.json else status_text(status)
     return EXIT_OK
 
 
 def run_results(args: argparse.Namespace, settings: Settings) -> int:
-    from batchctl.frontend import batches, results
+    with _client(settings) as client:
+        stream = client.batch(args.batch_id).result_chunks(partial=args.partial)
+        if args.output is None:
+            for chunk in stream:
+                sys.stdout.buffer.write(chunk)
+            sys.stdout.buffer.flush()
+            return EXIT_OK
+        from batchctl.core.sink import write_file_atomically
+        from batchctl.frontend.results import spooled
 
-    batch = batches.load(_store(settings), args.batch_id)
-    sink = results.sink_of(batch, dict(settings.environ), settings.project)
-    stream = results.chunks(batch, sink, partial=args.partial)
-    if args.output is None:
-        for chunk in stream:
-            sys.stdout.buffer.write(chunk)
-        sys.stdout.buffer.flush()
-        return EXIT_OK
-    from batchctl.core.sink import write_file_atomically
-    from batchctl.frontend.results import spooled
-
-    with spooled(stream) as body:
-        write_file_atomically(Path(args.output), body)
+        with spooled(stream) as body:
+            write_file_atomically(Path(args.output), body)
     return EXIT_OK
 
 

@@ -48,8 +48,14 @@ def check_ready(batch: BatchState, sink: Sink, *, partial: bool) -> None:
 
 
 def chunks(batch: BatchState, sink: Sink, *, partial: bool) -> Iterator[bytes]:
-    """The results' bytes in part order, streamed (never more than a chunk in memory)."""
+    """The results' bytes in part order, streamed (never more than a chunk in memory).
+
+    Readiness is checked at once (ResultsNotReady here, not at the first ``next``)."""
     check_ready(batch, sink, partial=partial)
+    return _chunks(batch, sink, partial=partial)
+
+
+def _chunks(batch: BatchState, sink: Sink, *, partial: bool) -> Iterator[bytes]:
     for index in range(batch.parts):
         stream = sink.open_part(index)
         if stream is None:
@@ -62,9 +68,13 @@ def chunks(batch: BatchState, sink: Sink, *, partial: bool) -> Iterator[bytes]:
 
 
 def records(batch: BatchState, sink: Sink, *, partial: bool) -> Iterator[Any]:
-    """The results as decoded JSON values, in part order."""
+    """The results as decoded JSON values, in part order (readiness checked at once)."""
+    return _records(chunks(batch, sink, partial=partial))
+
+
+def _records(stream: Iterator[bytes]) -> Iterator[Any]:
     carry = b""
-    for chunk in chunks(batch, sink, partial=partial):
+    for chunk in stream:
         lines = (carry + chunk).split(b"\n")
         carry = lines.pop()
         for line in lines:
