@@ -15,6 +15,10 @@ LABEL_NAME = "app.kubernetes.io/name"
 LABEL_COMPONENT = "app.kubernetes.io/component"
 LABEL_BATCH = "batchctl.dev/batch-id"
 
+PUBSUB_MANAGED_BY = "managed-by"
+PUBSUB_BATCH = "batchctl-batch-id"
+"""Pub/Sub label keys (lowercase letters, digits, ``-``, ``_``: no ``/`` as in Kubernetes labels)."""
+
 
 def validate_batch_id(batch_id: str) -> str:
     """Return ``batch_id`` if it matches the contract's pattern, else raise BadInput."""
@@ -70,6 +74,13 @@ class Names:
     @property
     def lease(self) -> str:
         return f"{self.prefix}-launcher"
+
+    def pubsub_labels(self, batch_id: str | None = None) -> dict[str, str]:
+        """Labels of a Pub/Sub topic or subscription: of one batch, or (no id) shared by all."""
+        labels = {PUBSUB_MANAGED_BY: "batchctl"}
+        if batch_id is not None:
+            labels[PUBSUB_BATCH] = batch_id
+        return labels
 
     def batch_labels(self, batch_id: str) -> dict[str, str]:
         return {LABEL_NAME: "batchctl", LABEL_COMPONENT: "worker", LABEL_BATCH: batch_id}

@@ -11,7 +11,7 @@ import os
 import threading
 from collections.abc import Iterable, Mapping, Sequence
 from concurrent.futures import Future
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from google.api_core import exceptions as gexc
@@ -95,6 +95,8 @@ class SubscriptionSpec:
     max_backoff_s: int = 600
     retain_acked: bool = False
     expiration_ttl_days: int | None = None
+    labels: Mapping[str, str] = field(default_factory=dict)
+    """Pub/Sub labels (billing reports and ``gcloud --filter`` select by them)."""
 
 
 class PubSub:
@@ -194,10 +196,10 @@ class PubSub:
     def subscription_exists(self, name: str) -> bool:
         return self._exists(self.subscriber.get_subscription, {"subscription": self.subscription_path(name)})
 
-    def create_topic(self, name: str, *, exist_ok: bool) -> bool:
-        """Create a topic; True if created. Without ``exist_ok`` an existing one is BatchExists."""
+    def create_topic(self, name: str, *, exist_ok: bool, labels: Mapping[str, str] | None = None) -> bool:
+        """Create a topic with ``labels``; True if created. Without ``exist_ok`` an existing one is BatchExists."""
         try:
-            self._admin(self.publisher.create_topic, {"name": self.topic_path(name)})
+            self._admin(self.publisher.create_topic, {"name": self.topic_path(name), "labels": dict(labels or {})})
         except gexc.AlreadyExists as exc:
             if exist_ok:
                 return False
@@ -211,6 +213,7 @@ class PubSub:
             "topic": self.topic_path(topic),
             "ack_deadline_seconds": spec.ack_deadline_s,
             "retain_acked_messages": spec.retain_acked,
+            "labels": dict(spec.labels),
             "retry_policy": {
                 "minimum_backoff": duration_pb2.Duration(seconds=spec.min_backoff_s),
                 "maximum_backoff": duration_pb2.Duration(seconds=spec.max_backoff_s),

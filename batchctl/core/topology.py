@@ -33,14 +33,15 @@ def create_batch(pubsub: PubSub, batch_id: str, topology: BatchTopology) -> list
     """
     names = pubsub.settings.names
     work, dead = names.work(batch_id), names.dead(batch_id)
+    labels = names.pubsub_labels(batch_id)
     created: list[str] = []
     try:
-        pubsub.create_topic(work, exist_ok=False)
+        pubsub.create_topic(work, exist_ok=False, labels=labels)
         created.append(f"topic:{work}")
-        pubsub.create_topic(dead, exist_ok=False)
+        pubsub.create_topic(dead, exist_ok=False, labels=labels)
         created.append(f"topic:{dead}")
         pubsub.create_subscription(
-            dead, dead, SubscriptionSpec(ack_deadline_s=60, expiration_ttl_days=None), exist_ok=False
+            dead, dead, SubscriptionSpec(ack_deadline_s=60, expiration_ttl_days=None, labels=labels), exist_ok=False
         )
         created.append(f"subscription:{dead}")
         spec = SubscriptionSpec(
@@ -49,6 +50,7 @@ def create_batch(pubsub: PubSub, batch_id: str, topology: BatchTopology) -> list
             max_delivery_attempts=topology.max_delivery_attempts,
             min_backoff_s=topology.min_backoff_s,
             max_backoff_s=topology.max_backoff_s,
+            labels=labels,
         )
         pubsub.create_subscription(work, work, spec, exist_ok=False)
         created.append(f"subscription:{work}")
@@ -86,17 +88,18 @@ gets them after at most this long."""
 def ensure_shared(pubsub: PubSub) -> None:
     """Create the control and events topics and the launcher's subscriptions if missing."""
     names = pubsub.settings.names
-    pubsub.create_topic(names.requests_topic, exist_ok=True)
-    pubsub.create_topic(names.events_topic, exist_ok=True)
+    shared = names.pubsub_labels()
+    pubsub.create_topic(names.requests_topic, exist_ok=True, labels=shared)
+    pubsub.create_topic(names.events_topic, exist_ok=True, labels=shared)
     pubsub.create_subscription(
         names.requests_subscription,
         names.requests_topic,
-        SubscriptionSpec(ack_deadline_s=LAUNCHER_ACK_DEADLINE_S, min_backoff_s=1, max_backoff_s=10),
+        SubscriptionSpec(ack_deadline_s=LAUNCHER_ACK_DEADLINE_S, min_backoff_s=1, max_backoff_s=10, labels=shared),
         exist_ok=True,
     )
     pubsub.create_subscription(
         names.events_subscription,
         names.events_topic,
-        SubscriptionSpec(ack_deadline_s=LAUNCHER_ACK_DEADLINE_S, min_backoff_s=1, max_backoff_s=10),
+        SubscriptionSpec(ack_deadline_s=LAUNCHER_ACK_DEADLINE_S, min_backoff_s=1, max_backoff_s=10, labels=shared),
         exist_ok=True,
     )

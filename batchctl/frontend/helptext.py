@@ -10,7 +10,7 @@ from __future__ import annotations
 import argparse
 import textwrap
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, NoReturn
 
 WIDTH = 79
 """Descriptions are wrapped here, so that the raw formatter keeps the examples' lines as written."""
@@ -117,8 +117,15 @@ def epilog(examples: str) -> str:
     return "examples:\n" + "\n".join("  " + line for line in examples.splitlines())
 
 
+class Parser(argparse.ArgumentParser):
+    """argparse, except that a usage error is one line like every other error (exit 2)."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"batchctl: error: {message} (see `{self.prog} --help`)\n")
+
+
 def program_parser(parents: list[argparse.ArgumentParser]) -> argparse.ArgumentParser:
-    return argparse.ArgumentParser(prog="batchctl", description=textwrap.fill(PROGRAM.description, WIDTH),
+    return Parser(prog="batchctl", description=textwrap.fill(PROGRAM.description, WIDTH),
                                    epilog=epilog(PROGRAM.examples), parents=parents,
                                    formatter_class=argparse.RawDescriptionHelpFormatter)
 

@@ -4,7 +4,7 @@ Checks: the top-level help describes the tool (not the CLI module's docstring) a
 examples; every command's ``--help`` has a description and an ``examples:`` epilog of
 ``batchctl`` lines; a bad batch id (``status``, ``cancel``, ``retry``, ``submit --batch-id``)
 exits 2 naming the id even where the Kubernetes configuration is missing (it would be 3 if the
-configuration were read first).
+configuration were read first); a usage error is one line, ``batchctl: error: ...``, pointing at ``--help``.
 """
 
 from __future__ import annotations
@@ -50,3 +50,11 @@ def test_a_bad_batch_id_exits_2_naming_it_before_configuration_is_read(
     assert main(argv, environ=NO_CLUSTER) == 2
     err = capsys.readouterr().err
     assert "invalid batch id 'BAD ID'" in err and "kubeconfig" not in err.lower()
+
+
+@pytest.mark.parametrize("argv", [["frobnicate"], ["submit"], ["list", "--nope"], ["status", "BAD ID"]])
+def test_a_usage_error_is_one_line_pointing_at_help(argv: list[str], capsys: pytest.CaptureFixture[str]) -> None:
+    """Exit 2 and exactly one line on stderr, 'batchctl: error: ...', like every other error."""
+    assert main(argv, environ=NO_CLUSTER) == 2
+    err = capsys.readouterr().err.splitlines()
+    assert len(err) == 1 and err[0].startswith("batchctl: error: ") and "--help`" in err[0]
