@@ -10,26 +10,13 @@ What the driver does, at random points of the batch's progress (seeded, so a run
 
 * kills random live workers of this run, ``SIGKILL`` or ``SIGTERM`` (balanced, shuffled);
 * restarts the launcher (``SIGKILL`` once, ``SIGTERM`` once by default) and starts a new one;
-* restarts the Pub/Sub emulator once, on the same port.
+* takes Pub/Sub down once for ``outage_s``.
 
-The emulator restart, honestly: the emulator keeps everything in memory, so a restart forgets every
-topic, subscription and unacked message. Real Pub/Sub never does that; what it can do is become
-unreachable for a while. So the restart is run as *an outage followed by a restore*:
-
-1. the emulator is stopped while the launcher and workers keep running (``outage_s``): this is the
-   part under test; they must ride it out (retry), not crash or crash-loop;
-2. the launcher and every worker of the run are frozen (``SIGSTOP``), the emulator is started on the
-   same port, and the driver restores what real Pub/Sub would have kept: the shared topics and
-   subscriptions, the batch's work/dead topics and subscriptions, and every part that the launcher's
-   state does not count as done (republished from the same input, byte for byte as ``submit`` did);
-3. the processes are resumed (``SIGCONT``). To them the whole thing is one outage of
-   ``outage_s + frozen_s`` after which every connection was reset and ack ids they held are void.
-
-The freeze and the restore stand in for Pub/Sub's durability; they are the harness, not a product
-feature, and are reported as such. Republishing every part not counted done is what makes the
-result checkable: a part whose ``part_done`` was lost with the emulator is processed again (a
-duplicate, attributed to the restart), never lost. With ``restore=False`` the driver instead only
-measures what happens when the data is really gone (expect a failed or stuck batch).
+Every client of the run (submit, the launcher, the workers it starts, status) reaches the emulator
+through a fault-injecting proxy (``tests/support/proxy.py``). The outage is made there: new
+connections are refused and open ones reset, while the emulator itself runs on and keeps every
+topic, subscription and unacked message, as real Pub/Sub would. Nothing is frozen or republished:
+whatever a launcher or worker bug loses before, during or after the outage stays lost and shows.
 
 Workers that outlive a killed launcher are reparented to init, which reaps them when they exit;
 until then a zombie still answers ``kill(pid, 0)`` and the launcher counts it as a live worker.
@@ -49,7 +36,6 @@ duplicates can be counted and set against what each killed worker had in flight.
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import json
 import os
 import random
@@ -63,8 +49,9 @@ from typing import Any
 
 from tests.support.chaos_analysis import analyse_calls, check_results, launcher_log_summary, worker_exits
 from tests.support.chaos_handler import CALLS_ENV, WORK_ENV
-from tests.support.chaos_plan import ChaosConfig, Disruption, EmulatorRestart, Kill, LauncherRestart, record, schedule
+from tests.support.chaos_plan import ChaosConfig, Disruption, Kill, LauncherRestart, Outage, record, schedule
 from tests.support.processes import become_subreaper, environ_of, http_ok, proc_field, running, stop_being_subreaper
+from tests.support.proxy import FaultProxy
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -81,7 +68,7 @@ class ChaosRun:
         self.calls = self.dir / "calls"
         self.input = self.dir / "input.jsonl"
         self.emulator: Any = None
-        self.emulator_port = 0
+        self.proxy: FaultProxy | None = None
         self.host = ""
         self.outage_launcher_pid = 0
         self.launcher: subprocess.Popen[bytes] | None = None
@@ -90,7 +77,7 @@ class ChaosRun:
         self.kills: list[Kill] = []
         self.restarts: list[LauncherRestart] = []
         self.crashes: list[dict[str, Any]] = []
-        self.emulator_restart: EmulatorRestart | None = None
+        self.outage: Outage | None = None
         self.known_workers: set[int] = set()
         self.terminated: set[int] = set()
         self.subreaper = False
@@ -134,15 +121,16 @@ class ChaosRun:
                 stop_being_subreaper()
 
     def _start_emulator(self) -> None:
-        from batchctl.core.emulator import Emulator, free_port
+        """The emulator (the given one, or one of our own) behind the run's fault proxy."""
+        from batchctl.core.emulator import Emulator
 
-        if self.cfg.emulator_host:
-            self.host = self.cfg.emulator_host
-            return
-        self.emulator_port = free_port()
-        self.emulator = Emulator.start(port=self.emulator_port, log_dir=self.dir)
-        self.host = self.emulator.host
-        self.say(f"emulator up on {self.host}")
+        upstream = self.cfg.emulator_host
+        if not upstream:
+            self.emulator = Emulator.start(log_dir=self.dir)
+            upstream = self.emulator.host
+        self.proxy = FaultProxy(upstream).start()
+        self.host = self.proxy.address
+        self.say(f"emulator {upstream}, reached through the proxy at {self.host}")
 
     def _environment(self) -> dict[str, str]:
         env = {k: v for k, v in os.environ.items() if not k.startswith("BATCHCTL_")}
@@ -281,79 +269,23 @@ class ChaosRun:
         self.say(f"{sig} worker {worker} (pid {pid}) at {progress:.0%}")
         return True
 
-    # ---- emulator -------------------------------------------------------------------------------
-    def _restart_emulator(self, progress: float) -> None:
-        from batchctl.core.emulator import Emulator
-
-        event = EmulatorRestart(progress, "restore" if self.cfg.restore else "none")
-        self.emulator_restart = event
-        launcher_pid = self.launcher.pid if self.launcher else 0
-        self.outage_launcher_pid = launcher_pid
-        event.stopped_at = time.time()
-        self.emulator.stop()
-        self.say(f"emulator stopped at {progress:.0%} (outage {self.cfg.outage_s:.0f} s, mode {event.mode})")
+    # ---- Pub/Sub outage -------------------------------------------------------------------------
+    def _pubsub_outage(self, progress: float) -> None:
+        """Pub/Sub down at the proxy for ``outage_s`` (the disruption's length, not a wait), then back."""
+        assert self.proxy is not None
+        outage = Outage(progress)
+        self.outage = outage
+        self.outage_launcher_pid = self.launcher.pid if self.launcher else 0
+        cut_before = self.proxy.stats.cut
+        outage.started_at = time.time()
+        self.proxy.down()
+        self.say(f"Pub/Sub down at {progress:.0%} for {self.cfg.outage_s:.0f} s")
         time.sleep(self.cfg.outage_s)  # the outage itself: everything else keeps running
-        frozen: list[int] = []
-        if self.cfg.restore:
-            frozen = [p for p in [launcher_pid, *self.live_workers()] if p and running(p)]
-            for pid in frozen:
-                with contextlib.suppress(ProcessLookupError):
-                    os.kill(pid, signal.SIGSTOP)
-        freeze_began = time.time()
-        event.frozen_processes = len(frozen)
-        try:
-            booting = time.monotonic()
-            self.emulator = Emulator.start(port=self.emulator_port, log_dir=self.dir)
-            event.boot_s = round(time.monotonic() - booting, 2)
-            if self.cfg.restore:
-                event.republished_parts = self._restore()
-                event.republished = len(event.republished_parts)
-        except Exception as exc:
-            event.error = f"{type(exc).__name__}: {exc}"
-            raise
-        finally:
-            for pid in frozen:
-                with contextlib.suppress(ProcessLookupError):
-                    os.kill(pid, signal.SIGCONT)
-            event.resumed_at = time.time()
-            event.frozen_s = round(event.resumed_at - freeze_began, 2) if frozen else 0.0
-            event.outage_s = round(event.resumed_at - event.stopped_at, 2)
-        self.say(f"emulator back: boot {event.boot_s} s, {event.republished} parts restored, "
-                 f"{event.frozen_processes} processes frozen {event.frozen_s} s, outage {event.outage_s} s")
-
-    def _restore(self) -> set[int]:
-        """Put back what real Pub/Sub would have kept: topology, and every part not counted done.
-
-        Parts are republished in the contract's wire format (data: the part's record as its input
-        line; attributes batch_id, part, parts, records, sha256, format), as ``submit`` sent them.
-        """
-        from batchctl.core import topology
-        from batchctl.core.pubsub import PubSub
-        from batchctl.core.settings import Settings
-        from batchctl.launcher.store import FileStore
-
-        settings = Settings.from_env(self.env)
-        batch = FileStore(self.state_dir).load(self.cfg.batch_id)
-        assert batch is not None
-        missing = sorted(set(range(batch.parts)) - batch.done)
-        lines = self.input.read_bytes().splitlines()
-        pubsub = PubSub(settings)
-        try:
-            topology.ensure_shared(pubsub)
-            topology.create_batch(pubsub, self.cfg.batch_id, topology.BatchTopology(
-                ack_deadline_s=batch.request.ack_deadline_s, max_delivery_attempts=batch.request.max_delivery_attempts))
-            topic = settings.names.work(self.cfg.batch_id)
-            futures = []
-            for index in missing:
-                data = lines[index]
-                attributes = {"batch_id": self.cfg.batch_id, "part": str(index), "parts": str(batch.parts),
-                              "records": "1", "sha256": hashlib.sha256(data).hexdigest(), "format": "jsonl"}
-                futures.append(pubsub.publish(topic, data, attributes))
-            for future in futures:
-                future.result(timeout=60)
-        finally:
-            pubsub.close()
-        return set(missing)
+        self.proxy.restore()
+        outage.ended_at = time.time()
+        outage.seconds = round(outage.ended_at - outage.started_at, 2)
+        outage.connections_cut = self.proxy.stats.cut - cut_before
+        self.say(f"Pub/Sub back after {outage.seconds} s ({outage.connections_cut} connections reset)")
 
     # ---- the loop -------------------------------------------------------------------------------
     def _batch(self) -> Any:
@@ -406,7 +338,7 @@ class ChaosRun:
         if event.kind == "launcher":
             self._restart_launcher(event.sig, progress)
         else:
-            self._restart_emulator(progress)
+            self._pubsub_outage(progress)
         return True
 
     # ---- the end --------------------------------------------------------------------------------
@@ -440,6 +372,9 @@ class ChaosRun:
                 os.kill(pid, signal.SIGCONT)
                 os.kill(pid, signal.SIGKILL)
         self._reap()
+        if self.proxy is not None:
+            self.proxy.stop()
+            self.proxy = None
         if self.emulator is not None:
             self.emulator.stop()
             self.emulator = None
@@ -454,11 +389,10 @@ class ChaosRun:
         final_stop = self._stop_launcher()
         wall = time.monotonic() - self.started
         results = check_results(self.results, self.cfg.batch_id, self.cfg.parts)
-        calls = analyse_calls(self.calls, self.kills, self.emulator_restart, self.cfg.lease_s)
+        calls = analyse_calls(self.calls, self.kills, self.outage, self.cfg.lease_s)
         exits = worker_exits(self.state_dir / "logs")
-        restart = self.emulator_restart
-        if restart is not None:
-            restart.launcher_survived = all(c["pid"] != self.outage_launcher_pid for c in self.crashes)
+        if self.outage is not None:
+            self.outage.launcher_survived = all(c["pid"] != self.outage_launcher_pid for c in self.crashes)
         launcher_errors = launcher_log_summary(self.dir / "launcher.log")
         ok = (results["lost"] == 0 and results["bad"] == 0 and status.get("state") == "succeeded"
               and status.get("parts_done") == status.get("parts_total") == self.cfg.parts and not self.crashes
@@ -482,8 +416,9 @@ class ChaosRun:
             "launcher_crashes": self.crashes,
             "launcher_final_stop": final_stop,
             "launcher_log": launcher_errors,
-            "emulator_restart": None if restart is None else {
-                k: v for k, v in vars(restart).items() if k not in ("republished_parts", "stopped_at", "resumed_at")},
+            "pubsub_outage": None if self.outage is None else {
+                k: v for k, v in vars(self.outage).items() if k not in ("started_at", "ended_at")},
+            "jobs": len(status.get("jobs") or []),
             "workers_left_running": leftover,
             "worker_exits": exits,
             "subreaper": self.subreaper,

@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from batchctl.worker import demo
-from tests.support.chaos_plan import EmulatorRestart, Kill, record
+from tests.support.chaos_plan import Kill, Outage, record
 
 KILL_SETTLE_WINDOW_S = 2.0
 """A redelivery is blamed on a kill when the victim started (or finished) the part this soon before it."""
@@ -67,19 +67,16 @@ def read_deliveries(folder: Path) -> list[Delivery]:
     return deliveries
 
 
-def _cause(prev: Delivery, kills: dict[int, Kill], restart: EmulatorRestart | None, lease_s: int) -> str:
+def _cause(prev: Delivery, kills: dict[int, Kill], outage: Outage | None, lease_s: int) -> str:
     kill = kills.get(prev.pid)
     if kill is not None and kill.at >= prev.start and kill.at - (prev.end or prev.start) <= KILL_SETTLE_WINDOW_S:
         return kill.sig.lower()
-    if restart is not None and prev.start < restart.resumed_at:
-        if prev.part in restart.republished_parts:
-            return "emulator_restore"
-        if prev.start >= restart.stopped_at - lease_s:
-            return "emulator_outage"
+    if outage is not None and outage.started_at - lease_s <= prev.start < outage.ended_at:
+        return "pubsub_outage"
     return "unexplained"
 
 
-def analyse_calls(folder: Path, kills: list[Kill], restart: EmulatorRestart | None, lease_s: int) -> dict[str, Any]:
+def analyse_calls(folder: Path, kills: list[Kill], outage: Outage | None, lease_s: int) -> dict[str, Any]:
     """Redeliveries and duplicates from the handler's own log, each blamed on a cause."""
     deliveries = read_deliveries(folder)
     by_part: dict[int, list[Delivery]] = {}
@@ -95,7 +92,7 @@ def analyse_calls(folder: Path, kills: list[Kill], restart: EmulatorRestart | No
         runs.sort(key=lambda d: d.start)
         completed = 0
         for n, run in enumerate(runs):
-            cause = _cause(runs[n - 1], by_pid, restart, lease_s) if n else ""
+            cause = _cause(runs[n - 1], by_pid, outage, lease_s) if n else ""
             if n:
                 redeliveries[cause] += 1
                 blamed[runs[n - 1].pid] += cause.startswith("sig")
@@ -116,6 +113,7 @@ def analyse_calls(folder: Path, kills: list[Kill], restart: EmulatorRestart | No
         "redeliveries": sum(redeliveries.values()),
         "redeliveries_by_cause": dict(redeliveries),
         "in_flight_at_kills": kill_in_flight(deliveries, kills, blamed, blamed_dups),
+        "in_flight_at_outage": outage_in_flight(deliveries, outage),
         "unexplained_examples": examples,
     }
 
@@ -123,7 +121,8 @@ def analyse_calls(folder: Path, kills: list[Kill], restart: EmulatorRestart | No
 def kill_in_flight(deliveries: list[Delivery], kills: list[Kill], blamed: Counter[int],
                    blamed_dups: Counter[int]) -> dict[str, Any]:
     """Per signal: parts in the handler at the kill, parts finished in the last 0.5 s before it (maybe
-    not yet acked: the ack waits for the ``part_done`` confirmation), and what was then redelivered."""
+    not yet acked: the ack waits for the ``part_done`` confirmation), ``in_flight`` (in the handler or
+    finished within the blame window, so possibly unacked), and what was then redelivered."""
     by_pid: dict[int, list[Delivery]] = {}
     for d in deliveries:
         by_pid.setdefault(d.pid, []).append(d)
@@ -132,15 +131,27 @@ def kill_in_flight(deliveries: list[Delivery], kills: list[Kill], blamed: Counte
         mine = by_pid.get(kill.pid, [])
         running = sum(1 for d in mine if d.start <= kill.at and (d.end is None or d.end > kill.at))
         recent = sum(1 for d in mine if d.end is not None and kill.at - 0.5 <= d.end <= kill.at)
+        settling = sum(1 for d in mine if d.end is not None and kill.at - KILL_SETTLE_WINDOW_S <= d.end <= kill.at)
         row = out.setdefault(kill.sig.lower(), {"kills": 0, "in_handler": 0, "finished_last_0_5s": 0,
-                                                "redelivered": 0, "duplicate_completions": 0, "per_kill": []})
+                                                "in_flight": 0, "redelivered": 0, "duplicate_completions": 0,
+                                                "per_kill": []})
         row["kills"] += 1
         row["in_handler"] += running
         row["finished_last_0_5s"] += recent
+        row["in_flight"] += running + settling
         row["redelivered"] += blamed[kill.pid]
         row["duplicate_completions"] += blamed_dups[kill.pid]
         row["per_kill"].append([running, blamed[kill.pid], blamed_dups[kill.pid]])
     return out
+
+
+def outage_in_flight(deliveries: list[Delivery], outage: Outage | None) -> int:
+    """Handler calls that may hold an unsettled part across the outage: running at any time during it,
+    or finished within the blame window before it (their ``part_done`` or ack may not have gone out)."""
+    if outage is None:
+        return 0
+    since = outage.started_at - KILL_SETTLE_WINDOW_S
+    return sum(1 for d in deliveries if d.start <= outage.ended_at and (d.end is None or d.end >= since))
 
 
 def _json_lines(path: Path) -> list[dict[str, Any]]:
@@ -198,7 +209,8 @@ def summary_text(report: dict[str, Any]) -> str:
         "  launcher restarts: " + ", ".join(
             f"{r['sig']} at {r['progress']:.0%} (exit {r['exit_code']} in {r['stop_s']} s, ready {r['ready_s']} s)"
             for r in report["launcher_restarts"]) + f"; crashes: {len(report['launcher_crashes'])}",
-        f"  emulator restart: {report['emulator_restart']}",
+        f"  Pub/Sub outage at the proxy: {report['pubsub_outage']}; handler calls in flight across it "
+        f"{report['in_flight_at_outage']}",
         f"  handler calls={report['handler_calls']} completions={report['handler_completions']} "
         f"duplicates={report['duplicates']} {report['duplicates_by_cause']} "
         f"redeliveries={report['redeliveries']} {report['redeliveries_by_cause']}",
