@@ -59,13 +59,13 @@ def assemble(settings: Settings, *, elect: bool = True, worker_env: dict[str, st
         from batchctl.launcher.local_backend import LocalBackend
 
         return Parts(FileStore(settings.state_dir),
-                     LocalBackend(settings, worker_env_extra=worker_env),
+                     LocalBackend(settings, worker_env_extra=worker_env, profiles=profiles),
                      FileElector(settings.state_dir), None, profiles)
     from batchctl.launcher.kube_backend import KubeBackend
 
     kube = Kube(settings.namespace, environ=settings.environ)
     config = JobConfig.from_env(settings.environ)
-    backend = KubeBackend(settings, kube, config, watch=elect)
+    backend = KubeBackend(settings, kube, config, watch=elect, profiles=profiles)
     identity = settings.environ.get("BATCHCTL_POD_NAME") or f"{socket.gethostname()}-{os.getpid()}"
     elector: Elector
     if elect and _truthy(settings.environ.get("BATCHCTL_LEADER_ELECTION", "true")):
@@ -99,7 +99,8 @@ def serve(settings: Settings, *, port: int, tuning: Tuning | None = None) -> int
     """``batchctl launcher``: run until SIGTERM or SIGINT; exit 0 after a clean stop."""
     parts = assemble(settings)  # first: a bad profiles file stops the start before anything connects
     pubsub = PubSub(settings)
-    launcher = Launcher(settings, pubsub, parts.store, parts.backend, parts.elector, tuning=tuning or Tuning())
+    launcher = Launcher(settings, pubsub, parts.store, parts.backend, parts.elector, tuning=tuning or Tuning(),
+                        profiles=parts.profiles)
     checks: list[Callable[[], object]] = [pubsub.check_reachable]
     if parts.kube is not None:
         kube = parts.kube

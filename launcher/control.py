@@ -1,4 +1,4 @@
-"""Act on control messages: launch (store the batch), cancel, retry.
+"""Act on control messages: launch (admit and store the batch, or reject it), cancel, retry.
 
 The caller acks a control message only after this returns, i.e. after its effect
 is stored; a redelivered message finds the effect done and changes nothing.
@@ -7,15 +7,18 @@ is stored; a redelivered message finds the effect done and changes nothing.
 from __future__ import annotations
 
 import time
-from collections.abc import MutableMapping
+from collections.abc import Mapping, MutableMapping
 from typing import Any
 
-from batchctl.core import logs
+from batchctl.core import logs, topology
+from batchctl.core.admission import Rejection, check_request
 from batchctl.core.errors import BatchctlError
-from batchctl.core.messages import Control
+from batchctl.core.messages import BatchRequest, Control
+from batchctl.core.profiles import Profile
 from batchctl.core.pubsub import PubSub
 from batchctl.launcher.backend import Backend
-from batchctl.launcher.state import CANCELLED, FAILED, RUNNING, TERMINAL, BatchState
+from batchctl.launcher.metrics import Metrics
+from batchctl.launcher.state import CANCELLED, FAILED, REJECTED, RUNNING, TERMINAL, BatchState
 from batchctl.launcher.store import StateStore
 
 DEAD_LETTER_WAIT_S = 20.0
@@ -23,12 +26,18 @@ DEAD_LETTER_WAIT_S = 20.0
 
 class Controller:
     def __init__(self, pubsub: PubSub, store: StateStore, backend: Backend,
-                 batches: MutableMapping[str, BatchState]) -> None:
+                 batches: MutableMapping[str, BatchState], *, profiles: Mapping[str, Profile],
+                 metrics: Metrics) -> None:
         self.pubsub, self.store, self.backend, self.batches = pubsub, store, backend, batches
+        self.profiles, self.metrics = profiles, metrics
 
-    def handle(self, control: Control) -> None:
+    def handle(self, control: Control, message_id: str = "") -> None:
         log = logs.get("control", batch_id=control.batch_id, action=control.action)
         if control.action == "launch" and control.request is not None:
+            rejection = check_request(control.request, self.profiles)
+            if rejection is not None:
+                self.refuse(control.batch_id, rejection, message_id, request=control.request)
+                return
             state = BatchState(control.request, created=control.request.created)
             if self.store.create(state):
                 self.batches[state.batch_id] = state
@@ -48,6 +57,29 @@ class Controller:
         elif control.action == "retry":
             self.retry(batch, log)
 
+    def refuse(self, batch_id: str | None, rejection: Rejection, message_id: str,
+               request: BatchRequest | None = None) -> None:
+        """Log and count a refused request; end the batch it names ``rejected`` (stored first, then
+        its topics and subscriptions deleted). A batch that exists already is left as it is: a
+        replayed or forged request changes nothing but the count."""
+        log = logs.get("control", batch_id=batch_id)
+        self.metrics.requests_rejected.labels(rule=rejection.rule).inc()
+        if batch_id is None:
+            log.warning("request_dropped", rule=rejection.rule, reason=rejection.reason, message_id=message_id)
+            return
+        log.warning("request_rejected", rule=rejection.rule, reason=rejection.reason, message_id=message_id)
+        request = request or BatchRequest(batch_id=batch_id, parts=0, records=0, bytes=0, handler="")
+        rejected = BatchState(request, state=REJECTED, reason=rejection.reason, created=request.created,
+                              finished=time.time())
+        # Not created: the batch exists. A redelivery of this rejection finishes its own cleanup.
+        state = rejected if self.store.create(rejected) else self.store.load(batch_id)
+        if state is None or state.state != REJECTED or state.cleaned:
+            return
+        topology.delete_batch(self.pubsub, batch_id)
+        state.cleaned = True
+        self.store.save(state)
+        self.batches[batch_id] = state
+
     def cancel(self, batch: BatchState, log: Any) -> None:
         if batch.state in TERMINAL and batch.state != FAILED:
             return
@@ -59,8 +91,8 @@ class Controller:
         log.info("batch_cancelled")
 
     def retry(self, batch: BatchState, log: Any) -> None:
-        if batch.state == CANCELLED:
-            log.warning("retry_of_cancelled_batch_ignored")
+        if batch.state in (CANCELLED, REJECTED):
+            log.warning("retry_ignored", state=batch.state)
             return
         expected = batch.dead - batch.done
         moved = republish_dead(self.pubsub, batch.batch_id, expected)

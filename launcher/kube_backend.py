@@ -9,11 +9,13 @@ reads the API server directly.
 from __future__ import annotations
 
 import threading
+from collections.abc import Mapping
 from typing import Any
 
 from batchctl.core import logs
-from batchctl.core.errors import BatchctlError
+from batchctl.core.errors import BadInput, BatchctlError
 from batchctl.core.names import LABEL_BATCH, LABEL_COMPONENT, LABEL_NAME
+from batchctl.core.profiles import DEFAULT_PROFILE, Profile
 from batchctl.core.settings import Settings
 from batchctl.launcher import jobspec
 from batchctl.launcher.backend import worker_env
@@ -41,11 +43,25 @@ def observed(job: dict[str, Any]) -> ObservedJob:
     )
 
 
+def job_config(config: JobConfig, profiles: Mapping[str, Profile], batch: BatchState) -> JobConfig:
+    """The Job shape of ``batch``: its profile's, with the image it chose among the allowed ones.
+
+    Admission checked both when the batch was accepted; a profile since removed from the file
+    is BadInput (the batch's error, logged each pass) rather than a guess.
+    """
+    profile = profiles.get(batch.request.profile)
+    if profile is None:
+        raise BadInput(f"profile {batch.request.profile!r} of batch {batch.batch_id} is no longer offered")
+    return config.for_profile(profile).with_image(batch.request.image)
+
+
 class KubeBackend:
-    def __init__(self, settings: Settings, kube: Kube, config: JobConfig, *, watch: bool = True) -> None:
+    def __init__(self, settings: Settings, kube: Kube, config: JobConfig, *, watch: bool = True,
+                 profiles: Mapping[str, Profile] | None = None) -> None:
         self.settings = settings
         self.kube = kube
         self.config = config
+        self.profiles = profiles if profiles is not None else {DEFAULT_PROFILE: config.default_profile()}
         self.log = logs.get("kube-backend")
         self._jobs: dict[str, dict[str, dict[str, Any]]] = {}
         """batch id -> Job name -> Job: ``observe`` runs for every batch on every tick."""
@@ -58,7 +74,7 @@ class KubeBackend:
             threading.Thread(target=self._watch_loop, name="job-watch", daemon=True).start()
 
     def launch(self, batch: BatchState, launch: Launch) -> bool:
-        config = self.config.with_image(batch.request.image)
+        config = job_config(self.config, self.profiles, batch)
         job = jobspec.build_job(
             name=launch.name,
             namespace=self.kube.namespace,

@@ -15,13 +15,16 @@ import signal
 import subprocess
 import sys
 import threading
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from batchctl.core import logs
+from batchctl.core.profiles import Profile
 from batchctl.core.settings import Settings
 from batchctl.launcher.backend import inherited_env, worker_env
+from batchctl.launcher.jobconfig import JobConfig
 from batchctl.launcher.planner import CONFIG_ERROR_REASON, Launch, ObservedJob
 from batchctl.launcher.state import BatchState
 
@@ -51,8 +54,9 @@ class LocalJob:
 
 class LocalBackend:
     def __init__(self, settings: Settings, *, backoff_limit: int = 6, worker_env_extra: dict[str, str] | None = None,
-                 log_dir: Path | None = None) -> None:
+                 log_dir: Path | None = None, profiles: Mapping[str, Profile] | None = None) -> None:
         self.settings = settings
+        self.profiles = dict(profiles or {})
         self.backoff_limit = backoff_limit
         self.extra = dict(worker_env_extra or {})
         self.dir = settings.state_dir / "jobs"
@@ -71,12 +75,18 @@ class LocalBackend:
         with self._lock:
             if launch.name in self._jobs or self._pid_file(launch.name).exists():
                 return False
-            env = {**inherited_env(self.settings.environ), **self.extra, **worker_env(self.settings, batch)}
+            env = {**inherited_env(self.settings.environ), **self._profile_env(batch), **self.extra,
+                   **worker_env(self.settings, batch)}
             job = LocalJob(launch.name, batch.batch_id, launch.parallelism, env, self.backoff_limit)
             self._jobs[launch.name] = job
             for _ in range(launch.parallelism):
                 self._start_worker(job)
             return True
+
+    def _profile_env(self, batch: BatchState) -> dict[str, str]:
+        """The worker knobs of the batch's profile (concurrency, drain budget); none if it has none."""
+        profile = self.profiles.get(batch.request.profile)
+        return JobConfig().for_profile(profile).worker_env() if profile is not None else {}
 
     def observe(self, batch_id: str) -> list[ObservedJob]:
         with self._lock:

@@ -18,4 +18,6 @@ class Metrics:
         )
         self.reconcile_errors = Counter("batchctl_reconcile_errors", "Failed reconcile passes",
                                         registry=self.registry)
+        self.requests_rejected = Counter("batchctl_requests_rejected", "Batch requests refused by admission",
+                                         ["rule"], registry=self.registry)
         self.is_leader = Gauge("batchctl_leader", "1 while this replica is the leader", registry=self.registry)

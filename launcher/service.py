@@ -10,13 +10,15 @@ from __future__ import annotations
 import queue
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Protocol
 
 from batchctl.core import logs, topology
+from batchctl.core.admission import Rejection, batch_named, check_size, malformed
 from batchctl.core.errors import BadInput, BatchctlError
 from batchctl.core.messages import decode_control, decode_event
+from batchctl.core.profiles import Profile
 from batchctl.core.pubsub import PubSub, Received
 from batchctl.core.settings import Settings
 from batchctl.launcher.backend import Backend
@@ -25,7 +27,7 @@ from batchctl.launcher.kube import Conflict
 from batchctl.launcher.metrics import Metrics
 from batchctl.launcher.progress import apply_events
 from batchctl.launcher.reconciler import Reconciler
-from batchctl.launcher.state import FAILED, SUCCEEDED, TERMINAL, BatchState
+from batchctl.launcher.state import FAILED, REJECTED, SUCCEEDED, TERMINAL, BatchState
 from batchctl.launcher.store import StateStore
 
 
@@ -51,13 +53,18 @@ class Tuning:
 class Launcher:
     def __init__(self, settings: Settings, pubsub: PubSub, store: StateStore, backend: Backend,
                  elector: Elector, *, metrics: Metrics | None = None, tuning: Tuning = Tuning(),
-                 wake: threading.Event | None = None) -> None:
+                 wake: threading.Event | None = None, profiles: Mapping[str, Profile] | None = None) -> None:
         self.settings, self.pubsub, self.store, self.backend = settings, pubsub, store, backend
         self.elector, self.tuning = elector, tuning
         self.metrics = metrics or Metrics()
         self.batches: dict[str, BatchState] = {}
         self.reconciler = Reconciler(settings, pubsub, store, backend, self.metrics)
-        self.controller = Controller(pubsub, store, backend, self.batches)
+        if profiles is None:
+            from batchctl.launcher.app import open_profiles
+
+            profiles = open_profiles(settings)
+        self.controller = Controller(pubsub, store, backend, self.batches, profiles=profiles,
+                                     metrics=self.metrics)
         self.inbox: queue.Queue[tuple[str, Received]] = queue.Queue()
         self.wake = wake or backend.changed
         self.stopping = threading.Event()
@@ -190,13 +197,17 @@ class Launcher:
 
     def _control(self, msg: Received) -> None:
         names = self.settings.names
-        try:
-            control = decode_control(msg.data, msg.attributes)
-        except BadInput as exc:
-            self.log.warning("control_rejected", error=str(exc), message_id=msg.message_id)
+        rejection: Rejection | None = check_size(len(msg.data))
+        if rejection is None:
+            try:
+                control = decode_control(msg.data, msg.attributes)
+            except BadInput as exc:
+                rejection = malformed(exc)
+        if rejection is not None:
+            self.controller.refuse(batch_named(msg.data, msg.attributes), rejection, msg.message_id)
             self.pubsub.ack(names.requests_subscription, [msg.ack_id])
             return
-        self.controller.handle(control)
+        self.controller.handle(control, msg.message_id)
         self.pubsub.ack(names.requests_subscription, [msg.ack_id])
         batch = self.batches.get(control.batch_id)
         if batch is not None and batch.state not in TERMINAL:
@@ -233,5 +244,5 @@ class Launcher:
                     self.metrics.reconcile_errors.inc()
                     self.log.warning("reconcile_failed", batch_id=batch.batch_id, error=str(exc))
             counts[batch.state] = counts.get(batch.state, 0) + 1
-        for state in ("pending", "running", SUCCEEDED, FAILED, "cancelled"):
+        for state in ("pending", "running", SUCCEEDED, FAILED, "cancelled", REJECTED):
             self.metrics.batches.labels(state=state).set(counts.get(state, 0))

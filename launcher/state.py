@@ -16,7 +16,9 @@ from typing import Any
 from batchctl.core.messages import BatchRequest
 
 PENDING, RUNNING, SUCCEEDED, FAILED, CANCELLED = "pending", "running", "succeeded", "failed", "cancelled"
-TERMINAL = (SUCCEEDED, FAILED, CANCELLED)
+REJECTED = "rejected"
+"""Admission refused the request (``core.admission``): no Job was ever created."""
+TERMINAL = (SUCCEEDED, FAILED, CANCELLED, REJECTED)
 
 
 @dataclass(frozen=True)

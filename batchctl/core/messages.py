@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import json
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 from typing import Any
 
 from batchctl.core.errors import BadInput
@@ -38,6 +38,8 @@ class BatchRequest:
     created: float = field(default_factory=time.time)
     output: str | None = None
     """``--output DEST`` (``gs://BUCKET/PREFIX/`` or an absolute folder): where part results go."""
+    profile: str = "default"
+    """The operator's worker profile the batch runs under (``core.profiles``)."""
 
 
 @dataclass(frozen=True)
@@ -86,11 +88,19 @@ def decode_control(data: bytes, attributes: dict[str, str] | Any) -> Control:
     return Control(action=action, batch_id=batch_id, request=request)
 
 
-def _request(raw: dict[str, Any]) -> BatchRequest:
+def _construct(raw: dict[str, Any]) -> BatchRequest:
+    unknown = sorted(set(raw) - {f.name for f in fields(BatchRequest)})
+    if unknown:
+        raise BadInput(f"control message: field 'request.{unknown[0]}' is not known (image, placement and "
+                       "resources come from the profile)")
     try:
-        request = BatchRequest(**raw)
+        return BatchRequest(**raw)
     except TypeError as exc:
         raise BadInput(f"control message: field 'request' is malformed: {exc}") from exc
+
+
+def _request(raw: dict[str, Any]) -> BatchRequest:
+    request = _construct(raw)
     for name in ("parts", "records", "bytes", "parts_per_worker", "max_parallelism", "max_delivery_attempts",
                  "ack_deadline_s"):
         value = getattr(request, name)
@@ -100,6 +110,8 @@ def _request(raw: dict[str, Any]) -> BatchRequest:
         raise BadInput("control message: 'parts', 'parts_per_worker', 'max_parallelism' must be >= 1")
     if not isinstance(request.handler, str) or ":" not in request.handler:
         raise BadInput("control message: field 'request.handler' must be MODULE:FUNC")
+    if not isinstance(request.profile, str):
+        raise BadInput("control message: field 'request.profile' must be a profile name")
     if request.image is not None and (not isinstance(request.image, str) or not request.image.strip()):
         raise BadInput("control message: field 'request.image' must be an image reference")
     if not isinstance(request.created, (int, float)) or isinstance(request.created, bool):

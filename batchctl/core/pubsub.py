@@ -14,12 +14,14 @@ from concurrent.futures import Future
 from dataclasses import dataclass, field
 from typing import Any
 
+import grpc
 from google.api_core import exceptions as gexc
 from google.api_core.retry import Retry, if_exception_type
 from google.cloud import pubsub_v1
 from google.cloud.pubsub_v1 import types
 from google.protobuf import duration_pb2
 from google.pubsub_v1.services.publisher.client import PublisherClient as ApiPublisherClient
+from google.pubsub_v1.services.subscriber.transports import SubscriberGrpcTransport
 from google.pubsub_v1.types import PublishRequest
 
 from batchctl.core.errors import BadInput, BatchctlError, BatchExists, Unreachable
@@ -147,8 +149,21 @@ class PubSub:
     def subscriber(self) -> pubsub_v1.SubscriberClient:
         with self._lock:
             if self._subscriber is None:
-                self._subscriber = pubsub_v1.SubscriberClient()
+                self._subscriber = self._new_subscriber()
             return self._subscriber
+
+    def _new_subscriber(self) -> pubsub_v1.SubscriberClient:
+        """The subscriber; on the emulator over a channel without gRPC's 4 MB receive limit.
+
+        The client's own emulator channel keeps that limit (its real-Pub/Sub channel lifts it),
+        so one message over 4 MB, such as a forged 10 MB request, would fail every pull of its
+        subscription and jam it.
+        """
+        if not self.settings.emulator_host:
+            return pubsub_v1.SubscriberClient()
+        unlimited = [("grpc.max_receive_message_length", -1), ("grpc.max_send_message_length", -1)]
+        channel = grpc.insecure_channel(self.settings.emulator_host, options=unlimited)
+        return pubsub_v1.SubscriberClient(transport=SubscriberGrpcTransport(channel=channel))
 
     def close(self) -> None:
         if self._publisher is not None:

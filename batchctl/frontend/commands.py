@@ -8,7 +8,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from batchctl.core.errors import EXIT_FAILED, EXIT_OK, BadInput
+from batchctl.core.errors import EXIT_BAD_INPUT, EXIT_FAILED, EXIT_OK, BadInput
 from batchctl.core.names import validate_batch_id
 from batchctl.core.settings import Settings
 from batchctl.frontend.helptext import add_command
@@ -154,10 +154,12 @@ def _follow(batch: Any, *, as_json: bool) -> int:
         bar.close()
     if as_json:
         emit_json(final.as_dict())
+    elif final.state == "rejected":
+        print(f"{batch.id} rejected: {final.reason}")
     else:
         print(f"{batch.id} {final.state}: {final.parts_done}/{final.parts_total} parts done, "
               f"{final.parts_dead} dead")
-    return EXIT_OK if final.finished_ok else EXIT_FAILED
+    return exit_code(final.state)
 
 
 def run_status(args: argparse.Namespace, settings: Settings) -> int:
@@ -166,7 +168,14 @@ def run_status(args: argparse.Namespace, settings: Settings) -> int:
     with _client(settings) as client:
         status = client.batch(args.batch_id).status().as_dict()
     emit_json(status) if args.json else status_text(status)
-    return EXIT_OK
+    return EXIT_BAD_INPUT if status["state"] == "rejected" else EXIT_OK
+
+
+def exit_code(state: str) -> int:
+    """What a command that saw a batch end exits with: 0 succeeded, 2 rejected (bad input), 1 otherwise."""
+    if state == "succeeded":
+        return EXIT_OK
+    return EXIT_BAD_INPUT if state == "rejected" else EXIT_FAILED
 
 
 def run_list(args: argparse.Namespace, settings: Settings) -> int:

@@ -47,7 +47,7 @@ from batchctl.core import topology
 from batchctl.core.pubsub import PubSub, Received
 from batchctl.core.settings import Settings
 from batchctl.frontend.cli import main
-from batchctl.launcher.app import Parts
+from batchctl.launcher.app import Parts, open_profiles
 from batchctl.launcher.leader import FileElector
 from batchctl.launcher.planner import Launch, ObservedJob
 from batchctl.launcher.state import RUNNING, BatchState
@@ -567,7 +567,8 @@ def idle_launcher(settings: Settings, pubsub: PubSub) -> Iterator[tuple[Running,
     topology.ensure_shared(pubsub)
     ledger = AckLedger(settings)
     backend = IdleBackend()
-    parts = Parts(FileStore(settings.state_dir), backend, FileElector(settings.state_dir), None)
+    parts = Parts(FileStore(settings.state_dir), backend, FileElector(settings.state_dir), None,
+                  open_profiles(settings))
     try:
         with running_launcher(settings, ledger, parts=parts) as run:
             yield run, ledger, backend
@@ -646,21 +647,34 @@ CONTROL_CASES = [
 ]
 
 
+NAMING_NO_BATCH = {
+    "not-json", "json-array", "json-string", "json-null", "missing-action", "unknown-action", "action-not-a-string",
+    "missing-batch-id", "invalid-batch-id", "batch-id-not-a-string", "attribute-disagrees", "batch-id-trailing-newline",
+}
+"""Cases that do not say, consistently, that they launch one valid batch id: dropped, nothing stored.
+Every other case is a launch naming its batch (``forged``, or ``other`` for the outer id): it ends rejected."""
+
+
 @pytest.mark.parametrize(("data", "attributes"), CONTROL_CASES)
 @pytest.mark.timeout(60)
 def test_malformed_control_message_is_acked_and_ignored(
     data: bytes | dict[str, Any], attributes: dict[str, str], settings: Settings, pubsub: PubSub,
+    request: pytest.FixtureRequest,
 ) -> None:
-    """A malformed request on the control topic: acked, no batch stored or launched, valid requests still served."""
+    """A malformed request on the control topic: acked, nothing launched, the batch it names (if any) stored
+    rejected, valid requests still served."""
+    case = request.node.callspec.id
+    named = None if case in NAMING_NO_BATCH else "other" if case == "request-batch-id-disagrees" else "forged"
     with idle_launcher(settings, pubsub) as (run, ledger, backend):
         message_id = publish(pubsub, settings.names.requests_topic, data, attributes)
         assert_acked_and_alive(run, ledger, message_id)
-        assert run.parts.store.load_all() == []
+        expected = [] if named is None else [(named, "rejected")]
+        assert [(b.batch_id, b.state) for b in run.parts.store.load_all()] == expected
         assert backend.launched == {}
         publish(pubsub, settings.names.requests_topic, launch_body("after"), {})
         wait_for(lambda: backend.launched, timeout=10, what="a valid request to be launched")
         assert backend.launched == {"after": [settings.names.job("after", 1)]}
-        assert [b.batch_id for b in run.parts.store.load_all()] == ["after"]
+        assert [b.batch_id for b in run.parts.store.load_all() if b.state != "rejected"] == ["after"]
 
 
 def event_body(**fields: Any) -> dict[str, Any]:

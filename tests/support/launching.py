@@ -53,7 +53,8 @@ class Running:
 def running_launcher(settings: Settings, pubsub: PubSub, *, worker_env: dict[str, str] | None = None,
                      parts: Parts | None = None) -> Iterator[Running]:
     parts = parts or assemble(settings, worker_env=worker_env)
-    launcher = Launcher(settings, pubsub, parts.store, parts.backend, parts.elector, tuning=FAST_TUNING)
+    launcher = Launcher(settings, pubsub, parts.store, parts.backend, parts.elector, tuning=FAST_TUNING,
+                        profiles=parts.profiles)
     thread = threading.Thread(target=launcher.run, name="test-launcher", daemon=True)
     thread.start()
     running = Running(launcher, thread, parts)

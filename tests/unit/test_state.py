@@ -29,6 +29,7 @@ from batchctl.launcher.state import (
     CANCELLED,
     FAILED,
     PENDING,
+    REJECTED,
     RUNNING,
     SUCCEEDED,
     TERMINAL,
@@ -133,8 +134,8 @@ def test_new_states_do_not_share_their_sets() -> None:
 
 
 def test_terminal_states_are_exactly_the_final_ones() -> None:
-    """TERMINAL is succeeded, failed, cancelled; pending and running are not terminal."""
-    assert set(TERMINAL) == {SUCCEEDED, FAILED, CANCELLED}
+    """TERMINAL is succeeded, failed, cancelled, rejected; pending and running are not terminal."""
+    assert set(TERMINAL) == {SUCCEEDED, FAILED, CANCELLED, REJECTED}
     assert PENDING not in TERMINAL and RUNNING not in TERMINAL
 
 
