@@ -145,6 +145,7 @@ def test_on_kubernetes_hostile_requests_create_no_job(
     settings = Settings.from_env({**profiled.environ, "BATCHCTL_BACKEND": "kubernetes",
                                   "KUBECONFIG": str(kube_api.kubeconfig), "BATCHCTL_NAMESPACE": kube_api.namespace,
                                   "BATCHCTL_LEADER_ELECTION": "false"})
+    topology.ensure_shared(pubsub)
     with running_launcher(settings, pubsub, parts=assemble(settings)) as run:
         for n, case in enumerate(HOSTILE):
             data = message(case.values[0], f"h{n}")  # type: ignore[arg-type]
