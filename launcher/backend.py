@@ -38,6 +38,8 @@ JOB_OWNED = (
     "BATCHCTL_HANDLER",
     "BATCHCTL_OUTPUT",
     "BATCHCTL_PREFIX",
+    "BATCHCTL_MAX_DELIVERY_ATTEMPTS",
+    "BATCHCTL_ACK_DEADLINE_S",
     "BATCHCTL_WORKER_ID",
     "GOOGLE_CLOUD_PROJECT",
     "GCLOUD_PROJECT",
@@ -54,12 +56,18 @@ def worker_env(settings: Settings, batch: BatchState) -> dict[str, str]:
 
     The emulator addresses go along when the launcher has them: a worker pod of the ``emulator``
     manifests overlay reaches the emulators only through them.
+
+    It carries the work subscription's real retry policy (max delivery attempts, ack
+    deadline): a worker usually may not read the subscription, and it needs the policy
+    to know which nacked parts will come back and must be awaited before it drains.
     """
     env = {
         "BATCHCTL_BATCH_ID": batch.batch_id,
         "BATCHCTL_SUBSCRIPTION": settings.names.work(batch.batch_id),
         "BATCHCTL_HANDLER": batch.request.handler,
         "BATCHCTL_PREFIX": settings.prefix,
+        "BATCHCTL_MAX_DELIVERY_ATTEMPTS": str(batch.request.max_delivery_attempts),
+        "BATCHCTL_ACK_DEADLINE_S": str(batch.request.ack_deadline_s),
         "GOOGLE_CLOUD_PROJECT": settings.project or "",
     }
     if settings.emulator_host:

@@ -93,6 +93,22 @@ OPTIONS = (
         _float_between(1, 3600),
         "seconds 1..3600",
     ),
+    Option(
+        "part_timeout_s",
+        "BATCHCTL_PART_TIMEOUT_S",
+        "--part-timeout",
+        _float_between(1, 7 * 86400),
+        "seconds 1..604800",
+    ),
+    Option(
+        "max_delivery_attempts",
+        "BATCHCTL_MAX_DELIVERY_ATTEMPTS",
+        "--max-delivery-attempts",
+        _int_between(5, 100),
+        "an integer 5..100",
+    ),
+    Option("ack_deadline_s", "BATCHCTL_ACK_DEADLINE_S", "--subscription-ack-deadline", _int_between(10, 600),
+           "an integer 10..600 (seconds)"),
     Option("worker_id", "BATCHCTL_WORKER_ID", "--worker-id", _text, "a non-empty name"),
     Option("results_dir", "BATCHCTL_RESULTS_DIR", "--results-dir", lambda t: Path(_text(t)), "a directory"),
     Option("output", "BATCHCTL_OUTPUT", "--output", _text, "gs://BUCKET/PREFIX/ or a folder"),
@@ -126,6 +142,17 @@ class WorkerConfig:
     unreachable_s: float = 30.0
     """How long pulls may fail to reach Pub/Sub before the worker gives up with exit 3. Longer than
     a usual blip (a restart of a Pub/Sub frontend); the Job then replaces the pod, which retries."""
+    part_timeout_s: float = 2 * 3600.0
+    """Longest a handler may run on one part. Past it the part is nacked (the try counts as a
+    delivery attempt) and, since a Python thread cannot be stopped, the worker stops pulling
+    and exits 1 so its pod is replaced. Two hours: twice the official client's default maximum
+    lease (1 h), so a genuinely long part is not cut; a deadlocked handler still ends."""
+    max_delivery_attempts: int | None = None
+    """The work subscription's max delivery attempts, as the launcher created it (it passes the
+    batch's value). None: read the subscription (needs ``pubsub.subscriptions.get``), else 5."""
+    ack_deadline_s: int | None = None
+    """The work subscription's ack deadline: how long a part whose nack failed may stay leased
+    before its first renewal. None: the batch default (``core.topology``)."""
     worker_id: str = ""
     """Name in events and logs; default ``hostname-pid`` (the pod name in a Job)."""
     results_dir: Path = Path("batchctl-results")

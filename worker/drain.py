@@ -68,12 +68,16 @@ class DrainTracker:
             for message_id in message_ids:
                 self._due.pop(message_id, None)
 
-    def nacked(self, message_id: str, attempt: int, *, now: float) -> None:
-        """A part was given back on delivery ``attempt``: start counting again, await it if it returns."""
+    def nacked(self, message_id: str, attempt: int, *, now: float, leased_until: float | None = None) -> None:
+        """A part was given back on delivery ``attempt``: start counting again, await it if it returns.
+
+        ``leased_until``: the nack failed, so the part stays leased (invisible) until then,
+        and its backoff starts only when that lease lapses.
+        """
         with self._lock:
             self._empty = 0
             if self.policy.comes_back(attempt):
-                self._due[message_id] = now + self.policy.due_within(attempt)
+                self._due[message_id] = max(now, leased_until or now) + self.policy.due_within(attempt)
 
     def awaited(self, *, now: float) -> int:
         """Nacked parts still due back at ``now``."""

@@ -6,21 +6,30 @@ ack deadline of everything held every ``renew_every_s``, so a part that runs for
 hours is not redelivered meanwhile; if the worker dies, renewals stop and Pub/Sub
 redelivers the part within ``lease_s``.
 
-Lease renewals and acks/nacks go through one RPC lock: a renewal can never land
-after the nack of the same message and quietly take it back for another lease.
+Nacks and renewals go through one RPC lock: a renewal can never land after the nack
+of the same message and quietly take it back for another lease. Acks need no lock (a
+renewal of an acked message changes nothing), so an ack never delays a renewal. Every
+call is bounded by ``settle_timeout_s``, well below the lease, so a nack on a slow
+network delays renewals by that much at most.
+
+A message's outcome is claimed once (``claim``): by its handler's result, by the
+part timeout, or by the worker giving everything back at exit, whichever comes first.
 """
 
 from __future__ import annotations
 
 import threading
+import time
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from batchctl.core.pubsub import PubSub, Received
 
 MAX_IDS_PER_REQUEST = 1000
 """Ack ids per acknowledge/modifyAckDeadline request, well inside the 512 KB request limit."""
+SETTLE_TIMEOUT_S = 5.0
+"""Longest an ack, nack or renewal may take, retries included (and at most a third of the lease)."""
 
 
 @dataclass(eq=False)
@@ -28,8 +37,22 @@ class Held:
     """One pulled message, from pull to ack or nack."""
 
     received: Received
+    started_at: float | None = None
+    """Monotonic time a slot started its handler (None while it waits for one)."""
+    claimed: bool = False
+    """An outcome was taken (done, failed, timed out or given back); later ones are ignored."""
     abandoned: bool = False
     """Set when the worker gave the message back while its handler still ran."""
+    pulled_at: float = field(default_factory=time.monotonic)
+
+
+@dataclass(frozen=True)
+class Settled:
+    """What one ``settle`` sent: how many acks and nacks went out, and the nacks that failed."""
+
+    acked: int
+    nacked: int
+    nack_failed: list[Held]
 
 
 class Leases:
@@ -40,6 +63,7 @@ class Leases:
         self._subscription = subscription
         self._lease_s = lease_s
         self._renew_every_s = renew_every_s
+        self.settle_timeout_s = min(SETTLE_TIMEOUT_S, max(0.5, lease_s / 3))
         self._log = log
         self._held: dict[str, Held] = {}
         self._changed = threading.Condition()
@@ -64,6 +88,22 @@ class Leases:
         with self._changed:
             return self._changed.wait_for(lambda: len(self._held) < limit, timeout=max(0.0, timeout))
 
+    def claim(self, held: Held) -> bool:
+        """Take the message's outcome; False if another one was taken first."""
+        with self._changed:
+            if held.claimed:
+                return False
+            held.claimed = True
+            return True
+
+    def overdue(self, *, now: float, limit_s: float) -> list[Held]:
+        """Messages whose handler started more than ``limit_s`` ago and has no outcome yet."""
+        with self._changed:
+            return [
+                h for h in self._held.values()
+                if not h.claimed and h.started_at is not None and now - h.started_at > limit_s
+            ]
+
     def _remove(self, held: Iterable[Held]) -> None:
         with self._changed:
             for h in held:
@@ -71,15 +111,16 @@ class Leases:
             self._changed.notify_all()
 
     # ---- settling --------------------------------------------------------------------
-    def settle(self, acks: list[Held], nacks: list[Held]) -> tuple[int, int]:
-        """Ack and nack (skipping abandoned ones); returns how many of each were sent."""
+    def settle(self, acks: list[Held], nacks: list[Held]) -> Settled:
+        """Ack and nack (skipping abandoned ones). A nack that fails leaves its message leased
+        until the lease lapses: it is returned in ``nack_failed`` so drain waits for it."""
         acks = [h for h in acks if not h.abandoned]
         nacks = [h for h in nacks if not h.abandoned]
+        self._send("ack", acks)
         with self._rpc_lock:
-            self._send("ack", acks)
-            self._send("nack", nacks)
+            failed = self._send("nack", nacks)
             self._remove(acks + nacks)
-        return len(acks), len(nacks)
+        return Settled(len(acks), len(nacks), failed)
 
     def give_back(self, messages: Iterable[Received]) -> None:
         """Nack messages that were pulled but will not be handled (a stop came first)."""
@@ -94,25 +135,31 @@ class Leases:
             with self._changed:
                 held = list(self._held.values())
                 for h in held:
-                    h.abandoned = True
+                    h.abandoned = h.claimed = True
             self._send("nack", held)
             self._remove(held)
         return len(held)
 
-    def _send(self, what: str, held: list[Held]) -> None:
-        """One RPC per chunk of ack ids; a failure is logged (the part simply comes back later)."""
-        ids = [h.received.ack_id for h in held]
-        for start in range(0, len(ids), MAX_IDS_PER_REQUEST):
-            chunk = ids[start : start + MAX_IDS_PER_REQUEST]
+    def _send(self, what: str, held: list[Held]) -> list[Held]:
+        """One bounded RPC per chunk of ack ids; returns the messages of failed chunks
+        (logged: a failed ack or renewal means a later duplicate, never a loss)."""
+        failed: list[Held] = []
+        for start in range(0, len(held), MAX_IDS_PER_REQUEST):
+            chunk = held[start : start + MAX_IDS_PER_REQUEST]
+            ids = [h.received.ack_id for h in chunk]
             try:
                 if what == "ack":
-                    self._pubsub.ack(self._subscription, chunk)
+                    self._pubsub.ack(self._subscription, ids, timeout_s=self.settle_timeout_s)
                 elif what == "nack":
-                    self._pubsub.nack(self._subscription, chunk)
+                    self._pubsub.nack(self._subscription, ids, timeout_s=self.settle_timeout_s)
                 else:
-                    self._pubsub.modify_ack_deadline(self._subscription, chunk, self._lease_s)
-            except Exception as exc:  # the message is redelivered later: a duplicate, never a loss
+                    self._pubsub.modify_ack_deadline(
+                        self._subscription, ids, self._lease_s, timeout_s=self.settle_timeout_s
+                    )
+            except Exception as exc:  # see above
                 self._log.warning(f"{what}_failed", messages=len(chunk), error=f"{type(exc).__name__}: {exc}")
+                failed.extend(chunk)
+        return failed
 
     # ---- renewal ---------------------------------------------------------------------
     def renew(self) -> int:

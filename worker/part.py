@@ -50,8 +50,12 @@ class Part:
 
 def part_index(attributes: Mapping[str, str]) -> int | None:
     """The ``part`` attribute as a non-negative int, or None if missing or malformed."""
-    text = attributes.get("part", "")
-    return int(text) if text.isdigit() else None
+    return _decimal(attributes.get("part", ""))
+
+
+def _decimal(text: str) -> int | None:
+    """ASCII decimal digits as an int; None otherwise (``str.isdigit`` also accepts "²", which ``int`` refuses)."""
+    return int(text) if text.isascii() and text.isdigit() else None
 
 
 def decode_part(
@@ -109,7 +113,7 @@ def decode_records(data: bytes, fmt: str, expected: int, index: int) -> list[Any
 
 
 def _count(attributes: Mapping[str, str], name: str, index: int) -> int:
-    text = attributes.get(name, "")
-    if not text.isdigit():
+    value = _decimal(attributes.get(name, ""))
+    if value is None:
         raise PartRejected(f"attribute {name!r} is {attributes.get(name)!r}, not a count", index)
-    return int(text)
+    return value

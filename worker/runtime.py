@@ -5,13 +5,21 @@ Synchronous pull (not StreamingPull), decided by measurement (see
 ``bench/worker_drain.py``): on the same data it keeps up with a plain pull/ack loop,
 and it makes the drain rule exact: the worker holds only what it pulled, so "nothing
 in flight and N consecutive empty pulls" is a fact, not a guess about a stream's
-buffer. Empty pulls are spaced at least ``pull_timeout_s`` apart, so drain takes
-about ``empty_pulls * pull_timeout_s`` whether the server holds an empty pull
-(Pub/Sub) or answers it at once (the emulator, for short timeouts).
+buffer. Only an *answered* empty pull counts: a pull that times out is asked again
+with ``return_immediately`` (Pub/Sub may hold an empty pull past a short deadline),
+and if that gets no answer either, the network is stalled, not the queue empty.
+Empty pulls are spaced at least ``pull_timeout_s`` apart, so drain takes about
+``empty_pulls * pull_timeout_s`` whether the server holds an empty pull (Pub/Sub) or
+answers it at once (the emulator, for short timeouts).
+
+Pulls that get no answer (a timeout, UNAVAILABLE, or another code the client retries)
+are retried with backoff for ``unreachable_s``, then the worker exits 3.
+Every exit other than "drained" first gives running parts the drain budget.
 
 Exit: ``drained`` (0), ``terminated`` by a signal (143: not drained, see
-``batchctl.core.errors.EXIT_TERMINATED``), ``crash`` (1; 2 when the
-subscription or events topic does not exist, 3 when Pub/Sub stays unreachable).
+``batchctl.core.errors.EXIT_TERMINATED``), ``part_timeout`` (1: a handler ran past
+``part_timeout_s`` and cannot be stopped), ``crash`` (1; 2 when the subscription or
+events topic does not exist, 3 when Pub/Sub stays unreachable).
 """
 
 from __future__ import annotations
@@ -21,13 +29,14 @@ from typing import Any
 
 from batchctl.core.errors import EXIT_FAILED, EXIT_OK, EXIT_TERMINATED, BatchctlError, Unreachable
 from batchctl.core.messages import EXIT_ERROR_PREFIX
-from batchctl.core.pubsub import PubSub, Received
+from batchctl.core.pubsub import PubSub, PullUnanswered, Received
+from batchctl.core.topology import BatchTopology
 from batchctl.worker.config import WorkerConfig
 from batchctl.worker.drain import DrainTracker, RetryPolicy
 from batchctl.worker.events import Events
 from batchctl.worker.handler import Handler
 from batchctl.worker.lease import Held, Leases
-from batchctl.worker.part import PartRejected, decode_part, part_index
+from batchctl.worker.part import Part, PartRejected, decode_part, part_index
 from batchctl.worker.settlement import Settler
 from batchctl.worker.shutdown import Shutdown
 from batchctl.worker.slots import Slots
@@ -37,12 +46,28 @@ MAX_SETTLING = 500
 EVENT_TIMEOUT_S = 30.0
 EXIT_EVENT_TIMEOUT_S = 5.0
 """Waiting for ``worker_exited``: short, it must fit in the grace period after the drain budget."""
+EXIT_CODES = {"drained": EXIT_OK, "terminated": EXIT_TERMINATED}
+"""Exit code by reason; any other reason (``part_timeout``, ``crash``) exits 1."""
+_TOPOLOGY = BatchTopology()
+
+
+def retry_delay(failures: int) -> float:
+    """Seconds to wait after the ``failures``-th unanswered pull in a row: 0.25 s doubling, at most 4 s."""
+    return min(4.0, 0.25 * 2 ** max(0, failures - 1))
 
 
 class Worker:
     """One worker process's runtime; ``run()`` returns the exit code."""
 
-    def __init__(self, config: WorkerConfig, pubsub: PubSub, handler: Handler, *, shutdown: Shutdown, log: Any) -> None:
+    def __init__(
+        self,
+        config: WorkerConfig,
+        pubsub: PubSub,
+        handler: Handler,
+        *,
+        shutdown: Shutdown,
+        log: Any,
+    ) -> None:
         self.config = config
         self.pubsub = pubsub
         self.handler = handler
@@ -53,24 +78,28 @@ class Worker:
         )
         self.events = Events(pubsub, batch_id=config.batch_id, worker_id=config.worker_id)
         self.drain = DrainTracker(config.empty_pulls)
-        self.settler = Settler(self.leases, self.events, self.drain, log)
-        self.slots: Slots[Held] = Slots(config.concurrency, self._process)
-        self._unreachable_since: float | None = None
+        hold_s = max(config.lease_s, config.ack_deadline_s or _TOPOLOGY.ack_deadline_s)
+        self.settler = Settler(self.leases, self.events, self.drain, log, hold_s=hold_s)
+        self.slots: Slots[Held] = Slots(config.concurrency, self._process, on_crash=self._slot_crashed)
+        self._unanswered_since: float | None = None
+        self._unanswered = 0
+        self._timed_out: list[int | None] = []
 
     def run(self) -> int:
         """Start, loop until drained or stopped, settle, report; never raises."""
-        reason, code = "crash", EXIT_FAILED
+        reason = "crash"
         try:
             self._start()
             reason = self._loop()
-            code = EXIT_OK if reason == "drained" else EXIT_TERMINATED
         except BatchctlError as exc:
             self.log.error("worker_failed", error=str(exc), exit_code=exc.exit_code)
-            reason, code = f"{EXIT_ERROR_PREFIX}{exc}", exc.exit_code
+            reason = f"{EXIT_ERROR_PREFIX}{exc}"
+            self._finish(reason)
+            return exc.exit_code
         except Exception:
             self.log.exception("worker_crashed")
         self._finish(reason)
-        return code
+        return EXIT_CODES.get(reason, EXIT_FAILED)
 
     def _start(self) -> None:
         self.leases.start()
@@ -87,11 +116,14 @@ class Worker:
         )
 
     def _retry_policy(self) -> RetryPolicy:
-        """The work subscription's retry and dead-letter policy, or the topology's defaults.
+        """The work subscription's retry and dead-letter policy: as the launcher passed it, else
+        read from the subscription, else the topology's defaults.
 
         Reading it needs ``pubsub.subscriptions.get``, which a worker's account may lack;
         it only tunes how long nacked parts are awaited, so any failure falls back.
         """
+        if self.config.max_delivery_attempts is not None:
+            return RetryPolicy(max_delivery_attempts=self.config.max_delivery_attempts)
         try:
             spec = self.pubsub.subscription_spec(self.config.subscription)
         except Exception as exc:  # see above: never fatal
@@ -101,8 +133,11 @@ class Worker:
         return RetryPolicy(spec.min_backoff_s, spec.max_backoff_s, attempts)
 
     def _loop(self) -> str:
-        """Pull and dispatch until drained (returns ``drained``) or asked to stop (``terminated``)."""
+        """Pull and dispatch until drained (``drained``), asked to stop (``terminated``), or a
+        handler overran its timeout (``part_timeout``)."""
         while not self.shutdown.requested:
+            if self._check_timeouts():
+                return "part_timeout"
             free = self._free_slots()
             if not free:
                 continue
@@ -128,22 +163,39 @@ class Worker:
             return 0
         return self.slots.wait_free(timeout=0.2)
 
+    # ---- pulling ---------------------------------------------------------------------
     def _pull(self, max_messages: int) -> list[Received] | None:
-        """One pull; None (not an empty pull) while Pub/Sub is briefly unreachable."""
+        """One answered pull, or None (not an empty pull) while Pub/Sub does not answer."""
         try:
-            messages = self.pubsub.pull(
-                self.config.subscription, max_messages=max_messages, timeout_s=self.config.pull_timeout_s
-            )
+            messages = self._pull_answered(max_messages)
         except Unreachable as exc:
-            now = time.monotonic()
-            self._unreachable_since = self._unreachable_since or now
-            if now - self._unreachable_since > self.config.unreachable_s:
-                raise
-            self.log.warning("pull_unreachable", error=str(exc))
-            self.shutdown.wait(1.0)
+            self._pull_unanswered(exc)
             return None
-        self._unreachable_since = None
+        self._unanswered_since, self._unanswered = None, 0
         return messages
+
+    def _pull_answered(self, max_messages: int) -> list[Received]:
+        """A pull; if it times out, one more that must answer at once (an empty queue does)."""
+        subscription, pull_timeout = self.config.subscription, self.config.pull_timeout_s
+        try:
+            return self.pubsub.pull_answered(subscription, max_messages=max_messages, timeout_s=pull_timeout)
+        except PullUnanswered as exc:
+            if not exc.timed_out:
+                raise
+        return self.pubsub.pull_answered(
+            subscription, max_messages=max_messages, timeout_s=pull_timeout, return_immediately=True
+        )
+
+    def _pull_unanswered(self, exc: Unreachable) -> None:
+        """Back off and try again, until pulls have gone unanswered for the tolerance (then exit 3)."""
+        now = time.monotonic()
+        self._unanswered_since = self._unanswered_since or now
+        if now - self._unanswered_since > self.config.unreachable_s:
+            raise Unreachable(f"{exc} (for {self.config.unreachable_s:g} s)") from exc
+        self._unanswered += 1
+        delay = retry_delay(self._unanswered)
+        self.log.warning("pull_unanswered", error=str(exc), retry_in_s=delay)
+        self.shutdown.wait(delay)
 
     def _dispatch(self, messages: list[Received]) -> None:
         self.drain.received([m.message_id for m in messages])
@@ -152,17 +204,10 @@ class Worker:
         for held in self.leases.add(messages):
             self.slots.submit(held)
 
+    # ---- one part, on a slot ---------------------------------------------------------------
     def _process(self, held: Held) -> None:
-        """Runs on a slot; a worker bug here nacks the part instead of holding it forever."""
-        try:
-            self._handle(held)
-        except Exception as exc:
-            self.log.exception("part_crashed", part=part_index(held.received.attributes))
-            reason = f"worker error: {type(exc).__name__}: {exc}"
-            self.settler.failed(held, part_index(held.received.attributes), held.received.delivery_attempt, reason)
-
-    def _handle(self, held: Held) -> None:
-        """Decode, call the handler, hand the outcome to the settler."""
+        """Runs on a slot: decode, call the handler, hand the outcome to the settler."""
+        held.started_at = time.monotonic()
         received = held.received
         try:
             part = decode_part(
@@ -174,24 +219,51 @@ class Worker:
             )
         except PartRejected as exc:
             self.log.warning("part_rejected", part=exc.index, attempt=received.delivery_attempt, reason=exc.reason)
-            self.settler.failed(held, exc.index, received.delivery_attempt, exc.reason)
+            self._failed(held, exc.index, exc.reason)
             return
         log = self.log.bind(part=part.index, attempt=part.attempt)
-        started = time.monotonic()
         try:
-            self.handler(part)
+            self._run_handler(part)
         except BaseException as exc:  # a handler's SystemExit must not kill its slot
             reason = f"{type(exc).__name__}: {exc}"
-            log.warning("part_failed", reason=reason, seconds=round(time.monotonic() - started, 3))
-            self.settler.failed(held, part.index, part.attempt, reason)
+            log.warning("part_failed", reason=reason, seconds=round(time.monotonic() - held.started_at, 3))
+            self._failed(held, part.index, reason)
             return
-        log.info("part_done", seconds=round(time.monotonic() - started, 3))
-        self.settler.done(held, part.index, part.attempt)
+        log.info("part_done", seconds=round(time.monotonic() - held.started_at, 3))
+        if self.leases.claim(held):
+            self.settler.done(held, part.index, part.attempt)
 
+    def _run_handler(self, part: Part) -> object:
+        """The one place the user's handler is called; returns what it returned."""
+        return self.handler(part)
+
+    def _failed(self, held: Held, index: int | None, reason: str) -> None:
+        if self.leases.claim(held):
+            self.settler.failed(held, index, held.received.delivery_attempt, reason)
+
+    def _slot_crashed(self, held: Held, exc: BaseException) -> None:
+        """A worker bug escaped ``_process``: nack the part rather than hold it forever."""
+        index = part_index(held.received.attributes)
+        self.log.error("part_crashed", part=index, error=f"{type(exc).__name__}: {exc}", exc_info=exc)
+        self._failed(held, index, f"worker error: {type(exc).__name__}: {exc}")
+
+    def _check_timeouts(self) -> bool:
+        """Nack parts whose handler overran ``part_timeout_s``; True once any has."""
+        limit = self.config.part_timeout_s
+        for held in self.leases.overdue(now=time.monotonic(), limit_s=limit):
+            index = part_index(held.received.attributes)
+            self.log.error("part_timed_out", part=index, timeout_s=limit, attempt=held.received.delivery_attempt)
+            self._failed(held, index, f"timed out after {limit:g} s (the handler did not return)")
+            self._timed_out.append(index)
+        return bool(self._timed_out)
+
+    # ---- exit --------------------------------------------------------------------------
     def _finish(self, reason: str) -> None:
-        """Let in-flight parts finish within the budget (after a signal), nack the rest, report."""
-        if reason == "terminated":
-            self.leases.wait_below(1, timeout=self.shutdown.remaining())
+        """Let running parts finish within the drain budget (on any exit but drained),
+        nack the rest, report."""
+        if reason != "drained":
+            budget = self.shutdown.remaining() if self.shutdown.requested else self.config.drain_budget_s
+            self.leases.wait_below(1, timeout=budget)
         abandoned = self.leases.abandon_all()
         self.settler.stop()
         self.leases.stop()
@@ -206,6 +278,7 @@ class Worker:
             parts_done=tally.done,
             parts_failed=tally.failed,
             parts_given_back=abandoned,
+            timed_out=self._timed_out,
             first_pull_at=tally.first_pull_at,
             last_ack_at=tally.last_ack_at,
         )

@@ -38,8 +38,10 @@ class Tally:
 class Settler:
     """One thread that acks and nacks handed-over outcomes in batches."""
 
-    def __init__(self, leases: Leases, events: Events, drain: DrainTracker, log: Any) -> None:
+    def __init__(self, leases: Leases, events: Events, drain: DrainTracker, log: Any, *, hold_s: float) -> None:
         self._leases = leases
+        self._hold_s = hold_s
+        """How long a message whose nack failed may stay leased (its lease, or the subscription's deadline)."""
         self._events = events
         self._drain = drain
         self._log = log
@@ -117,7 +119,11 @@ class Settler:
         now = time.monotonic()
         for held in nacks:  # before the nack: while it is held, no empty pull counts
             self._drain.nacked(held.received.message_id, held.received.delivery_attempt, now=now)
-        acked, nacked = self._leases.settle(acks, nacks)
+        settled = self._leases.settle(acks, nacks)
+        for held in settled.nack_failed:  # still leased to us, invisible, until its lease lapses
+            received = held.received
+            self._drain.nacked(received.message_id, received.delivery_attempt, now=now, leased_until=now + self._hold_s)
+        acked, nacked = settled.acked, settled.nacked
         self.tally.failed += nacked
         if acked:
             self.tally.done += acked

@@ -2,12 +2,14 @@
 
 Pulling only as many parts as there are free slots means the worker never holds a
 part it is not working on, so no part waits behind a long one while another worker
-idles. Threads are daemons: a handler still running when the worker exits (its
+idles. A thread outlives any exception its work raises (``on_crash`` hears of it).
+Threads are daemons: a handler still running when the worker exits (its
 part already nacked) does not keep the process alive.
 """
 
 from __future__ import annotations
 
+import contextlib
 import queue
 import threading
 from collections.abc import Callable
@@ -19,9 +21,17 @@ T = TypeVar("T")
 class Slots(Generic[T]):
     """``size`` daemon threads, each running ``work(item)`` for one item at a time."""
 
-    def __init__(self, size: int, work: Callable[[T], None], *, name: str = "slot") -> None:
+    def __init__(
+        self,
+        size: int,
+        work: Callable[[T], None],
+        *,
+        on_crash: Callable[[T, BaseException], None] | None = None,
+        name: str = "slot",
+    ) -> None:
         self.size = size
         self._work = work
+        self._on_crash = on_crash
         self._name = name
         self._busy = 0
         self._changed = threading.Condition()
@@ -44,11 +54,20 @@ class Slots(Generic[T]):
         self._queue.put(item)
 
     def _run(self) -> None:
+        """Forever: a slot outlives every exception, or the pull loop would queue parts to no thread."""
         while True:
             item = self._queue.get()
             try:
                 self._work(item)
+            except BaseException as exc:  # see above; ``on_crash`` reports it
+                self._crashed(item, exc)
             finally:
                 with self._changed:
                     self._busy -= 1
                     self._changed.notify_all()
+
+    def _crashed(self, item: T, exc: BaseException) -> None:
+        if self._on_crash is None:
+            return
+        with contextlib.suppress(BaseException):  # a failing report must not end the slot either
+            self._on_crash(item, exc)

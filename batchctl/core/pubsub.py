@@ -59,6 +59,18 @@ PUBLISH_RETRY = Retry(
     ),
 )
 PUBLISH_REQUESTS_IN_FLIGHT = 4
+PULL_RETRYABLE = (
+    gexc.DeadlineExceeded,
+    gexc.ServiceUnavailable,
+    gexc.InternalServerError,
+    gexc.Unknown,
+    gexc.Aborted,
+    gexc.ResourceExhausted,
+    gexc.Cancelled,
+)
+"""Pull failures worth another try: the codes the client library retries a pull on, and a timeout."""
+SETTLE_RETRYABLE = (gexc.ServiceUnavailable, gexc.InternalServerError, gexc.Unknown, gexc.Aborted)
+"""Codes on which an ack or a deadline change is retried (within its bounded time)."""
 _MESSAGE_OVERHEAD_BYTES = 32
 """Per-message framing counted against a request's size, on top of data and attributes."""
 
@@ -69,6 +81,14 @@ _PUBLISH_REQUEST_PB = PublishRequest.pb()
 
 class ResourceMissing(BadInput):
     """Raised when a data call (pull, publish) names a topic or subscription that does not exist."""
+
+
+class PullUnanswered(Unreachable):
+    """Raised when a pull gets no answer: its deadline passed (``timed_out``) or a retryable code came back."""
+
+    def __init__(self, message: str, *, timed_out: bool) -> None:
+        super().__init__(message)
+        self.timed_out = timed_out
 
 
 class PublishFailed(BatchctlError):
@@ -360,19 +380,41 @@ class PubSub:
             raise self._unreachable(exc) from exc
 
     def pull(self, subscription: str, *, max_messages: int, timeout_s: float = 10.0) -> list[Received]:
-        """One synchronous pull; an empty list when nothing came back before ``timeout_s``."""
+        """One synchronous pull; an empty list when nothing came back before ``timeout_s``.
+
+        For callers that only poll. The worker, whose drain rule needs to tell an answered
+        empty pull from none at all, uses ``pull_answered``.
+        """
         try:
-            response = self.subscriber.pull(
-                request={"subscription": self.subscription_path(subscription), "max_messages": max_messages},
-                timeout=timeout_s,
-                retry=None,
-            )
-        except gexc.DeadlineExceeded:
-            return []
+            return self.pull_answered(subscription, max_messages=max_messages, timeout_s=timeout_s)
+        except PullUnanswered as exc:
+            if exc.timed_out:
+                return []
+            raise
+
+    def pull_answered(
+        self, subscription: str, *, max_messages: int, timeout_s: float, return_immediately: bool = False
+    ) -> list[Received]:
+        """One synchronous pull that Pub/Sub answered (possibly with nothing).
+
+        ``PullUnanswered`` (an ``Unreachable``) when there was no answer: the deadline
+        passed (``timed_out``: the server held an empty pull, or the network stalls),
+        or the call failed with a code Pub/Sub asks clients to retry. ``return_immediately``
+        asks the server to answer at once even when it has nothing: a timed-out pull
+        followed by such a pull that is answered was an empty pull after all.
+        """
+        request: dict[str, Any] = {"subscription": self.subscription_path(subscription), "max_messages": max_messages}
+        if return_immediately:
+            request["return_immediately"] = True
+        try:
+            response = self.subscriber.pull(request=request, timeout=timeout_s, retry=None)
         except gexc.NotFound as exc:
             raise ResourceMissing(f"subscription {subscription} does not exist") from exc
-        except gexc.ServiceUnavailable as exc:
-            raise self._unreachable(exc) from exc
+        except PULL_RETRYABLE as exc:
+            raise PullUnanswered(
+                f"pull from {self.settings.pubsub_endpoint} got no answer: {type(exc).__name__}",
+                timed_out=isinstance(exc, gexc.DeadlineExceeded),
+            ) from exc
         # Read the raw protobuf: proto-plus wrappers cost ~30 µs of CPU per message here.
         return [
             Received(
@@ -385,15 +427,19 @@ class PubSub:
             for m in type(response).pb(response).received_messages
         ]
 
-    def ack(self, subscription: str, ack_ids: Sequence[str]) -> None:
+    def ack(self, subscription: str, ack_ids: Sequence[str], *, timeout_s: float = ADMIN_TIMEOUT_S) -> None:
+        """Acknowledge pulled messages; the call, retries included, ends within ``timeout_s``."""
         if ack_ids:
             self.subscriber.acknowledge(
                 request={"subscription": self.subscription_path(subscription), "ack_ids": list(ack_ids)},
-                timeout=ADMIN_TIMEOUT_S,
+                timeout=timeout_s,
+                retry=_bounded_retry(timeout_s),
             )
 
-    def modify_ack_deadline(self, subscription: str, ack_ids: Iterable[str], seconds: int) -> None:
-        """Extend (or with 0, give back) the lease of pulled messages."""
+    def modify_ack_deadline(
+        self, subscription: str, ack_ids: Iterable[str], seconds: int, *, timeout_s: float = ADMIN_TIMEOUT_S
+    ) -> None:
+        """Extend (or with 0, give back) the lease of pulled messages, within ``timeout_s``."""
         ids = list(ack_ids)
         if ids:
             self.subscriber.modify_ack_deadline(
@@ -402,8 +448,15 @@ class PubSub:
                     "ack_ids": ids,
                     "ack_deadline_seconds": seconds,
                 },
-                timeout=ADMIN_TIMEOUT_S,
+                timeout=timeout_s,
+                retry=_bounded_retry(timeout_s),
             )
 
-    def nack(self, subscription: str, ack_ids: Iterable[str]) -> None:
-        self.modify_ack_deadline(subscription, ack_ids, 0)
+    def nack(self, subscription: str, ack_ids: Iterable[str], *, timeout_s: float = ADMIN_TIMEOUT_S) -> None:
+        self.modify_ack_deadline(subscription, ack_ids, 0, timeout_s=timeout_s)
+
+
+def _bounded_retry(timeout_s: float) -> Retry:
+    """The client's retry for settle calls (UNAVAILABLE and the like), cut to ``timeout_s`` in all."""
+    predicate = if_exception_type(*SETTLE_RETRYABLE)
+    return Retry(initial=0.1, maximum=1.0, multiplier=2.0, timeout=timeout_s, predicate=predicate)

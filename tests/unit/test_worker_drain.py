@@ -80,3 +80,19 @@ def test_at_least_one_empty_pull_is_needed() -> None:
     """0 would mean drained before looking."""
     with pytest.raises(ValueError, match="needed"):
         DrainTracker(0)
+
+
+def test_a_part_whose_nack_failed_is_awaited_past_its_lease() -> None:
+    """The nack RPC failed: the part is invisible until its lease lapses, then due after its backoff."""
+    tracker = DrainTracker(1, POLICY)
+    tracker.nacked("m1", 1, now=0, leased_until=30)
+    assert tracker.awaited(now=30) == 1
+    assert tracker.awaited(now=30 + POLICY.due_within(1) - 0.01) == 1
+    assert tracker.awaited(now=30 + POLICY.due_within(1) + 0.01) == 0
+
+
+def test_the_launchers_policy_of_ten_attempts_awaits_a_fifth_nack() -> None:
+    """With max delivery attempts 10 (passed by the launcher), a part nacked on attempt 5 comes back."""
+    tracker = DrainTracker(1, RetryPolicy(max_delivery_attempts=10))
+    tracker.nacked("m1", 5, now=0)
+    assert tracker.awaited(now=0) == 1

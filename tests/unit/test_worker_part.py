@@ -77,6 +77,23 @@ def test_missing_index_is_rejected_without_one() -> None:
     assert part_index({"part": "12"}) == 12
 
 
+@pytest.mark.parametrize("text", ["²", "١٢", "1²", "+1", " 1", ""])
+def test_non_ascii_or_signed_digits_are_no_index(text: str) -> None:
+    """``str.isdigit`` accepts "²" and Arabic-Indic digits; they are rejected, never an exception."""
+    data, attrs = _attrs(part=text)
+    assert part_index(attrs) is None
+    with pytest.raises(PartRejected) as caught:
+        decode_part(data, attrs, batch_id="b1")
+    assert caught.value.index is None
+
+
+def test_non_ascii_digits_in_a_count_are_rejected() -> None:
+    """A count attribute of "³" is a reason to reject, not a ValueError."""
+    data, attrs = _attrs(records="³")
+    with pytest.raises(PartRejected, match="attribute 'records' is '³'"):
+        decode_part(data, attrs, batch_id="b1")
+
+
 def test_corrupted_data_fails_the_checksum() -> None:
     """Data changed after publishing: sha256 mismatch before any decoding."""
     data, attrs = _attrs()
