@@ -194,7 +194,7 @@ class Worker:
             raise Unreachable(f"{exc} (for {self.config.unreachable_s:g} s)") from exc
         self._unanswered += 1
         delay = retry_delay(self._unanswered)
-        self.log.warning("pull_unanswered", error=str(exc), retry_in_s=delay)
+        self.log.warning("pull_unreachable", error=str(exc), retry_in_s=delay)
         self.shutdown.wait(delay)
 
     def _dispatch(self, messages: list[Received]) -> None:

@@ -412,7 +412,7 @@ class PubSub:
             raise ResourceMissing(f"subscription {subscription} does not exist") from exc
         except PULL_RETRYABLE as exc:
             raise PullUnanswered(
-                f"pull from {self.settings.pubsub_endpoint} got no answer: {type(exc).__name__}",
+                f"cannot reach Pub/Sub at {self.settings.pubsub_endpoint}: {type(exc).__name__} (a pull got no answer)",
                 timed_out=isinstance(exc, gexc.DeadlineExceeded),
             ) from exc
         # Read the raw protobuf: proto-plus wrappers cost ~30 µs of CPU per message here.
