@@ -29,6 +29,10 @@ class Backend(Protocol):
         """Stop and delete every Job of the batch (their workers get SIGTERM)."""
         ...
 
+    def forget(self, batch_id: str, job_names: list[str]) -> None:
+        """Delete whatever the backend still keeps of a batch past its retention: Jobs and files."""
+        ...
+
     def close(self) -> None: ...
 
 

@@ -113,6 +113,11 @@ class Kube:
         result = self._call(self.core.list_namespaced_config_map, self.namespace, label_selector=selector)
         return [self._plain(item) for item in result.items]
 
+    def delete_configmap(self, name: str) -> None:
+        """Delete a ConfigMap; a missing one is fine."""
+        with contextlib.suppress(NotFound):
+            self._call(self.core.delete_namespaced_config_map, name, self.namespace, _preload_content=False)
+
     def patch_configmap(self, name: str, body: dict[str, Any]) -> dict[str, Any]:
         """Merge-patch; a ``metadata.resourceVersion`` in ``body`` makes it conditional."""
         return self._plain(self._call(self.core.patch_namespaced_config_map, name, self.namespace, body))

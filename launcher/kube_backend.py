@@ -101,6 +101,10 @@ class KubeBackend:
         for job in self.kube.list_jobs(f"{JOB_SELECTOR},{LABEL_BATCH}={batch_id}"):
             self.kube.delete_job(job["metadata"]["name"])
 
+    def forget(self, batch_id: str, job_names: list[str]) -> None:
+        """The Jobs, if their TTL has not removed them yet; nothing else is kept."""
+        self.delete_jobs(batch_id)
+
     def close(self) -> None:
         self._stop.set()
 

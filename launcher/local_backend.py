@@ -110,6 +110,18 @@ class LocalBackend:
                         if _alive(pid):
                             os.kill(pid, signal.SIGTERM)
 
+    def forget(self, batch_id: str, job_names: list[str]) -> None:
+        """Stop what may still run, then delete the Jobs' files: pid records and worker logs."""
+        self.delete_jobs(batch_id)
+        with self._lock:
+            for name in job_names:
+                self._jobs.pop(name, None)
+                if self._recorded is not None:
+                    self._recorded.pop(name, None)
+                self._pid_file(name).unlink(missing_ok=True)
+                for log in self.log_dir.glob(f"{name}-*.log"):
+                    log.unlink(missing_ok=True)
+
     def close(self) -> None:
         """Leave workers running: they drain and exit by themselves (like Jobs outliving a launcher)."""
 

@@ -27,6 +27,7 @@ from batchctl.launcher.kube import Conflict
 from batchctl.launcher.metrics import Metrics
 from batchctl.launcher.progress import apply_events
 from batchctl.launcher.reconciler import Reconciler
+from batchctl.launcher.retention import Retention, retention_from_env
 from batchctl.launcher.state import FAILED, REJECTED, SUCCEEDED, TERMINAL, BatchState
 from batchctl.launcher.store import StateStore
 
@@ -65,6 +66,7 @@ class Launcher:
             profiles = open_profiles(settings)
         self.controller = Controller(pubsub, store, backend, self.batches, profiles=profiles,
                                      metrics=self.metrics)
+        self.retention = Retention(pubsub, store, backend, retention_from_env(settings.environ))
         self.inbox: queue.Queue[tuple[str, Received]] = queue.Queue()
         self.wake = wake or backend.changed
         self.stopping = threading.Event()
@@ -141,6 +143,7 @@ class Launcher:
         try:
             self._consume()
             self._reconcile_all()
+            self.retention.sweep(self.batches)
         except BatchctlError as exc:
             self.metrics.reconcile_errors.inc()
             self.log.warning("reconcile_failed", error=str(exc))

@@ -31,6 +31,9 @@ class StateStore(Protocol):
     def save(self, state: BatchState) -> None:
         """Store ``state`` over what was loaded; Conflict if someone wrote in between."""
         ...
+    def delete(self, batch_id: str) -> None:
+        """Forget a batch; a missing one is fine."""
+        ...
 
 
 def newest_first(states: list[BatchState]) -> list[BatchState]:
@@ -78,6 +81,9 @@ class FileStore:
     def save(self, state: BatchState) -> None:
         os.replace(self._write_aside(state), self._path(state.batch_id))
 
+    def delete(self, batch_id: str) -> None:
+        self._path(batch_id).unlink(missing_ok=True)
+
     def _write_aside(self, state: BatchState) -> str:
         fd, tmp = tempfile.mkstemp(dir=self.dir, prefix=".tmp-")
         with os.fdopen(fd, "w") as out:
@@ -124,6 +130,9 @@ class ConfigMapStore:
             body["metadata"] = {"resourceVersion": state.version}
         saved = self.kube.patch_configmap(self.names.state_object(state.batch_id), body)
         state.version = saved["metadata"].get("resourceVersion")
+
+    def delete(self, batch_id: str) -> None:
+        self.kube.delete_configmap(self.names.state_object(batch_id))
 
     def _decode(self, cm: dict[str, Any]) -> BatchState | None:
         meta = cm.get("metadata") or {}

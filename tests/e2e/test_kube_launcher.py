@@ -169,15 +169,17 @@ def test_launcher_requests_match_the_role(
 
     kube_api.server.clear_request_log()
     path = write_records(tmp_path / "in.jsonl", [{"sleep": 1} for _ in range(6)])
-    env = dict(ksettings.environ)
+    env = {**ksettings.environ, "BATCHCTL_RETENTION": "3s"}  # finished batches' state is deleted too
+    ksettings = Settings.from_env(env)
     with running_launcher(ksettings, pubsub) as run:
         submit_records(pubsub, path, "rbac", parts_per_worker=3)
         assert wait_terminal(run.parts, "rbac", timeout=90).state == "succeeded"
+        assert main(["status", "rbac", "--json"], environ=env) == 0
         submit_records(pubsub, path, "rbac2", parts_per_worker=3)
         wait_for(lambda: run.parts.store.load("rbac2") is not None, timeout=30, what="rbac2 accepted")
         assert main(["cancel", "rbac2"], environ=env) == 0
-        assert main(["status", "rbac", "--json"], environ=env) == 0
         assert main(["list"], environ=env) == 0
+        wait_for(lambda: run.parts.store.load("rbac") is None, timeout=30, what="rbac forgotten after retention")
     requests = [r for r in kube_api.server.request_log() if r.user_agent != USER_AGENT and r.rbac]
     used = {r.rbac for r in requests}
     rules = load_role_rules(render_kustomize(REPO / "manifests" / "base"))

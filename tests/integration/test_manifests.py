@@ -69,7 +69,7 @@ LAUNCHER_VARS = frozenset(
 
 LAUNCHER_CALLS = {
     ("batch", "jobs"): {"create", "list", "watch", "delete"},
-    ("", "configmaps"): {"create", "get", "list", "patch"},
+    ("", "configmaps"): {"create", "get", "list", "patch", "delete"},
     ("coordination.k8s.io", "leases"): {"create", "get", "patch"},
 }
 """(apiGroup, resource) -> verbs: every call the launcher makes (manifests/README.md)."""
