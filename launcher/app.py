@@ -8,13 +8,14 @@ import socket
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 from batchctl.core import logs
 from batchctl.core.errors import BadInput
 from batchctl.core.profiles import DEFAULT_PROFILE, Profile, load_profiles
 from batchctl.core.pubsub import PubSub
 from batchctl.core.settings import Settings
-from batchctl.launcher import http
+from batchctl.launcher import catalog, http
 from batchctl.launcher.backend import Backend
 from batchctl.launcher.jobconfig import JobConfig
 from batchctl.launcher.kube import Kube
@@ -29,7 +30,10 @@ class Parts:
     backend: Backend
     elector: Elector
     kube: Kube | None
+    """The launcher's own namespace: state ConfigMaps, the Lease, the published profiles."""
     profiles: dict[str, Profile]
+    jobs_kube: Kube | None = None
+    """The workers' namespace (BATCHCTL_JOBS_NAMESPACE): Jobs only."""
 
 
 def open_store(settings: Settings) -> StateStore:
@@ -48,6 +52,13 @@ def open_profiles(settings: Settings) -> dict[str, Profile]:
     return load_profiles(settings.profiles_file, base=base)
 
 
+def offered_profiles(settings: Settings) -> dict[str, dict[str, Any]]:
+    """What ``batchctl profiles`` shows: the launcher's published copy on Kubernetes, else the file."""
+    if settings.backend == "local":
+        return catalog.describe(open_profiles(settings))
+    return catalog.read(Kube(settings.namespace, environ=settings.environ), settings.names)
+
+
 def open_backend(settings: Settings) -> Backend:
     """The backend alone (what ``status`` uses to count active workers)."""
     return assemble(settings, elect=False).backend
@@ -64,15 +75,20 @@ def assemble(settings: Settings, *, elect: bool = True, worker_env: dict[str, st
     from batchctl.launcher.kube_backend import KubeBackend
 
     kube = Kube(settings.namespace, environ=settings.environ)
+    jobs_kube = kube
+    if settings.worker_namespace != settings.namespace:
+        jobs_kube = Kube(settings.worker_namespace, environ=settings.environ)
     config = JobConfig.from_env(settings.environ)
-    backend = KubeBackend(settings, kube, config, watch=elect, profiles=profiles)
+    backend = KubeBackend(settings, jobs_kube, config, watch=elect, profiles=profiles)
     identity = settings.environ.get("BATCHCTL_POD_NAME") or f"{socket.gethostname()}-{os.getpid()}"
     elector: Elector
     if elect and _truthy(settings.environ.get("BATCHCTL_LEADER_ELECTION", "true")):
         elector = LeaseElector(kube, settings.names.lease, identity)
     else:
         elector = _AlwaysLeader()
-    return Parts(ConfigMapStore(kube, settings.names), backend, elector, kube, profiles)
+    if elect:  # a launcher: say what it offers where `batchctl profiles` reads it
+        catalog.publish(kube, settings.names, profiles)
+    return Parts(ConfigMapStore(kube, settings.names), backend, elector, kube, profiles, jobs_kube)
 
 
 class _AlwaysLeader:
@@ -102,9 +118,9 @@ def serve(settings: Settings, *, port: int, tuning: Tuning | None = None) -> int
     launcher = Launcher(settings, pubsub, parts.store, parts.backend, parts.elector, tuning=tuning or Tuning(),
                         profiles=parts.profiles)
     checks: list[Callable[[], object]] = [pubsub.check_reachable]
-    if parts.kube is not None:
-        kube = parts.kube
-        checks.append(lambda: kube.list_jobs("batchctl.dev/probe=none"))
+    if parts.jobs_kube is not None:
+        jobs_kube = parts.jobs_kube
+        checks.append(lambda: jobs_kube.list_jobs("batchctl.dev/probe=none"))
     server = http.serve(port, healthy=launcher.healthy, ready=lambda: launcher.ready(checks),
                         registry=launcher.metrics.registry)
     for sig in (signal.SIGTERM, signal.SIGINT):

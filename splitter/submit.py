@@ -10,15 +10,18 @@ from __future__ import annotations
 import shutil
 import sys
 import tempfile
+from collections.abc import Mapping
 from contextlib import ExitStack
 from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO
 
 from batchctl.core import logs, sink, topology
+from batchctl.core.admission import check_request
 from batchctl.core.errors import BadInput
 from batchctl.core.messages import BatchRequest, Control, encode_control
 from batchctl.core.names import generate_batch_id, validate_batch_id
+from batchctl.core.profiles import DEFAULT_PROFILE, Profile
 from batchctl.core.pubsub import PublishFailed, PubSub
 from batchctl.core.storage import Storage, is_url
 from batchctl.splitter import partitioner, readers, remote
@@ -42,6 +45,11 @@ class SubmitOptions:
     topology: topology.BatchTopology = topology.BatchTopology()
     output: str | None = None
     """``--output DEST``: ``gs://BUCKET/PREFIX/``, or a folder with the local backend."""
+    profile: str = DEFAULT_PROFILE
+    """``--profile NAME``: the operator's worker profile the batch asks for."""
+    profiles: Mapping[str, Profile] | None = None
+    """The profiles the launcher offers, when known here: the request is checked against them before
+    anything is created (the launcher checks again). None: only the launcher checks."""
 
 
 @dataclass(frozen=True)
@@ -60,6 +68,7 @@ def submit(pubsub: PubSub, options: SubmitOptions, *, stdin: BinaryIO | None = N
     """
     batch_id = generate_batch_id() if options.batch_id is None else validate_batch_id(options.batch_id)
     _check_options(options)
+    _admit(options, batch_id)
     log = logs.get("submit", batch_id=batch_id)
     with ExitStack() as stack:
         output = _prepare_output(pubsub, options, storage)
@@ -87,7 +96,7 @@ def submit(pubsub: PubSub, options: SubmitOptions, *, stdin: BinaryIO | None = N
                 handler=options.handler, parts_per_worker=options.parts_per_worker,
                 max_parallelism=options.max_parallelism, image=options.image,
                 max_delivery_attempts=options.topology.max_delivery_attempts,
-                ack_deadline_s=options.topology.ack_deadline_s, output=output,
+                ack_deadline_s=options.topology.ack_deadline_s, output=output, profile=options.profile,
             )
             send_control(pubsub, Control("launch", batch_id, request))
         except BaseException:
@@ -154,6 +163,21 @@ def _batch_format(sources: list[readers.Source]) -> str:
     if len(kinds) > 1:
         raise BadInput("cannot mix plain-text lines with JSON/CSV input in one batch; pass --format")
     return kinds.pop() if kinds else "jsonl"
+
+
+def _admit(options: SubmitOptions, batch_id: str) -> None:
+    """The launcher's admission rules, applied here when the profiles are known: a typo fails fast."""
+    if options.profiles is None:
+        return
+    preview = BatchRequest(
+        batch_id=batch_id, parts=1, records=0, bytes=0, handler=options.handler,
+        parts_per_worker=options.parts_per_worker, max_parallelism=options.max_parallelism, image=options.image,
+        max_delivery_attempts=options.topology.max_delivery_attempts,
+        ack_deadline_s=options.topology.ack_deadline_s, profile=options.profile,
+    )
+    rejection = check_request(preview, options.profiles)
+    if rejection is not None:
+        raise BadInput(f"the launcher would reject this batch: {rejection.reason}")
 
 
 def _check_options(options: SubmitOptions) -> None:

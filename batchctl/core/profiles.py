@@ -115,6 +115,16 @@ class Profile:
         body["handlers"], body["images"] = list(self.handlers), list(self.images)
         return body
 
+    @classmethod
+    def from_description(cls, body: Mapping[str, Any]) -> Profile:
+        """The profile ``describe`` gave (as the launcher publishes it); TypeError/KeyError if it is not one."""
+        tolerations = tuple(Toleration(t["key"], t["value"], t["effect"]) for t in body["tolerations"])
+        return cls(**{
+            **body, "handlers": tuple(body["handlers"]), "images": tuple(body["images"]), "tolerations": tolerations,
+            "ack_deadline_s": Bounds(**body["ack_deadline_s"]),
+            "max_delivery_attempts": Bounds(**body["max_delivery_attempts"]),
+        })
+
 
 def load_profiles(path: str | Path, *, base: Profile) -> dict[str, Profile]:
     """Read and check the profiles file at ``path``; BadInput naming file, profile and key."""

@@ -150,11 +150,37 @@ class Client:
             return self.batch(self.submit_options(options).batch_id)
 
     def submit_options(self, options: Any, *, stdin: BinaryIO | None = None) -> Submitted:
-        """Submit with ``SubmitOptions`` as the CLI builds them; what was published."""
+        """Submit with ``SubmitOptions`` as the CLI builds them; what was published.
+
+        Where the launcher's profiles can be read from here, the request is checked against them first.
+        """
+        from dataclasses import replace
+
         from batchctl.splitter.submit import submit
 
+        if options.profiles is None:
+            options = replace(options, profiles=self.known_profiles())
         result = submit(self.pubsub, options, stdin=stdin)
         return Submitted(result.batch_id, result.parts, result.records, result.bytes)
+
+    # ---- profiles ------------------------------------------------------------------
+    def profiles(self) -> dict[str, dict[str, Any]]:
+        """The worker profiles the launcher offers, by name (``batchctl profiles --json``)."""
+        from batchctl.launcher.app import offered_profiles
+
+        return offered_profiles(self.settings)
+
+    def known_profiles(self) -> dict[str, Any] | None:
+        """The offered profiles when this machine can read them (a local file, or the launcher's published
+        copy); None when it cannot, and then only the launcher checks a request."""
+        from batchctl.core.profiles import Profile
+
+        try:
+            return {name: Profile.from_description(body) for name, body in self.profiles().items()}
+        except (BatchctlError, TypeError, KeyError):
+            return None
+        except Exception:  # e.g. 403 Forbidden from the API server: reading profiles is a convenience
+            return None
 
     # ---- batches -------------------------------------------------------------------
     def batch(self, batch_id: str) -> Batch:

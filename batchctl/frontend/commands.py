@@ -60,6 +60,9 @@ def add_all(sub: Any, *, parents: list[argparse.ArgumentParser]) -> None:
     p.add_argument("--partial", action="store_true",
                    help="read the parts done so far, even if the batch has not succeeded")
     p.set_defaults(run=run_results)
+    p = add_command(sub, "profiles", parents)
+    p.add_argument("--json", action="store_true", help="print JSON: an object per profile, by name")
+    p.set_defaults(run=run_profiles)
     p = add_command(sub, "launcher", parents)
     p.add_argument("--port", metavar="PORT", type=port_number, default=8080,
                    help="health and metrics port (default 8080)")
@@ -97,7 +100,10 @@ def _add_submit(sub: Any, parents: list[argparse.ArgumentParser]) -> None:
                    help="deliveries before a part is dead-lettered (5..100, default 5)")
     p.add_argument("--ack-deadline", metavar="SECONDS", type=positive_int, default=60,
                    help="work subscription's ack deadline, seconds (10..600, default 60)")
-    p.add_argument("--image", metavar="IMAGE", help="worker image for this batch (default: the launcher's)")
+    p.add_argument("--profile", metavar="NAME", default="default",
+                   help="the operator's worker profile to run under (default 'default'; see `batchctl profiles`)")
+    p.add_argument("--image", metavar="IMAGE",
+                   help="one of the profile's allowed images (default: the profile's image)")
     p.add_argument("--output", metavar="DEST",
                    help="where handlers' results go: gs://BUCKET/PREFIX/, or a folder with the local backend")
     p.add_argument("--wait", action="store_true", help="follow the batch to its end; exit 0 succeeded, 1 not")
@@ -125,7 +131,7 @@ def run_submit(args: argparse.Namespace, settings: Settings) -> int:
         limits=PartLimits(args.records_per_part, args.max_part_bytes), handler=args.handler,
         parts_per_worker=args.parts_per_worker, max_parallelism=args.max_parallelism, image=args.image,
         topology=BatchTopology(ack_deadline_s=args.ack_deadline, max_delivery_attempts=args.max_delivery_attempts),
-        output=args.output,
+        output=args.output, profile=args.profile,
     )
     with _client(settings) as client:
         if args.wait:
@@ -214,6 +220,29 @@ def run_results(args: argparse.Namespace, settings: Settings) -> int:
         with spooled(stream) as body:
             write_file_atomically(Path(args.output), body)
     return EXIT_OK
+
+
+PROFILE_COLUMNS = ("name", "image", "handlers", "max_parallelism", "node_selector", "resources")
+
+
+def run_profiles(args: argparse.Namespace, settings: Settings) -> int:
+    with _client(settings) as client:
+        offered = client.profiles()
+    if args.json:
+        emit_json(offered)
+        return EXIT_OK
+    rows = [[name, " ".join([p["image"], *p["images"]]), " ".join(p["handlers"]), str(p["max_parallelism"]),
+             ",".join(f"{k}={v}" for k, v in p["node_selector"].items()) or "-", _resources(p)]
+            for name, p in offered.items()]
+    widths = [max(len(c), *(len(r[i]) for r in rows)) for i, c in enumerate(PROFILE_COLUMNS)]
+    for row in [[c.upper() for c in PROFILE_COLUMNS], *rows]:
+        print("  ".join(v.ljust(w) for v, w in zip(row, widths, strict=True)).rstrip())
+    return EXIT_OK
+
+
+def _resources(profile: dict[str, Any]) -> str:
+    extended = "".join(f" {k}={v}" for k, v in profile["extended_resources"].items())
+    return f"cpu={profile['cpu_request']} memory={profile['memory_request']}{extended}"
 
 
 def run_launcher(args: argparse.Namespace, settings: Settings) -> int:

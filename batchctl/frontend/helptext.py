@@ -42,8 +42,10 @@ COMMANDS: dict[str, CommandHelp] = {
     "submit": CommandHelp(
         "split input, publish it as a batch, request workers",
         "Split INPUT into parts, publish one Pub/Sub message per part on the batch's own topic, then ask "
-        "the launcher for workers. A submit that fails leaves no batch behind. With --wait, follow the "
-        "batch to its end and exit 0 (succeeded) or 1 (failed or cancelled).",
+        "the launcher for workers under an operator-defined --profile, which decides the image, the "
+        "handlers allowed and the bounds of every knob (see `batchctl profiles`). A submit that fails "
+        "leaves no batch behind. With --wait, follow the batch to its end and exit 0 (succeeded), 1 "
+        "(failed or cancelled) or 2 (rejected by the launcher).",
         """\
 batchctl submit data/ --handler mypkg.jobs:handle --parts-per-worker 20 --max-parallelism 50
 zcat big.csv.gz | batchctl submit - --format csv --batch-id nightly --wait""",
@@ -85,6 +87,16 @@ batchctl status nightly""",
         """\
 batchctl results nightly --output nightly.jsonl
 batchctl results nightly --partial | head""",
+    ),
+    "profiles": CommandHelp(
+        "the worker profiles the launcher offers",
+        "List the worker profiles a batch may ask for with submit --profile: image and allowed alternatives, "
+        "handler patterns, parallelism cap, node pool and resources. On Kubernetes they are read from the "
+        "launcher's namespace (the ConfigMap <prefix>-profiles it publishes); with the local backend from "
+        "BATCHCTL_PROFILES, or the one 'default' profile of the BATCHCTL_* variables.",
+        """\
+batchctl profiles
+batchctl profiles --json | jq 'keys'""",
     ),
     "launcher": CommandHelp(
         "the long-lived service that launches and tracks Jobs",

@@ -269,6 +269,13 @@ def test_describe_is_plain_json() -> None:
     assert body["ack_deadline_s"] == {"min": 30, "max": 120}
 
 
+@pytest.mark.parametrize("name", ["etl", "default"])
+def test_a_described_profile_reads_back_as_itself(name: str) -> None:
+    """What the launcher publishes (JSON of ``describe``) is the same profile again for submit's checks."""
+    profile = {**parse({"etl": FULL}), "default": BASE}[name]
+    assert Profile.from_description(json.loads(json.dumps(profile.describe()))) == profile
+
+
 def test_profile_shapes_the_job() -> None:
     """Image, placement, resources (GPU in requests and limits), identity and knobs come from the profile."""
     etl = parse({"etl": FULL})["etl"]
