@@ -33,6 +33,10 @@ class Backend(Protocol):
         """Delete whatever the backend still keeps of a batch past its retention: Jobs and files."""
         ...
 
+    def job_batches(self) -> dict[str, str]:
+        """Every Job there is (not only this process's), name -> batch id: what ``gc`` judges."""
+        ...
+
     def close(self) -> None: ...
 
 

@@ -101,6 +101,9 @@ class KubeBackend:
         for job in self.kube.list_jobs(f"{JOB_SELECTOR},{LABEL_BATCH}={batch_id}"):
             self.kube.delete_job(job["metadata"]["name"])
 
+    def job_batches(self) -> dict[str, str]:
+        return {job["metadata"]["name"]: _batch_of(job) or "" for job in self.kube.list_jobs(JOB_SELECTOR)}
+
     def forget(self, batch_id: str, job_names: list[str]) -> None:
         """The Jobs, if their TTL has not removed them yet; nothing else is kept."""
         self.delete_jobs(batch_id)

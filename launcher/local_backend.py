@@ -110,6 +110,16 @@ class LocalBackend:
                         if _alive(pid):
                             os.kill(pid, signal.SIGTERM)
 
+    def job_batches(self) -> dict[str, str]:
+        """Job records on disk (every launcher's) and this process's Jobs."""
+        found = {job.name: job.batch_id for job in self._jobs.values()}
+        for path in self.dir.glob("*.json"):
+            try:
+                found.setdefault(path.stem, str(json.loads(path.read_text()).get("batch_id", "")))
+            except (OSError, ValueError, AttributeError):
+                continue
+        return found
+
     def forget(self, batch_id: str, job_names: list[str]) -> None:
         """Stop what may still run, then delete the Jobs' files: pid records and worker logs."""
         self.delete_jobs(batch_id)

@@ -17,6 +17,7 @@ LABEL_BATCH = "batchctl.dev/batch-id"
 
 PUBSUB_MANAGED_BY = "managed-by"
 PUBSUB_BATCH = "batchctl-batch-id"
+PUBSUB_CREATED = "batchctl-created"
 """Pub/Sub label keys (lowercase letters, digits, ``-``, ``_``: no ``/`` as in Kubernetes labels)."""
 
 
@@ -75,11 +76,14 @@ class Names:
     def lease(self) -> str:
         return f"{self.prefix}-launcher"
 
-    def pubsub_labels(self, batch_id: str | None = None) -> dict[str, str]:
-        """Labels of a Pub/Sub topic or subscription: of one batch, or (no id) shared by all."""
+    def pubsub_labels(self, batch_id: str | None = None, *, created: float | None = None) -> dict[str, str]:
+        """Labels of a Pub/Sub topic or subscription: of one batch, or (no id) shared by all.
+        ``created`` (Unix seconds) lets ``gc`` spare a batch whose submit is still publishing."""
         labels = {PUBSUB_MANAGED_BY: "batchctl"}
         if batch_id is not None:
             labels[PUBSUB_BATCH] = batch_id
+        if created is not None:
+            labels[PUBSUB_CREATED] = str(int(created))
         return labels
 
     def batch_labels(self, batch_id: str) -> dict[str, str]:

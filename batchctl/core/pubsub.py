@@ -307,6 +307,15 @@ class PubSub:
         subs = self._admin(self.subscriber.list_subscriptions, {"project": f"projects/{self.project}"})
         return [s.name.rsplit("/", 1)[-1] for s in subs]
 
+    def labels_of_all(self, kind: str) -> dict[str, dict[str, str]]:
+        """Short name -> labels of every topic (``kind="topic"``) or subscription in the project."""
+        project = {"project": f"projects/{self.project}"}
+        if kind == "topic":
+            found = self._admin(self.publisher.list_topics, project)
+        else:
+            found = self._admin(self.subscriber.list_subscriptions, project)
+        return {r.name.rsplit("/", 1)[-1]: dict(r.labels) for r in found}
+
     # ---- data ----------------------------------------------------------------------
     def publish(self, topic: str, data: bytes, attributes: Mapping[str, str] | None = None) -> Future[str]:
         """Queue one message on the batching publisher; the future resolves to its message id."""

@@ -7,6 +7,7 @@ the launcher's subscriptions to them.
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass
 
 from batchctl.core.pubsub import PubSub, SubscriptionSpec
@@ -33,7 +34,7 @@ def create_batch(pubsub: PubSub, batch_id: str, topology: BatchTopology) -> list
     """
     names = pubsub.settings.names
     work, dead = names.work(batch_id), names.dead(batch_id)
-    labels = names.pubsub_labels(batch_id)
+    labels = names.pubsub_labels(batch_id, created=time.time())
     created: list[str] = []
     try:
         pubsub.create_topic(work, exist_ok=False, labels=labels)

@@ -63,6 +63,9 @@ def add_all(sub: Any, *, parents: list[argparse.ArgumentParser]) -> None:
     p = add_command(sub, "profiles", parents)
     p.add_argument("--json", action="store_true", help="print JSON: an object per profile, by name")
     p.set_defaults(run=run_profiles)
+    p = add_command(sub, "gc", parents)
+    p.add_argument("--dry-run", action="store_true", help="only list what would be deleted")
+    p.set_defaults(run=run_gc)
     p = add_command(sub, "launcher", parents)
     p.add_argument("--port", metavar="PORT", type=port_number, default=8080,
                    help="health and metrics port (default 8080)")
@@ -243,6 +246,29 @@ def run_profiles(args: argparse.Namespace, settings: Settings) -> int:
 def _resources(profile: dict[str, Any]) -> str:
     extended = "".join(f" {k}={v}" for k, v in profile["extended_resources"].items())
     return f"cpu={profile['cpu_request']} memory={profile['memory_request']}{extended}"
+
+
+def run_gc(args: argparse.Namespace, settings: Settings) -> int:
+    import time
+
+    from batchctl.core.pubsub import PubSub
+    from batchctl.launcher import gc
+    from batchctl.launcher.app import open_backend, open_store
+
+    store, backend = open_store(settings), open_backend(settings)
+    pubsub = PubSub(settings)
+    try:
+        orphans = gc.collect(pubsub, store, backend, now=time.time())
+        if orphans and not args.dry_run:
+            gc.remove(pubsub, backend, orphans)
+    finally:
+        pubsub.close()
+        backend.close()
+    for line in orphans.lines("would delete" if args.dry_run else "deleted"):
+        print(line)
+    if not orphans:
+        print("no orphans")
+    return EXIT_OK
 
 
 def run_launcher(args: argparse.Namespace, settings: Settings) -> int:

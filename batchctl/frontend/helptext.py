@@ -98,6 +98,16 @@ batchctl results nightly --partial | head""",
 batchctl profiles
 batchctl profiles --json | jq 'keys'""",
     ),
+    "gc": CommandHelp(
+        "delete orphans: Pub/Sub resources and Jobs of batches that no longer exist",
+        "Find and delete orphans: the prefix's batch topics and subscriptions (P-<id>-work, P-<id>-dead) whose "
+        "batch has no state, and Jobs of a batch that has no state. A batch's topics younger than an hour "
+        "are spared (its submit may still be publishing). Finished batches themselves are removed by the "
+        "launcher after BATCHCTL_RETENTION, not by gc.",
+        """\
+batchctl gc --dry-run
+batchctl gc""",
+    ),
     "launcher": CommandHelp(
         "the long-lived service that launches and tracks Jobs",
         "Run the launcher: take batch requests, create a work-queue Job per batch sized from its backlog, "

@@ -1,12 +1,15 @@
 """Pub/Sub resources carry labels that billing reports and ``gcloud --filter`` can select by.
 
 Checks, against the real emulator (which stores labels as Pub/Sub does): a batch's work and
-dead-letter topics and subscriptions are labelled ``managed-by: batchctl`` and
-``batchctl-batch-id: <id>``; the shared control and events topics and the launcher's
-subscriptions are labelled ``managed-by: batchctl`` only.
+dead-letter topics and subscriptions are labelled ``managed-by: batchctl``,
+``batchctl-batch-id: <id>`` and ``batchctl-created: <Unix seconds>`` (for ``gc``); the shared
+control and events topics and the launcher's subscriptions are labelled ``managed-by: batchctl``
+only.
 """
 
 from __future__ import annotations
+
+import time
 
 from batchctl.core import topology
 from batchctl.core.pubsub import PubSub
@@ -21,11 +24,14 @@ def labels(pubsub: PubSub, name: str, *, topic: bool) -> dict[str, str]:
 
 def test_a_batchs_topics_and_subscriptions_carry_its_labels(pubsub: PubSub) -> None:
     names = pubsub.settings.names
+    before = int(time.time())
     topology.create_batch(pubsub, "lab-1", BatchTopology())
     want = {"managed-by": "batchctl", "batchctl-batch-id": "lab-1"}
     for name in (names.work("lab-1"), names.dead("lab-1")):
-        assert labels(pubsub, name, topic=True) == want, name
-        assert labels(pubsub, name, topic=False) == want, name
+        for topic in (True, False):
+            found = labels(pubsub, name, topic=topic)
+            created = int(found.pop("batchctl-created"))
+            assert found == want and before <= created <= time.time(), name
 
 
 def test_shared_topics_and_subscriptions_carry_the_managed_by_label(pubsub: PubSub) -> None:
