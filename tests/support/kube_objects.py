@@ -52,6 +52,7 @@ class ApiRequest:
     verb: str | None  # get, list, watch, create, update, patch, delete, deletecollection
     user_agent: str
     status: int | None = None  # filled when the response is ready (a watch: when it ends)
+    body: Any = None  # what a create, replace or patch sent, as the client serialised it
 
     @property
     def rbac(self) -> tuple[str, str, str] | None:

@@ -134,6 +134,7 @@ class VersionedStore(kmock.KubernetesEmulator):
             name=request.name,
             verb=rbac_verb(request.method.value, request.name, request.params) if res is not None else None,
             user_agent=request.headers.get("User-Agent", ""),
+            body=copy.deepcopy(request.data) if request.method.value in ("POST", "PUT", "PATCH") else None,
         )
         self._log.append(entry)
         try:
