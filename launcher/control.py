@@ -18,7 +18,7 @@ from batchctl.core.profiles import Profile
 from batchctl.core.pubsub import PubSub
 from batchctl.launcher.backend import Backend
 from batchctl.launcher.metrics import Metrics
-from batchctl.launcher.state import CANCELLED, FAILED, REJECTED, RUNNING, TERMINAL, BatchState
+from batchctl.launcher.state import CANCELLED, FAILED, REJECTED, RUNNING, TERMINAL, BatchState, reverting
 from batchctl.launcher.store import StateStore
 
 DEAD_LETTER_WAIT_S = 20.0
@@ -52,10 +52,11 @@ class Controller:
             log.warning("control_for_unknown_batch")
             return
         self.batches[batch.batch_id] = batch
-        if control.action == "cancel":
-            self.cancel(batch, log)
-        elif control.action == "retry":
-            self.retry(batch, log)
+        with reverting(batch):
+            if control.action == "cancel":
+                self.cancel(batch, log)
+            elif control.action == "retry":
+                self.retry(batch, log)
 
     def refuse(self, batch_id: str | None, rejection: Rejection, message_id: str,
                request: BatchRequest | None = None) -> None:
@@ -93,6 +94,9 @@ class Controller:
     def retry(self, batch: BatchState, log: Any) -> None:
         if batch.state in (CANCELLED, REJECTED):
             log.warning("retry_ignored", state=batch.state)
+            return
+        if batch.corrupt:
+            log.warning("retry_of_unreadable_batch_ignored", reason=batch.reason)
             return
         expected = batch.dead - batch.done
         moved = republish_dead(self.pubsub, batch.batch_id, expected)

@@ -1,8 +1,16 @@
 """The one seam to the Kubernetes API (besides the model classes ``jobspec`` builds).
 
-Loads configuration once (in-cluster, else ``KUBECONFIG``), and turns API errors
-into batchctl's: 409 → ``Conflict`` (already exists, or a stale resourceVersion),
-404 → ``NotFound``, connection failures → ``Unreachable`` naming the server.
+Loads configuration once (in-cluster, else ``KUBECONFIG``), and turns every API error
+into one of batchctl's, so no ``ApiException`` escapes this module:
+
+    BatchctlError
+    ├── Conflict        409: the name is taken, or a write carried a stale resourceVersion
+    ├── NotFound        404
+    ├── Refused         any other 4xx: the server will answer the same again (permanent)
+    │   ├── Forbidden   401, 403: credentials, RBAC, a quota or an admission webhook said no
+    │   └── Invalid     422: the object breaks validation or an admission policy
+    └── Unreachable     0, 5xx, connection failures (retryable; exit 3)
+        └── Throttled   429: API Priority and Fairness asks to come back after ``retry_after_s``
 """
 
 from __future__ import annotations
@@ -20,6 +28,10 @@ from kubernetes.client.rest import ApiException
 from batchctl.core.errors import BatchctlError, Unreachable
 
 REQUEST_TIMEOUT_S = 10
+CONNECT_RETRIES = urllib3.Retry(total=3, read=0, status=0, redirect=0, respect_retry_after_header=False)
+"""Retry only where the request never reached the server. urllib3's default would also sleep out
+a 429's Retry-After inside the call (blocking a Lease renew for up to minutes); here a 429 is
+``Throttled`` at once and the caller decides how long to wait."""
 
 
 class Conflict(BatchctlError):
@@ -30,6 +42,73 @@ class NotFound(BatchctlError):
     """Raised when the named object does not exist."""
 
 
+class Refused(BatchctlError):
+    """Raised when the API server refuses a request in a way that repeating it will not change
+    (a 4xx other than 404, 409 and 429); ``status`` and the server's own message are kept."""
+
+    def __init__(self, message: str, *, status: int) -> None:
+        super().__init__(message)
+        self.status = status
+
+
+class Forbidden(Refused):
+    """Raised on 401 or 403: the credentials, the Role, a ResourceQuota or an admission webhook said no."""
+
+
+class Invalid(Refused):
+    """Raised on 422: the object breaks the schema or a ValidatingAdmissionPolicy."""
+
+
+class Throttled(Unreachable):
+    """Raised on 429 Too Many Requests; ``retry_after_s`` is the server's Retry-After (1 s if absent)."""
+
+    def __init__(self, message: str, *, retry_after_s: float) -> None:
+        super().__init__(message)
+        self.retry_after_s = retry_after_s
+
+
+MAX_RETRY_AFTER_S = 60.0
+"""A Retry-After beyond this is capped: a leader must keep renewing its Lease."""
+
+
+def retry_after(headers: Any) -> float:
+    """Seconds from a Retry-After header (a number of seconds; absent or a date: 1 s)."""
+    value = headers.get("Retry-After") if headers is not None else None
+    try:
+        return min(MAX_RETRY_AFTER_S, max(0.0, float(str(value))))
+    except (TypeError, ValueError):
+        return 1.0
+
+
+def server_message(exc: ApiException) -> str:
+    """The ``message`` of the Status the server sent, else its HTTP reason."""
+    try:
+        body = json.loads(exc.body or "")
+    except (TypeError, ValueError):
+        body = None
+    if isinstance(body, dict) and body.get("message"):
+        return str(body["message"])
+    return str(exc.reason or "")
+
+
+STATUS_ERRORS: dict[int, type[Refused]] = {401: Forbidden, 403: Forbidden, 422: Invalid}
+
+
+def api_error(exc: ApiException, what: str, host: str) -> BatchctlError:
+    """The batchctl error for an API error status (see the module docstring)."""
+    status = int(exc.status or 0)
+    detail = f"{what}: {status} {server_message(exc)}".rstrip()
+    if status == 409:
+        return Conflict(f"{what}: conflict: {exc.reason}")
+    if status == 404:
+        return NotFound(f"{what}: not found")
+    if status == 429:
+        return Throttled(f"Kubernetes API at {host} is throttling ({detail})", retry_after_s=retry_after(exc.headers))
+    if 400 <= status < 500:
+        return STATUS_ERRORS.get(status, Refused)(detail, status=status)
+    return Unreachable(f"Kubernetes API at {host} answered {status}")
+
+
 class Kube:
     """Typed calls on Jobs, ConfigMaps and Leases of one namespace."""
 
@@ -38,16 +117,16 @@ class Kube:
         self.namespace = namespace
         env = os.environ if environ is None else environ
         try:
+            cfg = client.Configuration()
             if kubeconfig is None and "KUBERNETES_SERVICE_HOST" in env:
-                config.load_incluster_config()
-                api_client = client.ApiClient()
+                config.load_incluster_config(client_configuration=cfg)
             else:
-                cfg = client.Configuration()
                 config.load_kube_config(config_file=kubeconfig or env.get("KUBECONFIG"),
                                         client_configuration=cfg)
-                api_client = client.ApiClient(cfg)
         except (config.ConfigException, OSError, TypeError) as exc:
             raise Unreachable(f"cannot load Kubernetes configuration: {exc}") from exc
+        cfg.retries = CONNECT_RETRIES
+        api_client = client.ApiClient(cfg)
         self.host = api_client.configuration.host
         self.batch = client.BatchV1Api(api_client)
         self.core = client.CoreV1Api(api_client)
@@ -58,13 +137,7 @@ class Kube:
         try:
             return fn(*args, **kwargs)
         except ApiException as exc:
-            if exc.status == 409:
-                raise Conflict(f"{fn.__name__}: conflict: {exc.reason}") from exc
-            if exc.status == 404:
-                raise NotFound(f"{fn.__name__}: not found") from exc
-            if exc.status in (0, 500, 502, 503, 504):
-                raise Unreachable(f"Kubernetes API at {self.host} answered {exc.status}") from exc
-            raise
+            raise api_error(exc, fn.__name__, self.host) from exc
         except (urllib3.exceptions.HTTPError, OSError) as exc:
             raise Unreachable(f"cannot reach the Kubernetes API at {self.host}: {type(exc).__name__}") from exc
 

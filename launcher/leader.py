@@ -19,57 +19,75 @@ from typing import IO, Any
 
 from batchctl.core import logs
 from batchctl.core.errors import BatchctlError
-from batchctl.launcher.kube import Conflict, Kube, NotFound
+from batchctl.launcher.kube import Conflict, Kube, NotFound, Throttled
 
 LEASE_DURATION_S = 15
 RENEW_EVERY_S = 5
 RETRY_EVERY_S = 2
+RENEW_DEADLINE_FRACTION = 2 / 3
+"""client-go's defaults are lease 15 s, renew deadline 10 s: the holder stops acting 5 s before a
+candidate, timing the same record on its own clock, may take over."""
 
 
 def _micro(ts: float) -> str:
     return datetime.fromtimestamp(ts, UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
 
 
-def _parse(value: Any) -> float:
-    if not value:
-        return 0.0
-    text = str(value).replace("Z", "+00:00")
-    return datetime.fromisoformat(text).timestamp()
-
-
 class LeaseElector:
-    """Holds (or waits for) the Lease named ``name`` as ``identity``."""
+    """Holds (or waits for) the Lease named ``name`` as ``identity``.
+
+    Timing follows client-go's leaderelection, so no two machines' wall clocks are compared:
+    a candidate times the Lease from when *it* last saw the record change (holder, renewTime,
+    transitions), on its own monotonic clock, and takes it only after ``lease_s`` of silence.
+    The holder counts itself leader until ``renew_deadline_s`` after the start of its last
+    successful renew, which is shorter than ``lease_s``: it stops acting before anyone may
+    take over. ``clock`` only stamps the record (``renewTime``), for humans.
+    """
 
     def __init__(self, kube: Kube, name: str, identity: str, *, lease_s: int = LEASE_DURATION_S,
-                 renew_s: float = RENEW_EVERY_S, clock: Callable[[], float] = time.time) -> None:
+                 renew_s: float = RENEW_EVERY_S, renew_deadline_s: float | None = None,
+                 clock: Callable[[], float] = time.time,
+                 monotonic: Callable[[], float] = time.monotonic) -> None:
         self.kube, self.name, self.identity = kube, name, identity
-        self.lease_s, self.renew_s, self.clock = lease_s, renew_s, clock
+        self.lease_s, self.renew_s, self.clock, self.monotonic = lease_s, renew_s, clock, monotonic
+        self.renew_deadline_s = renew_deadline_s if renew_deadline_s is not None else lease_s * RENEW_DEADLINE_FRACTION
         self._valid_until = 0.0
+        self._observed: tuple[Any, ...] | None = None
+        self._observed_at = 0.0
         self._stop = threading.Event()
         self.log = logs.get("leader", identity=identity)
         self.watching = False
+        self.wait_s = 0.0
+        """How long to wait before the next try: the renew or retry period, or a 429's Retry-After."""
 
     @property
     def is_leader(self) -> bool:
-        return time.monotonic() < self._valid_until
+        return self.monotonic() < self._valid_until
 
     def step(self) -> bool:
         """One try to acquire or renew; True if this replica holds the Lease now."""
-        started = time.monotonic()
-        now = self.clock()
+        started = self.monotonic()
+        self.wait_s = 0.0
         try:
-            held = self._try(now)
+            held = self._try(self.clock(), started)
+        except Throttled as exc:
+            self.log.warning("lease_throttled", error=str(exc), retry_after_s=exc.retry_after_s)
+            held, self.wait_s = False, exc.retry_after_s
         except BatchctlError as exc:
             self.log.warning("lease_error", error=str(exc))
             held = False
         self.watching = True
         was = self.is_leader
-        self._valid_until = started + self.lease_s - 1 if held else 0.0
-        if held != was:
-            self.log.info("leadership_acquired" if held else "leadership_lost", lease=self.name)
+        if held:
+            self._valid_until = started + self.renew_deadline_s
+        elif not was or self.monotonic() >= self._valid_until:
+            self._valid_until = 0.0
+        # else: a failed renew keeps the leader acting until its renew deadline, as client-go does
+        if self.is_leader != was:
+            self.log.info("leadership_acquired" if self.is_leader else "leadership_lost", lease=self.name)
         return held
 
-    def _try(self, now: float) -> bool:
+    def _try(self, now: float, started: float) -> bool:
         try:
             lease = self.kube.get_lease(self.name)
         except NotFound:
@@ -77,7 +95,11 @@ class LeaseElector:
         spec = lease.get("spec") or {}
         version = lease["metadata"].get("resourceVersion")
         holder = spec.get("holderIdentity") or ""
-        expired = now > _parse(spec.get("renewTime")) + int(spec.get("leaseDurationSeconds") or self.lease_s)
+        duration = int(spec.get("leaseDurationSeconds") or self.lease_s)
+        record = (holder, spec.get("renewTime"), spec.get("acquireTime"), spec.get("leaseTransitions"))
+        if record != self._observed:
+            self._observed, self._observed_at = record, started
+        expired = started > self._observed_at + duration
         if holder == self.identity:
             patch = {"renewTime": _micro(now), "leaseDurationSeconds": self.lease_s}
         elif expired or not holder:
@@ -110,9 +132,14 @@ class LeaseElector:
         return True
 
     def run(self) -> None:
+        """Campaign until ``stop()``. Nothing escapes: a bug costs one try, not the thread."""
         while not self._stop.is_set():
-            held = self.step()
-            self._stop.wait(self.renew_s if held else RETRY_EVERY_S)
+            try:
+                held = self.step()
+            except Exception:
+                self.log.exception("lease_step_crashed")
+                held = False
+            self._stop.wait(max(self.wait_s, self.renew_s if held else RETRY_EVERY_S))
 
     def start(self) -> threading.Thread:
         thread = threading.Thread(target=self.run, name="leader-election", daemon=True)
@@ -163,8 +190,9 @@ class FileElector:
         return True
 
     def start(self) -> threading.Thread:
-        def loop() -> None:
-            while not self._stop.is_set() and not self.step():
+        def loop() -> None:  # runs until stop(), like LeaseElector's: a dead thread fails /healthz
+            while not self._stop.is_set():
+                self.step()
                 self._stop.wait(0.5)
 
         thread = threading.Thread(target=loop, name="leader-election", daemon=True)

@@ -10,7 +10,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
-from batchctl.launcher.state import FAILED, SUCCEEDED, TERMINAL, BatchState
+from batchctl.launcher.state import CANCELLED, FAILED, SUCCEEDED, TERMINAL, BatchState
 
 MAX_IDLE_JOBS = 3
 """Consecutive Jobs that end without a part moving before the batch is failed (parts lost)."""
@@ -117,7 +117,7 @@ def _plan_follow_up(batch: BatchState, *, job_name: str, now: float) -> list[Act
 
 def _plan_terminal(batch: BatchState, jobs: list[ObservedJob]) -> list[Action]:
     active = any(not j.finished for j in jobs)
-    if batch.state == SUCCEEDED and not batch.cleaned and not active:
+    if batch.state in (SUCCEEDED, CANCELLED) and not batch.cleaned and not active:
         return [Cleanup(keep_dead=False)]
     return []
 

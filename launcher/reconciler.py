@@ -19,7 +19,7 @@ from batchctl.launcher.control import nudge
 from batchctl.launcher.manifest import Manifests
 from batchctl.launcher.metrics import Metrics
 from batchctl.launcher.planner import Action, CheckDead, Cleanup, Finish, Launch, ObservedJob, plan
-from batchctl.launcher.state import RUNNING, SUCCEEDED, BatchState, JobRecord
+from batchctl.launcher.state import RUNNING, SUCCEEDED, BatchState, JobRecord, reverting
 from batchctl.launcher.store import StateStore
 
 UNSEEN_GRACE_S = 60.0
@@ -55,7 +55,14 @@ class Reconciler:
         return jobs
 
     def apply(self, batch: BatchState, action: Action, log: Any = None) -> None:
+        """Apply one action; if it fails (its save included), ``batch`` is as it was before."""
         log = log or logs.get("reconciler", batch_id=batch.batch_id)
+        with reverting(batch):
+            self._apply(batch, action, log)
+        if isinstance(action, Finish):
+            publish_event(self.pubsub, Event("batch_finished", batch.batch_id, "launcher", reason=action.state))
+
+    def _apply(self, batch: BatchState, action: Action, log: Any) -> None:
         if isinstance(action, Launch):
             self._launch(batch, action, log)
         elif isinstance(action, Finish):
@@ -98,7 +105,6 @@ class Reconciler:
         batch.reason = action.reason
         batch.finished = now
         self.store.save(batch)
-        publish_event(self.pubsub, Event("batch_finished", batch.batch_id, "launcher", reason=action.state))
         level = log.info if action.state == SUCCEEDED else log.warning
         level("batch_finished", state=action.state, reason=action.reason, parts_done=len(batch.done),
               parts_dead=len(batch.dead))

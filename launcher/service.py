@@ -1,13 +1,14 @@
 """The launcher's main loop: while leader, take requests and events, reconcile every batch.
 
-Two puller threads feed a queue from the control and events subscriptions so a
-request wakes the loop at once; the loop applies them in order, saves what
-changed, acks only what is stored, then reconciles every unfinished batch.
+Pullers (``launcher.inbox``) feed the loop; it applies requests and events in order, saves what
+changed, acks only what is stored, then reconciles every unfinished batch. The store is the
+truth: a change whose save fails is reverted in memory and its message given back. Errors are
+contained per message and per batch (``launcher.failures``); a lost leadership gives back what
+was pulled; every side effect is fenced on holding the Lease (``launcher.fence``).
 """
 
 from __future__ import annotations
 
-import queue
 import threading
 import time
 from collections.abc import Callable, Mapping
@@ -21,14 +22,18 @@ from batchctl.core.messages import decode_control, decode_event
 from batchctl.core.profiles import Profile
 from batchctl.core.pubsub import PubSub, Received
 from batchctl.core.settings import Settings
+from batchctl.launcher import failures
 from batchctl.launcher.backend import Backend
 from batchctl.launcher.control import Controller
+from batchctl.launcher.fence import FencedBackend, FencedStore
+from batchctl.launcher.inbox import Inbox
 from batchctl.launcher.kube import Conflict
 from batchctl.launcher.metrics import Metrics
+from batchctl.launcher.planner import Finish
 from batchctl.launcher.progress import apply_events
 from batchctl.launcher.reconciler import Reconciler
 from batchctl.launcher.retention import Retention, retention_from_env
-from batchctl.launcher.state import FAILED, REJECTED, SUCCEEDED, TERMINAL, BatchState
+from batchctl.launcher.state import CANCELLED, FAILED, REJECTED, SUCCEEDED, TERMINAL, BatchState
 from batchctl.launcher.store import StateStore
 
 
@@ -55,37 +60,40 @@ class Launcher:
     def __init__(self, settings: Settings, pubsub: PubSub, store: StateStore, backend: Backend,
                  elector: Elector, *, metrics: Metrics | None = None, tuning: Tuning = Tuning(),
                  wake: threading.Event | None = None, profiles: Mapping[str, Profile] | None = None) -> None:
-        self.settings, self.pubsub, self.store, self.backend = settings, pubsub, store, backend
-        self.elector, self.tuning = elector, tuning
+        self.settings, self.pubsub, self.elector, self.tuning = settings, pubsub, elector, tuning
+        self.store = FencedStore(store, elector)
+        self.backend = FencedBackend(backend, elector)
         self.metrics = metrics or Metrics()
         self.batches: dict[str, BatchState] = {}
-        self.reconciler = Reconciler(settings, pubsub, store, backend, self.metrics)
+        self.reconciler = Reconciler(settings, pubsub, self.store, self.backend, self.metrics)
         if profiles is None:
             from batchctl.launcher.app import open_profiles
 
             profiles = open_profiles(settings)
-        self.controller = Controller(pubsub, store, backend, self.batches, profiles=profiles,
+        self.controller = Controller(pubsub, self.store, self.backend, self.batches, profiles=profiles,
                                      metrics=self.metrics)
-        self.retention = Retention(pubsub, store, backend, retention_from_env(settings.environ))
-        self.inbox: queue.Queue[tuple[str, Received]] = queue.Queue()
+        self.retention = Retention(pubsub, self.store, self.backend, retention_from_env(settings.environ))
         self.wake = wake or backend.changed
         self.stopping = threading.Event()
+        names = settings.names
+        self.inbox = Inbox(pubsub, (names.requests_subscription, names.events_subscription),
+                           active=lambda: self._leading, wake=self.wake, stopping=self.stopping,
+                           pull_timeout_s=tuning.pull_timeout_s, max_messages=tuning.max_events)
         self.last_loop = time.monotonic()
         self.log = logs.get("launcher")
         self._leading = False
+        self._loaded = False
+        self._elector_thread: threading.Thread | None = None
+        self._tries: dict[str, int] = {}
+        self._not_before: dict[str, float] = {}
+        self._quiet_until = 0.0
 
     # ---- lifecycle -------------------------------------------------------------------
     def run(self) -> None:
         """Run until ``stop()``; returns after a clean shutdown."""
         topology.ensure_shared(self.pubsub)
-        self.elector.start()
-        names = self.settings.names
-        pullers = [
-            threading.Thread(target=self._pull_loop, args=(sub,), name=f"pull-{sub}", daemon=True)
-            for sub in (names.requests_subscription, names.events_subscription)
-        ]
-        for thread in pullers:
-            thread.start()
+        self._elector_thread = self.elector.start()
+        self.inbox.start()
         self.log.info("launcher_started", backend=self.settings.backend, namespace=self.settings.namespace)
         try:
             while not self.stopping.is_set():
@@ -94,34 +102,20 @@ class Launcher:
                 self.wake.clear()
                 self._step()
         finally:
-            for thread in pullers:
-                thread.join(timeout=self.tuning.pull_timeout_s + 5)
-            self._give_back()
+            self.inbox.join()
+            self.inbox.give_back()
             self.elector.stop(release=True)
             self.backend.close()
             self.log.info("launcher_stopped")
-
-    def _give_back(self) -> None:
-        """Nack what was pulled but not handled, so a successor gets it now, not after its lease."""
-        held: dict[str, list[str]] = {}
-        while True:
-            try:
-                sub, msg = self.inbox.get_nowait()
-            except queue.Empty:
-                break
-            held.setdefault(sub, []).append(msg.ack_id)
-        for sub, ack_ids in held.items():
-            try:
-                self.pubsub.nack(sub, ack_ids)
-            except Exception as exc:  # shutting down: the lease lapses on its own
-                self.log.warning("give_back_failed", subscription=sub, error=str(exc))
 
     def stop(self) -> None:
         self.stopping.set()
         self.wake.set()
 
     def healthy(self) -> bool:
-        return time.monotonic() - self.last_loop < 60
+        """The loop turns and no background thread has died (else the pod must be restarted)."""
+        elector_alive = self._elector_thread is None or self._elector_thread.is_alive()
+        return time.monotonic() - self.last_loop < 60 and elector_alive and self.inbox.alive()
 
     def ready(self, checks: list[Callable[[], object]]) -> bool:
         try:
@@ -135,71 +129,66 @@ class Launcher:
     def _step(self) -> None:
         leading = self.elector.is_leader
         self.metrics.is_leader.set(1 if leading else 0)
-        if leading and not self._leading:
-            self._take_over()
+        if leading != self._leading:
+            self._loaded = False
+            self.inbox.forget_empty_pulls()
         self._leading = leading
         if not leading:
+            given = self.inbox.give_back()
+            if given:
+                self.log.info("inbox_given_back", messages=given)
             return
         try:
+            if not self._loaded:
+                self._take_over()
             self._consume()
             self._reconcile_all()
             self.retention.sweep(self.batches)
         except BatchctlError as exc:
             self.metrics.reconcile_errors.inc()
             self.log.warning("reconcile_failed", error=str(exc))
-            if isinstance(exc, Conflict):
-                self._take_over()
         except Exception:  # a bug must cost one pass, not the service
             self.metrics.reconcile_errors.inc()
             self.log.exception("reconcile_crashed")
 
     def _take_over(self) -> None:
         """(Re)load every batch from the store: the store, not memory, is the truth."""
+        loaded = self.store.load_all()
         self.batches.clear()
-        self.batches.update({b.batch_id: b for b in self.store.load_all()})
-        running = [b.batch_id for b in self.batches.values() if b.state not in TERMINAL]
-        self.log.info("batches_loaded", total=len(self.batches), running=len(running))
+        self.batches.update({b.batch_id: b for b in loaded})
+        self._tries.clear()
+        self._not_before.clear()
+        self._loaded = True
+        running = [b.batch_id for b in loaded if b.state not in TERMINAL]
+        corrupt = [b.batch_id for b in loaded if b.corrupt]
+        self.log.info("batches_loaded", total=len(loaded), running=len(running), unreadable=corrupt)
 
-    def _pull_loop(self, subscription: str) -> None:
-        while not self.stopping.is_set():
-            if not self._leading:
-                self.stopping.wait(0.2)
-                continue
-            try:
-                msgs = self.pubsub.pull(subscription, max_messages=self.tuning.max_events,
-                                        timeout_s=self.tuning.pull_timeout_s)
-            except BatchctlError as exc:
-                self.log.warning("pull_failed", subscription=subscription, error=str(exc))
-                self.stopping.wait(1.0)
-                continue
-            except Exception:
-                self.log.exception("pull_crashed", subscription=subscription)
-                self.stopping.wait(1.0)
-                continue
-            for msg in msgs:
-                self.inbox.put((subscription, msg))
-            if msgs:
-                self.wake.set()
-            else:
-                self.stopping.wait(0.05)
+    def _reload(self, batch_id: str) -> None:
+        """Someone else wrote this batch (Conflict): take the store's version."""
+        try:
+            fresh = self.store.load(batch_id)
+        except BatchctlError as exc:
+            self.log.warning("reload_failed", batch_id=batch_id, error=str(exc))
+            self._loaded = False
+            return
+        if fresh is None:
+            self.batches.pop(batch_id, None)
+        else:
+            self.batches[batch_id] = fresh
 
     def _consume(self) -> None:
         names = self.settings.names
-        controls: list[Received] = []
-        events: list[Received] = []
-        while True:
-            try:
-                sub, msg = self.inbox.get_nowait()
-            except queue.Empty:
-                break
-            (controls if sub == names.requests_subscription else events).append(msg)
-        for msg in controls:
-            self._control(msg)
+        taken = self.inbox.take()
+        for sub, msg in taken:
+            if sub == names.requests_subscription:
+                self._control(msg)
+        events = [msg for sub, msg in taken if sub == names.events_subscription]
         if events:
             self._events(events)
 
     def _control(self, msg: Received) -> None:
-        names = self.settings.names
+        """Apply one request and ack it once its effect is stored; on an error, give it back."""
+        sub = self.settings.names.requests_subscription
         rejection: Rejection | None = check_size(len(msg.data))
         if rejection is None:
             try:
@@ -207,45 +196,119 @@ class Launcher:
             except BadInput as exc:
                 rejection = malformed(exc)
         if rejection is not None:
-            self.controller.refuse(batch_named(msg.data, msg.attributes), rejection, msg.message_id)
-            self.pubsub.ack(names.requests_subscription, [msg.ack_id])
+            try:
+                self.controller.refuse(batch_named(msg.data, msg.attributes), rejection, msg.message_id)
+            except Exception as exc:
+                self._control_failed(batch_named(msg.data, msg.attributes) or "", exc, msg)
+                return
+            self.pubsub.ack(sub, [msg.ack_id])
             return
-        self.controller.handle(control, msg.message_id)
-        self.pubsub.ack(names.requests_subscription, [msg.ack_id])
+        try:
+            self.controller.handle(control, msg.message_id)
+        except Exception as exc:
+            self._control_failed(control.batch_id, exc, msg)
+            return
+        self.pubsub.ack(sub, [msg.ack_id])
+        self._tries.pop(control.batch_id, None)
+        self._not_before.pop(control.batch_id, None)
         batch = self.batches.get(control.batch_id)
         if batch is not None and batch.state not in TERMINAL:
-            self.reconciler.reconcile(batch)
+            self._reconcile_one(batch)
+
+    def _control_failed(self, batch_id: str, exc: Exception, msg: Received) -> None:
+        self.metrics.reconcile_errors.inc()
+        log = self.log.bind(batch_id=batch_id, message_id=msg.message_id)
+        if isinstance(exc, BatchctlError):
+            log.warning("control_failed", error=str(exc))
+        else:
+            log.exception("control_crashed")
+        if isinstance(exc, Conflict):
+            self._reload(batch_id)
+        self.inbox.give_back([(self.settings.names.requests_subscription, msg)])
 
     def _events(self, msgs: list[Received]) -> None:
+        """Apply events, save each changed batch, ack what is stored; a batch whose save fails is
+        reverted and its events given back, the others' acked."""
+        sub = self.settings.names.events_subscription
         decoded = []
         for msg in msgs:
             try:
-                decoded.append(decode_event(msg.data, msg.attributes))
+                decoded.append((msg, decode_event(msg.data, msg.attributes)))
             except BadInput as exc:
                 self.log.warning("event_rejected", error=str(exc), message_id=msg.message_id)
-        touched = {e.batch_id for e in decoded if e.batch_id in self.batches}
-        before = {k: (len(self.batches[k].done), len(self.batches[k].dead)) for k in touched}
-        changed = apply_events(self.batches, decoded)
+        touched = {e.batch_id for _, e in decoded if e.batch_id in self.batches}
+        saved = {k: self.batches[k].copy() for k in touched}
+        changed = apply_events(self.batches, [e for _, e in decoded])
+        failed: set[str] = set()
         for batch_id in changed:
-            batch = self.batches[batch_id]
-            self.metrics.parts_done.inc(len(batch.done) - before[batch_id][0])
-            self.metrics.parts_dead.inc(max(0, len(batch.dead) - before[batch_id][1]))
-            self.store.save(batch)
-        ack_ids = [m.ack_id for m in msgs]
+            if not self._save_events(self.batches[batch_id], saved[batch_id]):
+                failed.add(batch_id)
+        back = [(sub, m) for m, e in decoded if e.batch_id in failed]
+        if back:
+            self.inbox.give_back(back)
+        kept = {m.ack_id for _, m in back}
+        ack_ids = [m.ack_id for m in msgs if m.ack_id not in kept]
         for i in range(0, len(ack_ids), 1000):
-            self.pubsub.ack(self.settings.names.events_subscription, ack_ids[i : i + 1000])
+            self.pubsub.ack(sub, ack_ids[i : i + 1000])
+
+    def _save_events(self, batch: BatchState, before: BatchState) -> bool:
+        try:
+            self.store.save(batch)
+        except Exception as exc:
+            batch.restore(before)
+            self.metrics.reconcile_errors.inc()
+            self.log.warning("progress_not_saved", batch_id=batch.batch_id, error=str(exc))
+            if isinstance(exc, Conflict):
+                self._reload(batch.batch_id)
+            return False
+        self.metrics.parts_done.inc(len(batch.done) - len(before.done))
+        self.metrics.parts_dead.inc(max(0, len(batch.dead) - len(before.dead)))
+        return True
 
     def _reconcile_all(self) -> None:
         counts: dict[str, int] = {}
         for batch in list(self.batches.values()):
-            if batch.state not in TERMINAL or (batch.state == SUCCEEDED and not batch.cleaned):
-                try:
-                    self.reconciler.reconcile(batch)
-                except Conflict:
-                    raise
-                except BatchctlError as exc:
-                    self.metrics.reconcile_errors.inc()
-                    self.log.warning("reconcile_failed", batch_id=batch.batch_id, error=str(exc))
+            unfinished = batch.state not in TERMINAL
+            if unfinished or (batch.state in (SUCCEEDED, CANCELLED) and not batch.cleaned):
+                self._reconcile_one(batch)
             counts[batch.state] = counts.get(batch.state, 0) + 1
         for state in ("pending", "running", SUCCEEDED, FAILED, "cancelled", REJECTED):
             self.metrics.batches.labels(state=state).set(counts.get(state, 0))
+
+    def _reconcile_one(self, batch: BatchState) -> None:
+        """Reconcile one batch; its error is its own (``launcher.failures``), never the others'."""
+        now = time.monotonic()
+        if now < max(self._quiet_until, self._not_before.get(batch.batch_id, 0.0)):
+            return
+        try:
+            self.reconciler.reconcile(batch)
+        except Conflict as exc:
+            self.log.warning("reconcile_conflict", batch_id=batch.batch_id, error=str(exc))
+            self._reload(batch.batch_id)
+            return
+        except Exception as exc:
+            self._reconcile_failed(batch, exc)
+            return
+        self._tries.pop(batch.batch_id, None)
+
+    def _reconcile_failed(self, batch: BatchState, exc: Exception) -> None:
+        self.metrics.reconcile_errors.inc()
+        tries = self._tries.get(batch.batch_id, 0) + 1
+        self._tries[batch.batch_id] = tries
+        verdict = failures.judge(exc, tries)
+        log = self.log.bind(batch_id=batch.batch_id, tries=tries, wait_s=verdict.wait_s)
+        if isinstance(exc, BatchctlError):
+            log.warning("reconcile_failed", error=str(exc))
+        else:
+            log.exception("reconcile_crashed")
+        until = time.monotonic() + verdict.wait_s
+        if verdict.everyone:
+            self._quiet_until = max(self._quiet_until, until)
+        self._not_before[batch.batch_id] = until
+        if verdict.give_up:
+            try:
+                self.reconciler.apply(batch, Finish(FAILED, failures.reason(exc)))
+            except Exception as again:  # stays for the next pass
+                log.warning("batch_not_failed", error=str(again))
+                return
+            self._tries.pop(batch.batch_id, None)

@@ -8,9 +8,12 @@ batch of a million parts stays far under a ConfigMap's 1 MiB) and kept by a
 from __future__ import annotations
 
 import base64
+import binascii
 import json
 import zlib
-from dataclasses import asdict, dataclass, field, replace
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import asdict, dataclass, field, fields, replace
 from typing import Any
 
 from batchctl.core.messages import BatchRequest
@@ -55,6 +58,8 @@ class BatchState:
     """The last error a worker reported exiting on (``worker_exited`` with ``error: ...``)."""
     version: str | None = field(default=None, compare=False)
     """Store-specific version (a resourceVersion) of what was loaded; not serialised."""
+    corrupt: bool = field(default=False, compare=False)
+    """Loaded from a document that could not be decoded: shown failed; ``retry`` refuses it."""
 
     @property
     def batch_id(self) -> str:
@@ -119,6 +124,46 @@ class BatchState:
 
     def copy(self) -> BatchState:
         return replace(self, done=set(self.done), dead=set(self.dead), jobs=list(self.jobs))
+
+    def restore(self, saved: BatchState) -> None:
+        """Put back every field of ``saved``, a ``copy()`` taken before a change the store refused."""
+        for f in fields(self):
+            setattr(self, f.name, getattr(saved, f.name))
+
+
+@contextmanager
+def reverting(batch: BatchState) -> Iterator[BatchState]:
+    """Changes made to ``batch`` inside stay only if the block completes (its save succeeded).
+
+    The store is the truth: memory must never run ahead of it, or a redelivered message would
+    find its effect "done", be acked, and the next reload would drop it.
+    """
+    saved = batch.copy()
+    try:
+        yield batch
+    except BaseException:
+        batch.restore(saved)
+        raise
+
+
+UNREADABLE = (ValueError, KeyError, TypeError, zlib.error, binascii.Error)
+"""What decoding a corrupt state document can raise (JSON, fields, base64, zlib)."""
+
+
+def decode(text: str, *, version: str | None, where: str) -> BatchState | None:
+    """A stored batch; a corrupt one comes back ``failed`` naming what is wrong (None if even its
+    request is unreadable). The launcher does not rewrite it: it stays for a human to look at."""
+    try:
+        return BatchState.from_json(text, version=version)
+    except UNREADABLE as exc:
+        problem = f"{type(exc).__name__}: {exc}"
+    try:
+        body = json.loads(text)
+        request = BatchRequest(**body["request"])
+    except UNREADABLE:
+        return None
+    return BatchState(request, state=FAILED, created=request.created, version=version, corrupt=True,
+                      reason=f"stored state unreadable ({where}: {problem})"[:500])
 
 
 def _pack(parts: set[int]) -> str:

@@ -16,7 +16,7 @@ from typing import Any, Protocol
 from batchctl.core.errors import BadInput
 from batchctl.core.names import LABEL_BATCH, LABEL_COMPONENT, LABEL_NAME, Names
 from batchctl.launcher.kube import Conflict, Kube, NotFound
-from batchctl.launcher.state import BatchState
+from batchctl.launcher.state import BatchState, decode
 
 STATE_KEY = "state.json"
 STATE_SELECTOR = f"{LABEL_NAME}=batchctl,{LABEL_COMPONENT}=state"
@@ -51,20 +51,25 @@ class FileStore:
         return self.dir / f"{batch_id}.json"
 
     def load(self, batch_id: str) -> BatchState | None:
+        path = self._path(batch_id)
         try:
-            return BatchState.from_json(self._path(batch_id).read_text())
+            text = path.read_text()
         except FileNotFoundError:
             return None
-        except (ValueError, KeyError, TypeError) as exc:
-            raise BadInput(f"{self._path(batch_id)}: unreadable batch state ({exc})") from exc
+        state = decode(text, version=None, where=str(path))
+        if state is None:
+            raise BadInput(f"{path}: unreadable batch state")
+        return state
 
     def load_all(self) -> list[BatchState]:
         states = []
         for path in self.dir.glob("*.json"):
             try:
-                states.append(BatchState.from_json(path.read_text()))
-            except (OSError, ValueError, KeyError):
+                state = decode(path.read_text(), version=None, where=str(path))
+            except OSError:
                 continue
+            if state is not None:
+                states.append(state)
         return newest_first(states)
 
     def create(self, state: BatchState) -> bool:
@@ -140,8 +145,5 @@ class ConfigMapStore:
         data = cm.get("data") or {}
         if not name.startswith(self.names.prefix + "-") or STATE_KEY not in data:
             return None
-        try:
-            return BatchState.from_json(str(data[STATE_KEY]), version=meta.get("resourceVersion"))
-        except (ValueError, KeyError, TypeError):
-            return None
+        return decode(str(data[STATE_KEY]), version=meta.get("resourceVersion"), where=f"ConfigMap {name}")
 

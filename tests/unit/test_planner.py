@@ -293,14 +293,22 @@ def test_succeeded_but_not_cleaned_waits_for_active_jobs() -> None:
     assert run(state, [ended(1), running(2)]) == []
 
 
+@pytest.mark.parametrize("done", [range(40), range(100)])
+def test_cancelled_batch_gets_its_topics_deleted_once_jobs_ended(done: Iterable[int]) -> None:
+    """Cancel deletes only the work subscription: Cleanup deletes the topics (work and dead letters)."""
+    state = batch(100, done=done, launched_at=[0], state=CANCELLED)
+    assert run(state, [running(1)]) == []
+    assert run(state, [ended(1)]) == [Cleanup(keep_dead=False)]
+
+
 @pytest.mark.parametrize("jobs", [[], [ended(1)], [running(1)], [ended(1, CONFIG_ERROR_REASON)]])
 @pytest.mark.parametrize(
     ("state", "cleaned", "done"),
     [
         (FAILED, False, range(40)),
         (FAILED, True, range(40)),
-        (CANCELLED, False, range(40)),
-        (CANCELLED, False, range(100)),
+        (CANCELLED, True, range(40)),
+        (CANCELLED, True, range(100)),
         (SUCCEEDED, True, range(100)),
         (FAILED, False, range(100)),
     ],
@@ -308,7 +316,7 @@ def test_succeeded_but_not_cleaned_waits_for_active_jobs() -> None:
 def test_terminal_states_do_nothing(
     state: str, cleaned: bool, done: Iterable[int], jobs: list[ObservedJob]
 ) -> None:
-    """failed, cancelled, and succeeded+cleaned: no launch, finish or cleanup, whatever is observed."""
+    """failed, cancelled+cleaned, and succeeded+cleaned: no launch, finish or cleanup, whatever is observed."""
     assert run(batch(100, done=done, launched_at=[0], state=state, cleaned=cleaned), jobs) == []
 
 

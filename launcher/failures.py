@@ -1,0 +1,49 @@
+"""How the launcher treats an error met while reconciling one batch. Pure.
+
+Errors are contained per batch: one batch's error never stops the others. What happens next
+depends on the error's class (see ``batchctl.launcher.kube`` for the API's):
+
+- ``Throttled`` (429): every API call waits out the server's Retry-After; the try is not counted.
+- ``Unreachable`` (API or Pub/Sub down, 5xx): retried with backoff for as long as it lasts; not
+  the batch's fault, never fails it.
+- anything else (a 401/403/422 such as a quota or an admission policy, bad input such as an
+  untagged image, or a bug): retried with backoff, and after ``MAX_TRIES`` in a row the batch
+  ends ``failed`` with the error as its reason (``retry`` starts it again).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from batchctl.core.errors import Unreachable
+from batchctl.launcher.kube import Throttled
+
+MAX_TRIES = 3
+"""Consecutive failed passes of one batch before a permanent error fails it."""
+MAX_BACKOFF_S = 30.0
+
+
+@dataclass(frozen=True)
+class Verdict:
+    give_up: bool
+    """End the batch ``failed`` with the error as its reason."""
+    wait_s: float
+    """Leave the batch alone this long."""
+    everyone: bool = False
+    """The wait is the API server's (429): it applies to every batch."""
+
+
+def judge(error: BaseException, tries: int) -> Verdict:
+    """What to do after the ``tries``-th consecutive failure (1-based) of a batch's pass."""
+    backoff = min(MAX_BACKOFF_S, 2.0 ** (tries - 1))
+    if isinstance(error, Throttled):
+        return Verdict(give_up=False, wait_s=error.retry_after_s, everyone=True)
+    if isinstance(error, Unreachable):
+        return Verdict(give_up=False, wait_s=backoff)
+    return Verdict(give_up=tries >= MAX_TRIES, wait_s=backoff)
+
+
+def reason(error: BaseException) -> str:
+    """A failed batch's reason: the error's own words, one line."""
+    text = " ".join(str(error).split()) or type(error).__name__
+    return f"cannot proceed: {text}"[:500]

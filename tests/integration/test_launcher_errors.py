@@ -1,0 +1,169 @@
+"""The launcher survives its own errors (issue 18, findings 2 to 6), on the real Pub/Sub emulator.
+
+Checks: a failed save of progress, of a finish or of a cancel is reverted in memory and the
+message given back, so the store ends right (never "every part processed, progress lost");
+a store that cannot list at takeover, and a corrupt state file, cost a pass, not the process,
+and the corrupt batch shows failed naming why; a launcher that loses leadership gives back what
+its pullers queued (the next leader gets it now); a background thread that dies fails /healthz.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+from pathlib import Path
+
+from batchctl.core import topology
+from batchctl.core.messages import BatchRequest, Control, Event, encode_control, encode_event
+from batchctl.core.pubsub import PubSub
+from batchctl.core.settings import Settings
+from batchctl.launcher.app import Parts
+from batchctl.launcher.service import Launcher
+from batchctl.launcher.state import CANCELLED, FAILED, RUNNING, SUCCEEDED, BatchState, JobRecord
+from batchctl.launcher.store import FileStore
+from tests.support.faults import ActiveBackend, FlakyStore, SwitchElector
+from tests.support.launching import FAST_TUNING, running_launcher
+from tests.support.waiting import wait_for
+
+
+def running_batch(store: FileStore, batch_id: str, parts: int) -> BatchState:
+    """A batch already running Job 1 (the ActiveBackend reports it active)."""
+    request = BatchRequest(batch_id=batch_id, parts=parts, records=parts, bytes=parts, handler="m:f")
+    state = BatchState(request, state=RUNNING, created=request.created,
+                       jobs=[JobRecord("j-1", 1, 1, time.time(), 0)])
+    assert store.create(state)
+    return state
+
+
+def publish_done(pubsub: PubSub, batch_id: str, parts: range) -> None:
+    topic = pubsub.settings.names.events_topic
+    futures = [pubsub.publish(topic, *encode_event(Event("part_done", batch_id, "w", part=p))) for p in parts]
+    for future in futures:
+        future.result(timeout=30)
+
+
+def launcher_parts(pubsub: PubSub, flaky: FlakyStore, backend: ActiveBackend) -> Parts:
+    """The launcher's parts over a flaky file store; the shared topics exist before anything is sent."""
+    topology.ensure_shared(pubsub)
+    return Parts(flaky, backend, SwitchElector(), None, {})
+
+
+def test_progress_whose_save_failed_is_not_lost(settings: Settings, pubsub: PubSub) -> None:
+    """The first save of part_done events fails: memory reverts, the events come back and are stored
+    (before: memory kept them, so their redelivery changed nothing, was acked, and the store never
+    had them: the next reload would lose them)."""
+    store = FileStore(settings.state_dir)
+    running_batch(store, "prog", 4)
+    flaky, backend = FlakyStore(store), ActiveBackend()
+    backend.launched["prog"] = ["j-1"]
+    flaky.fail_save()
+    with running_launcher(settings, pubsub, parts=launcher_parts(pubsub, flaky, backend)):
+        publish_done(pubsub, "prog", range(2))
+        batch = wait_for(lambda: (b := store.load("prog")) and b.done == {0, 1} and b, timeout=15,
+                         what="parts 0 and 1 stored done")
+    assert batch.state == RUNNING
+    assert flaky.failed == ["save prog running"]
+
+
+def test_finish_whose_save_failed_is_stored_later(settings: Settings, pubsub: PubSub) -> None:
+    """The save of succeeded fails once: memory goes back to running and the next pass stores it."""
+    store = FileStore(settings.state_dir)
+    running_batch(store, "fin", 2)
+    flaky, backend = FlakyStore(store), ActiveBackend()
+    backend.launched["fin"] = ["j-1"]
+    flaky.fail_save(lambda s: s.state == SUCCEEDED)
+    with running_launcher(settings, pubsub, parts=launcher_parts(pubsub, flaky, backend)):
+        publish_done(pubsub, "fin", range(2))
+        wait_for(lambda: (b := store.load("fin")) and b.state == SUCCEEDED, timeout=15, what="succeeded stored")
+    assert flaky.failed == ["save fin succeeded"]
+
+
+def test_cancel_whose_save_failed_is_retried_until_stored(settings: Settings, pubsub: PubSub) -> None:
+    """The save of cancelled fails once: the request is given back, and its redelivery cancels."""
+    store = FileStore(settings.state_dir)
+    running_batch(store, "can", 2)
+    flaky, backend = FlakyStore(store), ActiveBackend()
+    backend.launched["can"] = ["j-1"]
+    flaky.fail_save(lambda s: s.state == CANCELLED)
+    with running_launcher(settings, pubsub, parts=launcher_parts(pubsub, flaky, backend)) as run:
+        wait_for(lambda: "can" in run.launcher.batches, timeout=10, what="the batch loaded")
+        data, attributes = encode_control(Control("cancel", "can"))
+        pubsub.publish(settings.names.requests_topic, data, attributes).result(timeout=30)
+        wait_for(lambda: (b := store.load("can")) and b.state == CANCELLED, timeout=15, what="cancelled stored")
+    assert flaky.failed == ["save can cancelled"]
+    assert "can" in backend.deleted
+
+
+def test_takeover_survives_a_store_that_cannot_list(settings: Settings, pubsub: PubSub) -> None:
+    """load_all fails at takeover: the loop lives on and loads the batches on a later pass."""
+    store = FileStore(settings.state_dir)
+    running_batch(store, "later", 2)
+    flaky, backend = FlakyStore(store), ActiveBackend()
+    flaky.fail_load_all()
+    with running_launcher(settings, pubsub, parts=launcher_parts(pubsub, flaky, backend)) as run:
+        wait_for(lambda: "later" in run.launcher.batches, timeout=10, what="the batches loaded")
+        assert run.thread.is_alive()
+    assert flaky.failed == ["load_all"]
+
+
+def test_corrupt_state_file_is_a_failed_batch_not_a_crash(settings: Settings, pubsub: PubSub) -> None:
+    """A state file whose part bitmap is not zlib: the launcher keeps running, shows that batch
+    failed naming the problem, and still runs the readable batch next to it."""
+    store = FileStore(settings.state_dir)
+    good = running_batch(store, "good", 1)
+    bad = running_batch(store, "bad", 4)
+    path = Path(settings.state_dir) / "batches" / "bad.json"
+    body = json.loads(path.read_text())
+    body["done"] = "bm90IHpsaWI="  # base64 of "not zlib"
+    path.write_text(json.dumps(body))
+    backend = ActiveBackend()
+    backend.launched["good"] = ["j-1"]
+    with running_launcher(settings, pubsub, parts=launcher_parts(pubsub, FlakyStore(store), backend)) as run:
+        wait_for(lambda: "bad" in run.launcher.batches, timeout=10, what="the batches loaded")
+        publish_done(pubsub, good.batch_id, range(1))
+        wait_for(lambda: (b := store.load("good")) and b.state == SUCCEEDED, timeout=15, what="good succeeds")
+        assert run.thread.is_alive()
+    shown = store.load(bad.batch_id)
+    assert shown is not None and shown.state == FAILED
+    assert "stored state unreadable" in shown.reason and "bad.json" in shown.reason
+    assert json.loads(path.read_text())["done"] == "bm90IHpsaWI="  # left for a human to look at
+
+
+def test_leadership_lost_gives_back_the_inbox(settings: Settings, pubsub: PubSub) -> None:
+    """What the pullers queued is nacked when leadership goes, so the next leader gets it at once
+    (before: it stayed queued, the successor waited out the 20 s ack deadline)."""
+    topology.ensure_shared(pubsub)
+    names = settings.names
+    elector = SwitchElector(leader=True)
+    launcher = Launcher(settings, pubsub, FileStore(settings.state_dir), ActiveBackend(), elector,
+                        tuning=FAST_TUNING)
+    data, attributes = encode_control(Control("cancel", "nobody"))
+    pubsub.publish(names.requests_topic, data, attributes).result(timeout=30)
+    pulled = wait_for(lambda: pubsub.pull(names.requests_subscription, max_messages=10, timeout_s=1),
+                      timeout=10, what="the request")
+    for msg in pulled:
+        launcher.inbox._queue.put((names.requests_subscription, msg))
+    elector.is_leader = False
+    launcher._step()
+    again = wait_for(lambda: pubsub.pull(names.requests_subscription, max_messages=10, timeout_s=1),
+                     timeout=5, what="the request given back")
+    assert [m.message_id for m in again] == [m.message_id for m in pulled]
+    assert launcher.inbox.take() == []
+
+
+def test_a_dead_background_thread_fails_healthz(settings: Settings, pubsub: PubSub) -> None:
+    """The election thread dies: healthy() turns False although the loop still turns."""
+
+    class DyingElector(SwitchElector):
+        def start(self) -> threading.Thread:
+            thread = threading.Thread(target=lambda: None, name="dies")
+            thread.start()
+            return thread
+
+    with running_launcher(settings, pubsub, parts=Parts(FileStore(settings.state_dir), ActiveBackend(),
+                                                        DyingElector(), None, {})) as run:
+        wait_for(lambda: run.launcher._elector_thread is not None, timeout=10, what="started")
+        run.launcher._elector_thread.join(5)  # type: ignore[union-attr]
+        assert time.monotonic() - run.launcher.last_loop < 5
+        assert run.launcher.healthy() is False
