@@ -82,5 +82,8 @@ class FencedBackend:
         check(self.holder, f"forgetting the Jobs of {batch_id}")
         self.backend.forget(batch_id, job_names)
 
+    def job_batches(self) -> dict[str, str]:
+        return self.backend.job_batches()
+
     def close(self) -> None:
         self.backend.close()

@@ -79,6 +79,9 @@ class ActiveBackend:
     def forget(self, batch_id: str, job_names: list[str]) -> None:
         self.launched.pop(batch_id, None)
 
+    def job_batches(self) -> dict[str, str]:
+        return {name: batch for batch, names in self.launched.items() for name in names}
+
     def close(self) -> None:
         """Nothing to release."""
 
