@@ -12,8 +12,10 @@ from __future__ import annotations
 
 import hashlib
 from array import array
+from bisect import bisect_right
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
+from itertools import accumulate
 
 from batchctl.core.errors import BadInput
 
@@ -60,36 +62,52 @@ class PartPlan:
 def plan(blocks: Iterable[list[bytes]], limits: PartLimits) -> PartPlan:
     """Decide the cut: greedy, a new part when the next record would break either limit.
 
-    Works a part at a time (a C-level ``sum`` over the next ``records_per_part`` lengths),
-    falling back to record by record only for a part that the byte limit cuts short.
+    Memory and time are flat in the part size: only the open part's count and size carry
+    from block to block, and within a block each cut is found by bisecting the block's
+    running sizes (C-level ``accumulate``), so a part costs O(log block) however many
+    records ``--records-per-part`` allows.
     """
     result = PartPlan()
-    lengths: list[int] = []
+    part = _OpenPart()
     for block in blocks:
-        lengths.extend(map(len, block))
         result.records += len(block)
-        taken = _cut(lengths, result, limits, final=False)
-        del lengths[:taken]
-    _cut(lengths, result, limits, final=True)
+        _cut(block, part, result, limits)
+    if part.count:
+        part.close(result)
     return result
 
 
-def _cut(lengths: list[int], result: PartPlan, limits: PartLimits, *, final: bool) -> int:
-    """Append the parts that ``lengths`` completes; return how many records they took."""
-    per_part, max_bytes = limits.records_per_part, limits.max_part_bytes
-    i, n = 0, len(lengths)
-    while n - i >= per_part or (final and i < n):
-        end = min(i + per_part, n)
-        size = sum(lengths[i:end]) + (end - i - 1)
-        if size > max_bytes:  # the byte limit ends this part early: within the window, so no carry
-            end, size = i + 1, lengths[i]
-            while end < n and size + 1 + lengths[end] <= max_bytes:
-                size += 1 + lengths[end]
-                end += 1
-        result.counts.append(end - i)
-        result.bytes += size
+@dataclass
+class _OpenPart:
+    """The part being planned: its records so far and their cost (bytes + one separator each)."""
+
+    count: int = 0
+    cost: int = 0
+
+    def close(self, result: PartPlan) -> None:
+        result.counts.append(self.count)
+        result.bytes += self.cost - 1
+        self.count = self.cost = 0
+
+
+def _cut(block: list[bytes], part: _OpenPart, result: PartPlan, limits: PartLimits) -> None:
+    """Add a block's records to the open part, closing every part they complete."""
+    costs = [0, *accumulate(len(record) + 1 for record in block)]
+    budget = limits.max_part_bytes + 1  # a part's cost counts one separator too many
+    i, n = 0, len(block)
+    while i < n:
+        by_count = i + limits.records_per_part - part.count
+        by_bytes = bisect_right(costs, budget - part.cost + costs[i], lo=i) - 1
+        end = min(by_count, by_bytes, n)
+        if end == i and part.count:  # the next record does not fit: close, retry in a fresh part
+            part.close(result)
+            continue
+        end = max(end, i + 1)  # an empty part takes at least one record, whatever its size
+        part.count += end - i
+        part.cost += costs[end] - costs[i]
         i = end
-    return i
+        if part.count >= limits.records_per_part or (i < n and end == by_bytes):
+            part.close(result)
 
 
 def build(blocks: Iterable[list[bytes]], cut: PartPlan, *, only: set[int] | None = None) -> Iterator[Part]:

@@ -11,6 +11,7 @@ import csv
 import gzip
 import io
 import json
+import os
 import zlib
 from collections import deque
 from collections.abc import Callable, Iterator
@@ -110,6 +111,43 @@ def record_blocks(sources: list[Source], *, max_record_bytes: int, validate: boo
                                         validate=validate)
 
 
+@dataclass(frozen=True)
+class Stamp:
+    """What a local input file looked like when the first pass began."""
+
+    name: str
+    size: int
+    mtime_ns: int
+
+
+Stamps = dict[str, Stamp]
+
+
+def stamp(sources: list[Source]) -> Stamps:
+    """Size and modification time of every local input file (remote objects are read once and spooled)."""
+    stamps: Stamps = {}
+    for source in sources:
+        try:
+            info = os.stat(source.path)
+        except OSError:  # a gs:// object, or a file the first pass will report missing
+            continue
+        stamps[source.path] = Stamp(source.name, info.st_size, info.st_mtime_ns)
+    return stamps
+
+
+def check_unchanged(stamps: Stamps) -> None:
+    """BadInput naming the first input whose size or modification time moved since ``stamp``: the
+    second pass would publish records the first pass never validated."""
+    for path, before in stamps.items():
+        try:
+            info = os.stat(path)
+        except OSError as exc:
+            raise BadInput(f"{before.name}: removed while being submitted") from exc
+        if (info.st_size, info.st_mtime_ns) != (before.size, before.mtime_ns):
+            raise BadInput(f"{before.name}: changed while being submitted (size or modification time); "
+                           "submit it again once it is complete")
+
+
 def open_file(source: Source) -> BinaryIO:
     """The local file ``source.path``, buffered."""
     try:
@@ -135,8 +173,13 @@ def _open(source: Source, opener: Opener) -> BinaryIO:
     return handle
 
 
-def _raw_line_blocks(raw: BinaryIO, path: str, max_record_bytes: int) -> Iterator[tuple[int, list[bytes]]]:
-    """(number of the block's first line, its complete lines without line endings, BOM dropped)."""
+def _raw_line_blocks(raw: BinaryIO, path: str, max_record_bytes: int, *,
+                     keep_cr: bool = False) -> Iterator[tuple[int, list[bytes]]]:
+    """(number of the block's first line, its complete lines without ``\n``, BOM dropped).
+
+    A ``\r`` before the ``\n`` is dropped too, unless ``keep_cr`` (CSV keeps it: inside a
+    quoted field it is data, and ``csv`` itself treats ``\r\n`` as a row end).
+    """
     carry = b""
     first = 1
     while True:
@@ -154,7 +197,7 @@ def _raw_line_blocks(raw: BinaryIO, path: str, max_record_bytes: int) -> Iterato
             raise BadInput(f"{path}:{line}: record larger than --max-part-bytes ({max_record_bytes} bytes)")
         if not chunk and not data:
             return
-        if b"\r" in data:
+        if b"\r" in data and not keep_cr:
             lines = [line[:-1] if line.endswith(b"\r") else line for line in lines]
         if lines and max(map(len, lines)) > max_record_bytes:
             at = next(i for i, line in enumerate(lines) if len(line) > max_record_bytes)
@@ -226,8 +269,8 @@ def _csv_blocks(raw: BinaryIO, path: str, max_record_bytes: int) -> Iterator[lis
 
 
 def _lines(raw: BinaryIO, path: str, max_record_bytes: int) -> Iterator[str]:
-    """Physical lines with their endings, decoded as UTF-8 (errors name their line)."""
-    for first, lines in _raw_line_blocks(raw, path, max_record_bytes):
+    """Physical lines with their endings (``\r\n`` kept), decoded as UTF-8 (errors name their line)."""
+    for first, lines in _raw_line_blocks(raw, path, max_record_bytes, keep_cr=True):
         for at, line in enumerate(lines):
             try:
                 yield line.decode("utf-8") + "\n"
@@ -251,7 +294,7 @@ def _csv_records(raw: BinaryIO, path: str, max_record_bytes: int) -> Iterator[by
         if not row:
             continue
         if header is None:
-            header = row
+            header = _header(row, path, line)
             continue
         if len(row) != len(header):
             raise BadInput(f"{path}:{line}: expected {len(header)} fields, got {len(row)}")
@@ -259,6 +302,16 @@ def _csv_records(raw: BinaryIO, path: str, max_record_bytes: int) -> Iterator[by
         if len(record) > max_record_bytes:
             raise BadInput(f"{path}:{line}: record larger than --max-part-bytes ({max_record_bytes} bytes)")
         yield record
+
+
+def _header(row: list[str], path: str, line: int) -> list[str]:
+    """The header row; a name given twice would silently drop a column of every record."""
+    seen: set[str] = set()
+    for name in row:
+        if name in seen:
+            raise BadInput(f"{path}:{line}: column {name!r} appears twice in the header")
+        seen.add(name)
+    return row
 
 
 def _reason(exc: BaseException) -> str:

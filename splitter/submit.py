@@ -14,7 +14,7 @@ from collections.abc import Mapping
 from contextlib import ExitStack
 from dataclasses import dataclass
 from pathlib import Path
-from typing import BinaryIO
+from typing import Any, BinaryIO
 
 from batchctl.core import logs, sink, topology
 from batchctl.core.admission import check_request
@@ -24,7 +24,7 @@ from batchctl.core.names import generate_batch_id, validate_batch_id
 from batchctl.core.profiles import DEFAULT_PROFILE, Profile
 from batchctl.core.pubsub import PublishFailed, PubSub
 from batchctl.core.storage import Storage, is_url
-from batchctl.splitter import partitioner, readers, remote
+from batchctl.splitter import partitioner, readers, remote, rollback
 from batchctl.splitter.partitioner import PartLimits
 from batchctl.splitter.publisher import publish_parts
 
@@ -77,6 +77,7 @@ def submit(pubsub: PubSub, options: SubmitOptions, *, stdin: BinaryIO | None = N
         fmt = _batch_format(sources)
         max_bytes = options.limits.max_part_bytes
         opener = inputs.open if inputs is not None else None
+        stamps = readers.stamp(sources)
         cut = partitioner.plan(readers.record_blocks(sources, max_record_bytes=max_bytes, opener=opener),
                                options.limits)
         if inputs is not None:
@@ -86,25 +87,37 @@ def submit(pubsub: PubSub, options: SubmitOptions, *, stdin: BinaryIO | None = N
         log.info("input_split", parts=len(cut), records=cut.records, bytes=cut.bytes)
         pubsub.check_reachable()
         topology.ensure_shared(pubsub)
-        created = topology.create_batch(pubsub, batch_id, options.topology)
-        try:
-            blocks = readers.record_blocks(sources, max_record_bytes=max_bytes, validate=False)
-            publish_parts(pubsub, pubsub.settings.names.work(batch_id), partitioner.build(blocks, cut),
-                          total=len(cut), batch_id=batch_id, fmt=fmt)
-            request = BatchRequest(
-                batch_id=batch_id, parts=len(cut), records=cut.records, bytes=cut.bytes,
-                handler=options.handler, parts_per_worker=options.parts_per_worker,
-                max_parallelism=options.max_parallelism, image=options.image,
-                max_delivery_attempts=options.topology.max_delivery_attempts,
-                ack_deadline_s=options.topology.ack_deadline_s, output=output, profile=options.profile,
-            )
-            send_control(pubsub, Control("launch", batch_id, request))
-        except BaseException:
-            log.warning("submit_rolled_back", created=created)
-            topology.undo(pubsub, created)
-            raise
+        with rollback.interruptible():
+            _create_and_publish(pubsub, options, batch_id, cut, sources=sources, stamps=stamps, fmt=fmt,
+                                output=output, log=log)
         log.info("batch_submitted", parts=len(cut))
         return Submitted(batch_id, len(cut), cut.records, cut.bytes)
+
+
+def _create_and_publish(pubsub: PubSub, options: SubmitOptions, batch_id: str, cut: partitioner.PartPlan, *,
+                        sources: list[readers.Source], stamps: readers.Stamps, fmt: str, output: str | None,
+                        log: Any) -> None:
+    """Create the batch, publish its parts (second pass), send the launch request; roll back on any
+    failure or signal, unless the request may already be stored."""
+    created = topology.create_batch(pubsub, batch_id, options.topology)
+    sending = False
+    try:
+        blocks = readers.record_blocks(sources, max_record_bytes=options.limits.max_part_bytes, validate=False)
+        publish_parts(pubsub, pubsub.settings.names.work(batch_id), partitioner.build(blocks, cut),
+                      total=len(cut), batch_id=batch_id, fmt=fmt)
+        readers.check_unchanged(stamps)  # the parts were cut from the input validated in the first pass
+        request = BatchRequest(
+            batch_id=batch_id, parts=len(cut), records=cut.records, bytes=cut.bytes,
+            handler=options.handler, parts_per_worker=options.parts_per_worker,
+            max_parallelism=options.max_parallelism, image=options.image,
+            max_delivery_attempts=options.topology.max_delivery_attempts,
+            ack_deadline_s=options.topology.ack_deadline_s, output=output, profile=options.profile,
+        )
+        sending = True
+        send_control(pubsub, Control("launch", batch_id, request))
+    except BaseException as exc:
+        rollback.roll_back(pubsub, created, exc, sending=sending, log=log)
+        raise
 
 
 def _prepare_output(pubsub: PubSub, options: SubmitOptions, storage: Storage | None) -> str | None:

@@ -95,6 +95,18 @@ class PublishFailed(BatchctlError):
     """Raised when Pub/Sub rejects or does not confirm a publish; names what was lost."""
 
 
+REFUSED = (gexc.NotFound, gexc.PermissionDenied, gexc.InvalidArgument, gexc.Unauthenticated, gexc.FailedPrecondition)
+"""Publish errors that mean Pub/Sub did not store the message (any other may come after it did)."""
+
+
+def may_have_stored(error: BaseException) -> bool:
+    """Whether a failed publish may still have been stored: only a refusal says it was not."""
+    cause: BaseException = error
+    while isinstance(cause, BatchctlError) and cause.__cause__ is not None:
+        cause = cause.__cause__
+    return not isinstance(cause, REFUSED)
+
+
 @dataclass(frozen=True)
 class Received:
     """One pulled message."""

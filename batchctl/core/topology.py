@@ -61,14 +61,23 @@ def create_batch(pubsub: PubSub, batch_id: str, topology: BatchTopology) -> list
     return created
 
 
-def undo(pubsub: PubSub, created: list[str]) -> None:
-    """Delete what ``create_batch`` reported as created, newest first."""
+def undo(pubsub: PubSub, created: list[str]) -> list[str]:
+    """Delete what ``create_batch`` reported as created, newest first; returns what could not be.
+
+    Every delete is tried, whatever failed before it: the outage that caused a rollback
+    often makes one delete fail, and the others may still succeed.
+    """
+    left: list[str] = []
     for item in reversed(created):
         kind, name = item.split(":", 1)
-        if kind == "subscription":
-            pubsub.delete_subscription(name)
-        else:
-            pubsub.delete_topic(name)
+        try:
+            if kind == "subscription":
+                pubsub.delete_subscription(name)
+            else:
+                pubsub.delete_topic(name)
+        except Exception:  # reported to the caller by name; the next delete is still tried
+            left.append(item)
+    return left
 
 
 def delete_batch(pubsub: PubSub, batch_id: str, *, keep_dead: bool = False) -> None:

@@ -35,6 +35,7 @@ def one_line_error(capsys: pytest.CaptureFixture[str]) -> str:
 CASES = {
     "malformed-json": ("in.jsonl", b'{"a":1}\n{"a":\n', "in.jsonl:2: malformed JSON"),
     "csv-fields": ("in.csv", b"a,b\n1,2\n3\n", "in.csv:3: expected 2 fields, got 1"),
+    "csv-duplicate-header": ("in.csv", b"id,a,a\n0,1,2\n", "in.csv:1: column 'a' appears twice in the header"),
     "empty": ("in.jsonl", b"", "no records"),
     "bad-gzip": ("in.jsonl.gz", b"not gzip at all", "in.jsonl.gz: not a gzip file"),
     "truncated-gzip": ("in.jsonl.gz", gzip.compress(b'{"a":1}\n' * 5000)[:-40], "in.jsonl.gz:"),

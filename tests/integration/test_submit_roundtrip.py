@@ -61,6 +61,15 @@ def test_csv_rows_become_json_objects(pubsub: PubSub, tmp_path: Path) -> None:
                    {"id": "3", "text": "plain"}]
 
 
+def test_csv_quoted_crlf_is_kept_byte_for_byte(pubsub: PubSub, tmp_path: Path) -> None:
+    """CRLF rows, a quoted field holding CRLF and a lone CR: the field's bytes survive, row ends do not."""
+    path = tmp_path / "in.csv"
+    path.write_bytes(b'id,text\r\n1,"one\r\ntwo"\r\n2,"a\rb"\r\n3,plain\r\n')
+    submit(pubsub, SubmitOptions([str(path)], batch_id="rt-crlf", limits=PartLimits(2)))
+    got = [json.loads(r) for r in records_of(pubsub, "rt-crlf")]
+    assert got == [{"id": "1", "text": "one\r\ntwo"}, {"id": "2", "text": "a\rb"}, {"id": "3", "text": "plain"}]
+
+
 def test_text_lines_keep_empty_lines(pubsub: PubSub, tmp_path: Path) -> None:
     """Plain lines, empty ones included, arrive as records; format attribute is 'lines'."""
     path = tmp_path / "in.txt"

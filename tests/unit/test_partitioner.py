@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import hashlib
 import random
+import tracemalloc
 
 import pytest
 
@@ -58,3 +59,17 @@ def test_build_only_some_parts() -> None:
     records = [b"x"] * 10
     cut = plan([records], PartLimits(3))
     assert [p.index for p in build([records], cut, only={1, 3})] == [1, 3]
+
+
+def test_a_huge_records_per_part_keeps_memory_flat() -> None:
+    """--records-per-part 10**9 over 400,000 records: the plan holds a block, never every record's length."""
+    blocks = ([b"x"] * 1000 for _ in range(400))
+    tracemalloc.start()
+    try:
+        cut = plan(blocks, PartLimits(records_per_part=10**9, max_part_bytes=9_000_000))
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert list(cut.counts) == [400_000]
+    assert cut.bytes == 2 * 400_000 - 1
+    assert peak < 512 * 1024, f"peak {peak} bytes"
