@@ -197,6 +197,7 @@ def rows(benches: dict[str, Any]) -> list[Row]:
                 "launch_latency",
             )
         )
+    out.extend(history_rows(_get(benches, "history", "figures", default={})))
     e2e = _get(benches, "e2e_throughput", "figures", default={})
     if e2e:
         for run in e2e.get("runs", []):
@@ -210,6 +211,27 @@ def rows(benches: dict[str, Any]) -> list[Row]:
                     "e2e_throughput",
                 )
             )
+    return out
+
+
+def history_rows(hist: dict[str, Any]) -> list[Row]:
+    """bench/history.py: a launcher holding many finished batches against one holding few."""
+    if not hist or len(hist.get("runs", [])) < 2:
+        return []
+    low, high = hist["runs"][0], hist["runs"][-1]
+    target = f"<= {hist.get('flat_target', 1.5)}x"
+    out: list[Row] = []
+    for key, label, unit, fmt in (("takeover_s", "takeover (load every batch)", "ms", ".0f"),
+                                  ("held_mb", "heap held by the batches", "MB", ".1f"),
+                                  ("tick_cpu_ms", "CPU per reconcile tick", "ms", ".2f")):
+        scale = 1000 if key == "takeover_s" else 1
+        ratio = _get(hist, "ratios", key)
+        out.append((
+            f"launcher with {high['finished']:,} vs {low['finished']:,} finished batches "
+            f"(+{high['running']} running): {label}",
+            f"{_num(high[key] * scale, fmt)} vs {_num(low[key] * scale, fmt)} {unit} = {_num(ratio, '.1f')}x",
+            target, _verdict(_check(ratio, lambda r: r <= hist.get("flat_target", 1.5))), "history",
+        ))
     return out
 
 
@@ -257,6 +279,17 @@ def markdown(results: dict[str, Any]) -> str:
             "matches each request against every request served before it, which makes a write cost "
             "O(requests so far) (>100 ms after a few thousand) and would measure kmock, not the launcher "
             "(`bench/launch_latency.py --kmock-history` to see it).",
+        ]
+    hist = _get(benches, "history", "figures", default={})
+    if hist and not hist.get("ok"):
+        lines += [
+            "",
+            "History (`bench/history.py`) is not flat: the launcher loads every batch the store keeps at "
+            "takeover, holds each in memory with its part sets until BATCHCTL_RETENTION forgets it, and "
+            "walks all of them on every tick. Retention bounds the history (7 days by default), not its "
+            "cost. Flat would need a store that lists unfinished batches apart (a label on state "
+            "ConfigMaps, a folder of its own for files), finished batches dropped from memory once settled "
+            "(retry and status load them on demand), and the retention sweep reading only their end times.",
         ]
     lines += ["", "## Commands", "", "Everything: `bench/run` (or `bench/run --quick`). Each bench alone:", ""]
     for name, bench in benches.items():
