@@ -751,19 +751,20 @@ def test_malformed_part_done_events_do_not_inflate_a_real_batch(
     Only malformed events are tested: a well-formed part_done forged by anyone who may publish on the
     events topic is indistinguishable from a worker's, so publish rights on that topic are the trust boundary.
     """
-    results = tmp_path / "results"
-    path = write_records(tmp_path / "in.jsonl", [{"sleep": 0.6} for _ in range(6)])
+    results, release = tmp_path / "results", tmp_path / "release"
+    path = write_records(tmp_path / "in.jsonl", [{"wait_for": str(release)} for _ in range(6)])
     ledger = AckLedger(settings)
     try:
         with running_launcher(settings, ledger, worker_env=fast_worker_env(results)) as run:
             submit_records(pubsub, path, "real", parts_per_worker=6, max_parallelism=1)
-            wait_for(lambda: stored(run, "real"), timeout=10, what="the batch to be stored")
+            wait_for(lambda: markers(results, "started"), timeout=30, what="a part to be under way")
             ids = [publish(pubsub, settings.names.events_topic, data, attrs) for data, attrs in FORGED_PART_DONE]
             wait_for(lambda: set(ids) <= ledger.acked, timeout=15, what="forged events to be acked")
             batch = stored(run, "real")
             assert batch is not None
-            assert batch.done <= set(markers(results, "done")), "a forged event counted a part not yet done"
-            assert batch.done != set(range(6))
+            assert markers(results, "done") == [], "no part can finish before the release"
+            assert batch.done == set(), f"forged events counted parts {sorted(batch.done)}"
+            release.touch()
             final = wait_terminal(run.parts, "real", timeout=60)
             assert run.launcher.healthy()
     finally:

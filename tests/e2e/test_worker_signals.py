@@ -10,7 +10,7 @@ the worker at once.
 from __future__ import annotations
 
 import signal
-import time
+from datetime import datetime
 from pathlib import Path
 
 import pytest
@@ -34,19 +34,23 @@ def done_by(folder: Path, pid: int) -> set[int]:
     return {int(p.name.split("-")[1]) for p in folder.glob(f"done-*-{pid}-*")}
 
 
-def held_since(folder: Path, pid: int, seconds: float) -> set[int]:
-    """Parts ``pid`` started at least ``seconds`` ago and has not finished."""
-    now = time.time()
-    old = {int(p.name.split("-")[1]) for p in folder.glob(f"started-*-{pid}-*") if now - p.stat().st_mtime >= seconds}
-    return old - done_by(folder, pid)
+def held_through_a_renewal(folder: Path, worker: WorkerProcess) -> set[int]:
+    """Parts ``worker`` started before its latest ``leases_renewed`` event and has not finished."""
+    renewals = worker.log_events("leases_renewed")
+    if not renewals:
+        return set()
+    renewed_at = datetime.fromisoformat(renewals[-1]["timestamp"].replace("Z", "+00:00")).timestamp()
+    started = {int(p.name.split("-")[1]) for p in folder.glob(f"started-*-{worker.pid}-*")
+               if p.stat().st_mtime < renewed_at}
+    return started - done_by(folder, worker.pid)
 
 
 @pytest.mark.timeout(90)
 def test_kill_9_while_holding_parts_loses_nothing(pubsub: PubSub, env: dict[str, str], tmp_path: Path) -> None:
     """SIGKILL a worker mid-part: its held parts come back after its 3 s lease and the other worker does them.
 
-    The victim is killed once a part has been held for 1.5 s, so its 1 s lease renewal has run (before
-    that, the subscription's 10 s deadline applies). The survivor's 6 empty pulls outlast the lease.
+    The victim is killed once it has logged a lease renewal covering a part it holds (before that, the
+    subscription's 10 s deadline applies). The survivor's 6 empty pulls outlast the lease.
     """
     results = tmp_path / "results"
     events = EventLog.open(pubsub)
@@ -55,7 +59,8 @@ def test_kill_9_while_holding_parts_loses_nothing(pubsub: PubSub, env: dict[str,
     victim = WorkerProcess.start(env, tmp_path, "victim", concurrency="2", **common)
     survivor = WorkerProcess.start(env, tmp_path, "survivor", concurrency="2", empty_pulls="6", **common)
     try:
-        held = wait_for(lambda: held_since(results, victim.pid, 1.5), timeout=30, what="the victim to hold a part")
+        held = wait_for(lambda: held_through_a_renewal(results, victim), timeout=30,
+                        what="the victim to renew the lease of a part it holds")
         victim.signal(signal.SIGKILL)
         assert victim.wait(timeout=10) == -signal.SIGKILL
         assert survivor.wait(timeout=60) == 0, survivor.text()[-2000:]

@@ -24,14 +24,25 @@ def _mark(part: Any, what: str) -> None:
 
 
 def scripted(part: Any) -> None:
-    """Obey each record: ``{"sleep": s}`` sleeps, ``{"fail": true}`` raises; marks start and finish."""
+    """Obey each record: ``{"sleep": s}`` sleeps, ``{"fail": true}`` raises, ``{"wait_for": path}`` waits
+    (at most 60 s) until that file exists; marks start and finish."""
     _mark(part, "started")
     for record in part.records:
         if isinstance(record, dict) and record.get("fail"):
             raise RuntimeError(f"poison record in part {part.index}")
         if isinstance(record, dict) and record.get("sleep"):
             time.sleep(float(record["sleep"]))
+        if isinstance(record, dict) and record.get("wait_for"):
+            _wait_for_file(Path(record["wait_for"]), part.index)
     _mark(part, "done")
+
+
+def _wait_for_file(path: Path, index: int, timeout: float = 60.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not path.exists():
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"part {index}: {path} did not appear within {timeout}s")
+        time.sleep(0.05)
 
 
 def markers(folder: Path, what: str) -> list[int]:
