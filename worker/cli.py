@@ -10,7 +10,7 @@ the same variables and these flags work by hand (a flag wins over its variable):
     BATCHCTL_EMPTY_PULLS     --empty-pulls    consecutive empty pulls meaning drained (3)
     BATCHCTL_PULL_TIMEOUT_S  --pull-timeout   longest pull, least spacing of empty pulls (1.0)
     BATCHCTL_DRAIN_BUDGET_S  --drain-budget   after SIGTERM, time for in-flight parts (20)
-    BATCHCTL_LEASE_S         --lease          ack deadline renewed on held parts (30)
+    BATCHCTL_LEASE_S         --lease          ack deadline renewed on held parts (20)
     BATCHCTL_UNREACHABLE_S   --unreachable-timeout  seconds Pub/Sub may stay unreachable before exit 3 (30)
     BATCHCTL_PART_TIMEOUT_S  --part-timeout   longest run of one part before it is nacked (7200)
     BATCHCTL_MAX_DELIVERY_ATTEMPTS --max-delivery-attempts  the batch's dead-letter policy (launcher sets it)
@@ -58,7 +58,7 @@ FLAG_HELP = {
     "empty_pulls": "consecutive empty pulls meaning drained (BATCHCTL_EMPTY_PULLS, default 3)",
     "pull_timeout_s": "seconds per pull and between empty pulls (BATCHCTL_PULL_TIMEOUT_S, default 1)",
     "drain_budget_s": "seconds in-flight parts get after SIGTERM (BATCHCTL_DRAIN_BUDGET_S, default 20)",
-    "lease_s": "ack deadline renewed on held parts, seconds (BATCHCTL_LEASE_S, default 30)",
+    "lease_s": "ack deadline renewed on held parts, seconds (BATCHCTL_LEASE_S, default 20)",
     "unreachable_s": "seconds Pub/Sub may stay unreachable before exit 3 (BATCHCTL_UNREACHABLE_S, default 30)",
     "part_timeout_s": "longest a handler may run on one part, seconds (BATCHCTL_PART_TIMEOUT_S, default 7200)",
     "max_delivery_attempts": "the batch's max delivery attempts (BATCHCTL_MAX_DELIVERY_ATTEMPTS, set by the launcher)",

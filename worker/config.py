@@ -17,6 +17,7 @@ from typing import Any
 
 from batchctl.core.errors import BadInput
 from batchctl.core.names import BATCH_ID_RE, Names, validate_batch_id
+from batchctl.core.settings import WORK_ACK_DEADLINE_S
 
 DEFAULT_HANDLER = "batchctl.worker.demo:handle"
 HANDLER_RE = re.compile(r"^[A-Za-z_][\w.]*:[A-Za-z_]\w*$")
@@ -135,7 +136,7 @@ class WorkerConfig:
     drain_budget_s: float = 20.0
     """After SIGTERM, how long in-flight parts may run before they are nacked. The Job's
     ``terminationGracePeriodSeconds`` is this + 10, leaving time to nack and report."""
-    lease_s: int = 30
+    lease_s: int = WORK_ACK_DEADLINE_S
     """Ack deadline the worker keeps renewing on held parts, every ``min(lease_s, 10) / 3`` s.
     A killed worker's parts return within this long of the last renewal (a part pulled
     less than one renewal period before the kill keeps the subscription's ack deadline)."""

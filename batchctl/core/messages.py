@@ -14,6 +14,7 @@ from typing import Any
 
 from batchctl.core.errors import BadInput
 from batchctl.core.names import validate_batch_id
+from batchctl.core.settings import WORK_ACK_DEADLINE_S
 
 ACTIONS = ("launch", "cancel", "retry")
 EVENT_TYPES = ("worker_started", "part_done", "part_failed", "worker_exited", "batch_finished")
@@ -34,7 +35,7 @@ class BatchRequest:
     max_parallelism: int = 10
     image: str | None = None
     max_delivery_attempts: int = 5
-    ack_deadline_s: int = 60
+    ack_deadline_s: int = WORK_ACK_DEADLINE_S
     created: float = field(default_factory=time.time)
     output: str | None = None
     """``--output DEST`` (``gs://BUCKET/PREFIX/`` or an absolute folder): where part results go."""

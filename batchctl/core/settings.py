@@ -15,6 +15,12 @@ from batchctl.core.errors import BadInput
 from batchctl.core.names import Names
 
 BACKENDS = ("kubernetes", "local")
+WORK_ACK_DEADLINE_S = 20
+"""The work subscription's ack deadline, and the lease workers keep renewing on held parts (every
+~3 s): a killed worker's parts are back about this long after its last renewal. Short, so a kill
+costs ~20 s, not a minute; long enough that a stalled renewal (bounded RPCs, ~5 s) never loses a
+lease. The launcher paces an idle follow-up Job by this same figure."""
+
 IN_CLUSTER_NAMESPACE = Path("/var/run/secrets/kubernetes.io/serviceaccount/namespace")
 EMULATOR_PROJECT = "batchctl-local"
 

@@ -11,13 +11,14 @@ import time
 from dataclasses import dataclass
 
 from batchctl.core.pubsub import PubSub, SubscriptionSpec
+from batchctl.core.settings import WORK_ACK_DEADLINE_S
 
 
 @dataclass(frozen=True)
 class BatchTopology:
     """How a batch's subscriptions behave; every default is deliberate."""
 
-    ack_deadline_s: int = 60
+    ack_deadline_s: int = WORK_ACK_DEADLINE_S
     """Lease of a pulled part before redelivery; workers extend it while they work."""
     max_delivery_attempts: int = 5
     """Deliveries before a part goes to the dead-letter topic (Pub/Sub allows 5..100)."""

@@ -31,7 +31,7 @@ from typing import Any, BinaryIO
 import orjson
 
 from batchctl.core.errors import BadInput, BatchctlError
-from batchctl.core.settings import Settings
+from batchctl.core.settings import WORK_ACK_DEADLINE_S, Settings
 
 Source = str | os.PathLike[str]
 POLL_S = 1.0
@@ -126,7 +126,7 @@ class Client:
                = "batchctl.worker.demo:handle", batch_id: str | None = None, format: str | None = None,
                records_per_part: int = 100, max_part_bytes: int = 1024 * 1024, parts_per_worker: int = 10,
                max_parallelism: int = 10, output: str | os.PathLike[str] | None = None, image: str | None = None,
-               max_delivery_attempts: int = 5, ack_deadline_s: int = 60, **more: Any) -> Batch:
+               max_delivery_attempts: int = 5, ack_deadline_s: int = WORK_ACK_DEADLINE_S, **more: Any) -> Batch:
         """Split ``source``, publish it as a batch, and ask the launcher for workers.
 
         ``source``: a path, ``gs://`` address or ``-``, a list of them, or an iterable of records.

@@ -10,7 +10,7 @@ from typing import Any
 
 from batchctl.core.errors import EXIT_BAD_INPUT, EXIT_FAILED, EXIT_OK, BadInput
 from batchctl.core.names import validate_batch_id
-from batchctl.core.settings import Settings
+from batchctl.core.settings import WORK_ACK_DEADLINE_S, Settings
 from batchctl.frontend.helptext import add_command
 
 WAIT_TIMEOUT_S = 24 * 3600.0
@@ -101,8 +101,8 @@ def _add_submit(sub: Any, parents: list[argparse.ArgumentParser]) -> None:
                    help="most workers at once (default 10)")
     p.add_argument("--max-delivery-attempts", metavar="N", type=positive_int, default=5,
                    help="deliveries before a part is dead-lettered (5..100, default 5)")
-    p.add_argument("--ack-deadline", metavar="SECONDS", type=positive_int, default=60,
-                   help="work subscription's ack deadline, seconds (10..600, default 60)")
+    p.add_argument("--ack-deadline", metavar="SECONDS", type=positive_int, default=WORK_ACK_DEADLINE_S,
+                   help="work subscription's ack deadline, seconds (10..600, default 20)")
     p.add_argument("--profile", metavar="NAME", default="default",
                    help="the operator's worker profile to run under (default 'default'; see `batchctl profiles`)")
     p.add_argument("--image", metavar="IMAGE",

@@ -21,7 +21,7 @@ def test_defaults_from_only_a_batch_id() -> None:
     assert config.subscription == "bx-b1-work"
     assert config.handler == DEFAULT_HANDLER
     assert (config.concurrency, config.empty_pulls, config.pull_timeout_s) == (1, 3, 1.0)
-    assert (config.drain_budget_s, config.lease_s) == (20.0, 30)
+    assert (config.drain_budget_s, config.lease_s) == (20.0, 20)
     assert config.results_dir == Path("batchctl-results")
     assert config.worker_id
 
