@@ -121,3 +121,37 @@ def budget_from_env(environ: Mapping[str, str]) -> int | None:
         raise BadInput(f"{BUDGET_VAR}={raw!r}: must be a whole number of workers >= 1")
     return int(raw)
 
+
+
+@dataclass(frozen=True)
+class Running:
+    """A batch's unfinished Jobs as the resize sees them."""
+
+    job: str
+    """The Job to patch (the latest unfinished one)."""
+    parallelism: int
+    """Sum of ``spec.parallelism`` over the batch's unfinished Jobs."""
+    growable: bool = True
+    """False when patching it up would start nothing (a pod already succeeded) or is not ours to do (Kueue)."""
+
+
+def resizes(shares: Mapping[str, int], running: Mapping[str, Running], free: int) -> tuple[list[tuple[str, int]], int]:
+    """The ``(batch_id, parallelism)`` patches that bring running Jobs to their shares, and the budget left.
+
+    ``free`` is the budget minus every unfinished Job's parallelism now (negative when over). Shrinks
+    come first and grows take only what is free after them, so applying the list in order keeps the
+    sum within the budget at every step, even if it stops half-way. A Job that cannot grow keeps its size.
+    """
+    steps: list[tuple[str, int]] = []
+    for batch_id, job in sorted(running.items()):
+        share = shares.get(batch_id, 0)
+        if share < job.parallelism:
+            steps.append((batch_id, share))
+            free += job.parallelism - share
+    for batch_id, job in sorted(running.items()):
+        share = shares.get(batch_id, 0)
+        grown = min(share, job.parallelism + max(0, free))
+        if job.growable and grown > job.parallelism:
+            steps.append((batch_id, grown))
+            free -= grown - job.parallelism
+    return steps, free

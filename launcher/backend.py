@@ -25,6 +25,10 @@ class Backend(Protocol):
         """The batch's Jobs as they are now."""
         ...
 
+    def resize(self, batch_id: str, job: str, parallelism: int) -> None:
+        """Set the Job's parallelism: extra workers are stopped (SIGTERM), missing ones started."""
+        ...
+
     def delete_jobs(self, batch_id: str) -> None:
         """Stop and delete every Job of the batch (their workers get SIGTERM)."""
         ...

@@ -74,6 +74,10 @@ class FencedBackend:
     def observe(self, batch_id: str) -> list[ObservedJob]:
         return self.backend.observe(batch_id)
 
+    def resize(self, batch_id: str, job: str, parallelism: int) -> None:
+        check(self.holder, f"resizing Job {job}")
+        self.backend.resize(batch_id, job, parallelism)
+
     def delete_jobs(self, batch_id: str) -> None:
         check(self.holder, f"deleting the Jobs of {batch_id}")
         self.backend.delete_jobs(batch_id)

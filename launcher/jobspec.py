@@ -9,8 +9,11 @@ The shape, and why:
 - ``restartPolicy: Never`` so each failed pod is a new pod the Job controller counts
   against ``backoffLimit``, and so ``podFailurePolicy`` applies;
 - ``podFailurePolicy``: a disrupted pod (preemption, eviction, node drain, Spot
-  reclaim) is ignored rather than counted, and the worker's configuration-error exit
-  code fails the Job at once instead of retrying a handler that cannot import;
+  reclaim) is ignored rather than counted, and so is a worker stopped by SIGTERM (exit
+  143: the pods the Job controller deletes when the worker budget patches
+  ``parallelism`` down, which it would otherwise count against ``backoffLimit``); the
+  worker's configuration-error exit code fails the Job at once instead of retrying a
+  handler that cannot import;
 - ``ttlSecondsAfterFinished`` instead of a cleanup thread;
 - the restricted Pod Security profile, a read-only root filesystem with an emptyDir
   on /tmp, and no service account token: workers never call the API server.
@@ -31,6 +34,8 @@ WORKER_ARGS = ["worker"]
 """Arguments after the image's ENTRYPOINT ``["batchctl"]``."""
 CONFIG_ERROR_EXIT = 2
 """The worker's exit code for a configuration error (bad handler, missing variable)."""
+STOPPED_EXIT = 143
+"""The worker's exit code after SIGTERM (``EXIT_TERMINATED``): it nacked what it held and stopped."""
 WORKER_ID_VAR = "BATCHCTL_WORKER_ID"
 RUN_AS = 10001
 """The image's numeric non-root user and group."""
@@ -84,7 +89,7 @@ def job_to_dict(job: k8s.V1Job) -> dict[str, Any]:
 
 
 def _pod_failure_policy() -> k8s.V1PodFailurePolicy:
-    """Disruptions are not failures; a configuration error fails the Job at once."""
+    """Disruptions and stops are not failures; a configuration error fails the Job at once."""
     return k8s.V1PodFailurePolicy(
         rules=[
             k8s.V1PodFailurePolicyRule(
@@ -92,6 +97,12 @@ def _pod_failure_policy() -> k8s.V1PodFailurePolicy:
                 on_pod_conditions=[
                     k8s.V1PodFailurePolicyOnPodConditionsPattern(type="DisruptionTarget", status="True")
                 ],
+            ),
+            k8s.V1PodFailurePolicyRule(
+                action="Ignore",
+                on_exit_codes=k8s.V1PodFailurePolicyOnExitCodesRequirement(
+                    container_name=CONTAINER, operator="In", values=[STOPPED_EXIT]
+                ),
             ),
             k8s.V1PodFailurePolicyRule(
                 action="FailJob",

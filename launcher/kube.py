@@ -151,6 +151,11 @@ class Kube:
                             _preload_content=False)
         return list(json.loads(result.data).get("items", []))
 
+    def patch_job(self, name: str, body: dict[str, Any]) -> dict[str, Any]:
+        """Merge-patch a Job (e.g. ``{"spec": {"parallelism": n}}``); the Job as the server stored it."""
+        result = self._call(self.batch.patch_namespaced_job, name, self.namespace, body, _preload_content=False)
+        return dict(json.loads(result.data))
+
     def watch_jobs(self, selector: str, *, timeout_s: int) -> Iterator[tuple[str, dict[str, Any]]]:
         """(event type, Job as a dict) until the server ends the watch or ``timeout_s`` passes."""
         stream = watch.Watch().stream(

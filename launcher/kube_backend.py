@@ -35,11 +35,14 @@ def observed(job: dict[str, Any]) -> ObservedJob:
     kinds = {c.get("type"): c for c in conditions}
     failed = kinds.get("Failed") or kinds.get("FailureTarget")
     finished = "Complete" in kinds or "Failed" in kinds
+    spec = job.get("spec") or {}
     return ObservedJob(
         name=job["metadata"]["name"],
         active=int(status.get("active") or 0),
         finished=finished,
         failed_reason=failed.get("reason") if failed else None,
+        parallelism=int(spec.get("parallelism") or 0),
+        suspended=bool(spec.get("suspend")),
     )
 
 
@@ -96,6 +99,11 @@ class KubeBackend:
         with self._lock:
             jobs = list(self._jobs.get(batch_id, {}).values())
         return [observed(j) for j in jobs]
+
+    def resize(self, batch_id: str, job: str, parallelism: int) -> None:
+        """Patch ``spec.parallelism`` (mutable on a running Job); the Job controller deletes or adds pods."""
+        stored = self.kube.patch_job(job, {"spec": {"parallelism": parallelism}})
+        self._apply("MODIFIED", stored)
 
     def delete_jobs(self, batch_id: str) -> None:
         for job in self.kube.list_jobs(f"{JOB_SELECTOR},{LABEL_BATCH}={batch_id}"):

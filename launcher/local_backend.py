@@ -41,6 +41,8 @@ class LocalJob:
     procs: list[subprocess.Popen[bytes]] = field(default_factory=list)
     counted: set[int] = field(default_factory=set)
     """PIDs whose exit is already accounted for."""
+    released: set[int] = field(default_factory=set)
+    """PIDs stopped by a scale-down: their exit is neither a success nor a failure."""
     succeeded: int = 0
     failed: int = 0
     failed_reason: str | None = None
@@ -96,6 +98,23 @@ class LocalBackend:
             seen = {j.name for j in jobs}
             result = [self._observed(j) for j in jobs]
         return result + self._orphans(batch_id, seen)
+
+    def resize(self, batch_id: str, job: str, parallelism: int) -> None:
+        """Stop the newest workers beyond ``parallelism`` (SIGTERM: they nack what they hold) or start more.
+
+        As the Job controller with ``podReplacementPolicy: Failed``: a stopping worker still counts until
+        it exits, so the processes never outnumber the largest parallelism asked for; 0 pauses the Job.
+        """
+        with self._lock:
+            local = self._jobs.get(job)
+            if local is None or local.batch_id != batch_id:
+                return
+            local.parallelism = parallelism
+            running = [p for p in local.procs if p.poll() is None and p.pid not in local.released]
+            for proc in running[parallelism:]:
+                local.released.add(proc.pid)
+                proc.send_signal(signal.SIGTERM)
+            self._step(local)
 
     def delete_jobs(self, batch_id: str) -> None:
         with self._lock:
@@ -167,6 +186,8 @@ class LocalBackend:
         exited = [p for p in job.procs if p.poll() is not None and p.pid not in job.counted]
         for proc in exited:
             job.counted.add(proc.pid)
+            if proc.pid in job.released:
+                continue
             if proc.returncode == 0:
                 job.succeeded += 1
             else:
@@ -189,11 +210,12 @@ class LocalBackend:
 
     def _observed(self, job: LocalJob) -> ObservedJob:
         active = job.active
-        finished = active == 0
+        paused = job.parallelism == 0 and not (job.deleted or job.succeeded or job.failed_reason)
+        finished = active == 0 and not paused
         if finished and not job.recorded_finished:
             self._write_pids(job, finished=True)
             job.recorded_finished = True
-        return ObservedJob(job.name, active, finished, job.failed_reason)
+        return ObservedJob(job.name, active, finished, job.failed_reason, parallelism=job.parallelism)
 
     # ---- surviving a launcher restart ------------------------------------------------
     def _pid_file(self, name: str) -> Path:

@@ -20,4 +20,15 @@ class Metrics:
                                         registry=self.registry)
         self.requests_rejected = Counter("batchctl_requests_rejected", "Batch requests refused by admission",
                                          ["rule"], registry=self.registry)
+        self.budget = Gauge("batchctl_worker_budget", "BATCHCTL_MAX_WORKERS (0: no budget)",
+                            registry=self.registry)
+        self.workers_allocated = Gauge("batchctl_workers_allocated",
+                                       "Sum of spec.parallelism over unfinished Jobs, under the budget",
+                                       registry=self.registry)
+        self.queued = Gauge("batchctl_batches_queued", "Batches waiting for a share of the budget",
+                            registry=self.registry)
+        self.queue_wait = Histogram(
+            "batchctl_queue_wait_seconds", "Time a batch spent queued before it got workers",
+            buckets=(1, 5, 15, 30, 60, 120, 300, 600, 1800, 3600), registry=self.registry,
+        )
         self.is_leader = Gauge("batchctl_leader", "1 while this replica is the leader", registry=self.registry)

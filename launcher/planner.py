@@ -33,6 +33,10 @@ class ObservedJob:
     active: int
     finished: bool
     failed_reason: str | None = None
+    parallelism: int = 0
+    """``spec.parallelism``: the workers it may run (what the worker budget counts)."""
+    suspended: bool = False
+    """``spec.suspend``: created suspended, waiting for Kueue to admit it."""
 
 
 @dataclass(frozen=True)
@@ -70,7 +74,8 @@ def parallelism(remaining: int, *, parts_per_worker: int, max_parallelism: int) 
     return max(1, min(max_parallelism, math.ceil(remaining / parts_per_worker)))
 
 
-def plan(batch: BatchState, jobs: list[ObservedJob], *, job_name: str, now: float = math.inf) -> list[Action]:
+def plan(batch: BatchState, jobs: list[ObservedJob], *, job_name: str, now: float = math.inf,
+         share: int | None = None) -> list[Action]:
     """The actions that move ``batch`` toward its end, given its Jobs as observed at ``now``.
 
     ``job_name`` is the name pattern with ``{n}`` for the Job number. After an idle
@@ -87,7 +92,7 @@ def plan(batch: BatchState, jobs: list[ObservedJob], *, job_name: str, now: floa
         return []
     if any(j.failed_reason == CONFIG_ERROR_REASON for j in _current(batch, jobs)):
         return [Finish(FAILED, config_error_message(batch.worker_error))]
-    return _plan_follow_up(batch, job_name=job_name, now=now)
+    return _plan_follow_up(batch, job_name=job_name, now=now, share=share)
 
 
 def _plan_accounted(batch: BatchState, *, active: bool) -> list[Action]:
@@ -99,7 +104,7 @@ def _plan_accounted(batch: BatchState, *, active: bool) -> list[Action]:
     return done if active else [*done, Cleanup(keep_dead=False)]
 
 
-def _plan_follow_up(batch: BatchState, *, job_name: str, now: float) -> list[Action]:
+def _plan_follow_up(batch: BatchState, *, job_name: str, now: float, share: int | None) -> list[Action]:
     """No Job runs and parts remain: count the dead, give up, wait, or launch the next Job."""
     idle = _idle_streak(batch)
     if idle and batch.dead_checked < len(batch.jobs):
@@ -112,7 +117,9 @@ def _plan_follow_up(batch: BatchState, *, job_name: str, now: float) -> list[Act
     n = len(batch.jobs) + 1
     size = parallelism(batch.remaining, parts_per_worker=batch.request.parts_per_worker,
                        max_parallelism=batch.request.max_parallelism)
-    return [Launch(job_name.format(n=n), n, size)]
+    if share is not None:
+        size = min(size, share)
+    return [Launch(job_name.format(n=n), n, size)] if size > 0 else []
 
 
 def _plan_terminal(batch: BatchState, jobs: list[ObservedJob]) -> list[Action]:

@@ -19,6 +19,7 @@ from batchctl.launcher.control import nudge
 from batchctl.launcher.manifest import Manifests
 from batchctl.launcher.metrics import Metrics
 from batchctl.launcher.planner import Action, CheckDead, Cleanup, Finish, Launch, ObservedJob, plan
+from batchctl.launcher.sharing import Sharing
 from batchctl.launcher.state import RUNNING, SUCCEEDED, BatchState, JobRecord, reverting
 from batchctl.launcher.store import StateStore
 
@@ -29,17 +30,20 @@ MAX_ROUNDS = 4
 
 class Reconciler:
     def __init__(self, settings: Settings, pubsub: PubSub, store: StateStore, backend: Backend,
-                 metrics: Metrics) -> None:
+                 metrics: Metrics, *, sharing: Sharing | None = None) -> None:
         self.settings, self.pubsub, self.store, self.backend = settings, pubsub, store, backend
         self.metrics = metrics
         self.manifests = Manifests(settings)
+        self.sharing = sharing
+        """The worker budget (``BATCHCTL_MAX_WORKERS``), or None: every batch sized alone."""
 
     def reconcile(self, batch: BatchState) -> None:
         """Plan and apply until the plan is empty (bounded)."""
         log = logs.get("reconciler", batch_id=batch.batch_id)
         pattern = self.settings.names.job(batch.batch_id, 0)[:-1] + "{n}"
         for _ in range(MAX_ROUNDS):
-            actions = plan(batch, self.observe(batch), job_name=pattern, now=time.time())
+            share = self.sharing.size_for(batch.batch_id) if self.sharing else None
+            actions = plan(batch, self.observe(batch), job_name=pattern, now=time.time(), share=share)
             if not actions:
                 return
             for action in actions:
@@ -51,7 +55,7 @@ class Reconciler:
         now = time.time()
         for record in batch.jobs:
             if record.name not in seen and now - record.launched < UNSEEN_GRACE_S:
-                jobs.append(ObservedJob(record.name, active=0, finished=False))
+                jobs.append(ObservedJob(record.name, active=0, finished=False, parallelism=record.parallelism))
         return jobs
 
     def apply(self, batch: BatchState, action: Action, log: Any = None) -> None:
@@ -91,6 +95,8 @@ class Reconciler:
             self.metrics.launch_latency.observe(max(0.0, now - batch.request.created))
         batch.jobs.append(JobRecord(action.name, action.n, action.parallelism, now, batch.activity))
         batch.state = RUNNING
+        if self.sharing:
+            self.sharing.launched(batch, action.parallelism)
         self.store.save(batch)
         if created:
             self.metrics.jobs_launched.inc()

@@ -23,6 +23,7 @@ from batchctl.core.profiles import Profile
 from batchctl.core.pubsub import PubSub, Received
 from batchctl.core.settings import Settings
 from batchctl.launcher import failures
+from batchctl.launcher.allocation import budget_from_env
 from batchctl.launcher.backend import Backend
 from batchctl.launcher.control import Controller
 from batchctl.launcher.fence import FencedBackend, FencedStore
@@ -33,6 +34,7 @@ from batchctl.launcher.planner import Finish
 from batchctl.launcher.progress import apply_events
 from batchctl.launcher.reconciler import Reconciler
 from batchctl.launcher.retention import Retention, retention_from_env
+from batchctl.launcher.sharing import Sharing
 from batchctl.launcher.state import CANCELLED, FAILED, REJECTED, SUCCEEDED, TERMINAL, BatchState
 from batchctl.launcher.store import StateStore
 
@@ -65,7 +67,9 @@ class Launcher:
         self.backend = FencedBackend(backend, elector)
         self.metrics = metrics or Metrics()
         self.batches: dict[str, BatchState] = {}
-        self.reconciler = Reconciler(settings, pubsub, self.store, self.backend, self.metrics)
+        budget = budget_from_env(settings.environ)
+        self.sharing = Sharing(budget, self.backend, self.store, self.metrics) if budget is not None else None
+        self.reconciler = Reconciler(settings, pubsub, self.store, self.backend, self.metrics, sharing=self.sharing)
         if profiles is None:
             from batchctl.launcher.app import open_profiles
 
@@ -213,6 +217,7 @@ class Launcher:
         self._not_before.pop(control.batch_id, None)
         batch = self.batches.get(control.batch_id)
         if batch is not None and batch.state not in TERMINAL:
+            self._rebalance()
             self._reconcile_one(batch)
 
     def _control_failed(self, batch_id: str, exc: Exception, msg: Received) -> None:
@@ -265,14 +270,30 @@ class Launcher:
         self.metrics.parts_dead.inc(max(0, len(batch.dead) - len(before.dead)))
         return True
 
+    def _rebalance(self) -> None:
+        """Divide the worker budget (if any) before Jobs are launched or resized; on an error no Job
+        is launched or grown until a pass divides it again (the budget is never overshot)."""
+        if self.sharing is None:
+            return
+        try:
+            self.sharing.rebalance(list(self.batches.values()), self.reconciler.observe)
+        except Exception as exc:
+            self.sharing.free = 0
+            self.metrics.reconcile_errors.inc()
+            if isinstance(exc, BatchctlError):
+                self.log.warning("rebalance_failed", error=str(exc))
+            else:
+                self.log.exception("rebalance_crashed")
+
     def _reconcile_all(self) -> None:
+        self._rebalance()
         counts: dict[str, int] = {}
         for batch in list(self.batches.values()):
             unfinished = batch.state not in TERMINAL
             if unfinished or (batch.state in (SUCCEEDED, CANCELLED) and not batch.cleaned):
                 self._reconcile_one(batch)
             counts[batch.state] = counts.get(batch.state, 0) + 1
-        for state in ("pending", "running", SUCCEEDED, FAILED, "cancelled", REJECTED):
+        for state in ("pending", "queued", "running", SUCCEEDED, FAILED, "cancelled", REJECTED):
             self.metrics.batches.labels(state=state).set(counts.get(state, 0))
 
     def _reconcile_one(self, batch: BatchState) -> None:

@@ -22,6 +22,8 @@ PENDING, RUNNING, SUCCEEDED, FAILED, CANCELLED = "pending", "running", "succeede
 REJECTED = "rejected"
 """Admission refused the request (``core.admission``): no Job was ever created."""
 TERMINAL = (SUCCEEDED, FAILED, CANCELLED, REJECTED)
+QUEUED = "queued"
+"""Under ``BATCHCTL_MAX_WORKERS``: the batch wants workers and its share of the budget is 0 for now."""
 
 
 @dataclass(frozen=True)
@@ -56,6 +58,10 @@ class BatchState:
     """Number of Jobs when the dead-letter subscription was last counted."""
     worker_error: str = ""
     """The last error a worker reported exiting on (``worker_exited`` with ``error: ...``)."""
+    queue_position: int = 0
+    """1-based place in the line for workers while ``queued`` (0 otherwise)."""
+    queued_since: float | None = None
+    """When the batch last became ``queued`` (for the queue wait histogram)."""
     version: str | None = field(default=None, compare=False)
     """Store-specific version (a resourceVersion) of what was loaded; not serialised."""
     corrupt: bool = field(default=False, compare=False)
@@ -98,6 +104,8 @@ class BatchState:
             "failures": self.failures,
             "retry_floor": self.retry_floor,
             "worker_error": self.worker_error,
+            "queue_position": self.queue_position,
+            "queued_since": self.queued_since,
         }
         return json.dumps(body, separators=(",", ":"))
 
@@ -119,6 +127,8 @@ class BatchState:
             failures=body.get("failures", 0),
             retry_floor=body.get("retry_floor", 0),
             worker_error=body.get("worker_error", ""),
+            queue_position=body.get("queue_position", 0),
+            queued_since=body.get("queued_since"),
             version=version,
         )
 

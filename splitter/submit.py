@@ -41,6 +41,8 @@ class SubmitOptions:
     handler: str = DEFAULT_HANDLER
     parts_per_worker: int = 10
     max_parallelism: int = 10
+    priority: str = "normal"
+    """Weight in the launcher's worker budget: low, normal or high."""
     image: str | None = None
     topology: topology.BatchTopology = topology.BatchTopology()
     output: str | None = None
@@ -112,6 +114,7 @@ def _create_and_publish(pubsub: PubSub, options: SubmitOptions, batch_id: str, c
             max_parallelism=options.max_parallelism, image=options.image,
             max_delivery_attempts=options.topology.max_delivery_attempts,
             ack_deadline_s=options.topology.ack_deadline_s, output=output, profile=options.profile,
+            priority=options.priority,
         )
         sending = True
         send_control(pubsub, Control("launch", batch_id, request))

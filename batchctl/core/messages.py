@@ -17,6 +17,8 @@ from batchctl.core.names import validate_batch_id
 from batchctl.core.settings import WORK_ACK_DEADLINE_S
 
 ACTIONS = ("launch", "cancel", "retry")
+PRIORITIES = ("low", "normal", "high")
+"""``submit --priority``: the batch's weight in the worker budget's division (1, 2, 4)."""
 EVENT_TYPES = ("worker_started", "part_done", "part_failed", "worker_exited", "batch_finished")
 EXIT_ERROR_PREFIX = "error: "
 """A ``worker_exited`` reason that starts with this carries the one-line error the worker exited on."""
@@ -41,6 +43,8 @@ class BatchRequest:
     """``--output DEST`` (``gs://BUCKET/PREFIX/`` or an absolute folder): where part results go."""
     profile: str = "default"
     """The operator's worker profile the batch runs under (``core.profiles``)."""
+    priority: str = "normal"
+    """``submit --priority``: the batch's weight in the worker budget (``launcher.allocation``)."""
 
 
 @dataclass(frozen=True)
@@ -115,6 +119,8 @@ def _request(raw: dict[str, Any]) -> BatchRequest:
         raise BadInput("control message: field 'request.profile' must be a profile name")
     if request.image is not None and (not isinstance(request.image, str) or not request.image.strip()):
         raise BadInput("control message: field 'request.image' must be an image reference")
+    if request.priority not in PRIORITIES:
+        raise BadInput(f"control message: field 'request.priority' must be one of {', '.join(PRIORITIES)}")
     if not isinstance(request.created, (int, float)) or isinstance(request.created, bool):
         raise BadInput("control message: field 'request.created' must be a timestamp")
     if request.output is not None and not _is_dest(request.output):

@@ -18,7 +18,7 @@ from batchctl.core.messages import Control
 from batchctl.core.names import validate_batch_id
 from batchctl.core.pubsub import PubSub
 from batchctl.launcher.backend import Backend
-from batchctl.launcher.state import CANCELLED, SUCCEEDED, TERMINAL, BatchState
+from batchctl.launcher.state import CANCELLED, QUEUED, SUCCEEDED, TERMINAL, BatchState
 from batchctl.launcher.store import StateStore
 from batchctl.splitter.submit import send_control
 
@@ -42,6 +42,7 @@ def describe(batch: BatchState, workers: int) -> dict[str, Any]:
         "created": iso(batch.created),
         "finished": iso(batch.finished),
         "reason": batch.reason,
+        "queue_position": batch.queue_position if batch.state == QUEUED else None,
     }
 
 

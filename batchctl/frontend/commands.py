@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from batchctl.core.errors import EXIT_BAD_INPUT, EXIT_FAILED, EXIT_OK, BadInput
+from batchctl.core.messages import PRIORITIES
 from batchctl.core.names import validate_batch_id
 from batchctl.core.settings import WORK_ACK_DEADLINE_S, Settings
 from batchctl.frontend.helptext import add_command
@@ -99,6 +100,9 @@ def _add_submit(sub: Any, parents: list[argparse.ArgumentParser]) -> None:
                    help="parts one worker is sized for (default 10)")
     p.add_argument("--max-parallelism", metavar="N", type=positive_int, default=10,
                    help="most workers at once (default 10)")
+    p.add_argument("--priority", choices=PRIORITIES, default="normal",
+                   help="weight in the launcher's worker budget, BATCHCTL_MAX_WORKERS: low 1, normal 2, high 4 "
+                        "(default normal)")
     p.add_argument("--max-delivery-attempts", metavar="N", type=positive_int, default=5,
                    help="deliveries before a part is dead-lettered (5..100, default 5)")
     p.add_argument("--ack-deadline", metavar="SECONDS", type=positive_int, default=WORK_ACK_DEADLINE_S,
@@ -133,6 +137,7 @@ def run_submit(args: argparse.Namespace, settings: Settings) -> int:
         inputs=args.inputs, batch_id=args.batch_id, format=args.format,
         limits=PartLimits(args.records_per_part, args.max_part_bytes), handler=args.handler,
         parts_per_worker=args.parts_per_worker, max_parallelism=args.max_parallelism, image=args.image,
+        priority=args.priority,
         topology=BatchTopology(ack_deadline_s=args.ack_deadline, max_delivery_attempts=args.max_delivery_attempts),
         output=args.output, profile=args.profile,
     )

@@ -33,8 +33,14 @@ def cell(value: Any) -> str:
     return "-" if value in (None, "") else str(value)
 
 
-def state_text(state: Any) -> Text:
-    return Text(cell(state), style=STATE_STYLES.get(str(state), ""))
+def state_label(status: dict[str, Any]) -> str:
+    """The state, with the place in line for a queued batch: ``queued (position 3)``."""
+    position = status.get("queue_position")
+    return f"{status.get('state')} (position {position})" if position else cell(status.get("state"))
+
+
+def state_text(status: dict[str, Any]) -> Text:
+    return Text(state_label(status), style=STATE_STYLES.get(str(status.get("state")), ""))
 
 
 def table(rows: list[dict[str, Any]], out: TextIO | None = None) -> None:
@@ -48,12 +54,12 @@ def table(rows: list[dict[str, Any]], out: TextIO | None = None) -> None:
         return
     view = Table(*(c.upper() for c in COLUMNS), box=None, header_style="bold")
     for row in rows:
-        view.add_row(*(state_text(row.get(c)) if c == "state" else cell(row.get(c)) for c in COLUMNS))
+        view.add_row(*(state_text(row) if c == "state" else cell(row.get(c)) for c in COLUMNS))
     con.print(view)
 
 
 def _plain_table(rows: list[dict[str, Any]], out: IO[str]) -> None:
-    cells = [[cell(r.get(c)) for c in COLUMNS] for r in rows]
+    cells = [[state_label(r) if c == "state" else cell(r.get(c)) for c in COLUMNS] for r in rows]
     widths = [max(len(c), *(len(row[i]) for row in cells)) for i, c in enumerate(COLUMNS)]
     print("  ".join(c.upper().ljust(w) for c, w in zip(COLUMNS, widths, strict=True)).rstrip(), file=out)
     for row in cells:
@@ -66,14 +72,14 @@ def status_text(status: dict[str, Any], out: TextIO | None = None) -> None:
     jobs = ", ".join(status.get("jobs") or ()) or "-"
     if not con.is_terminal:
         for key in STATUS_FIELDS:
-            print(f"{key:12} {cell(status.get(key))}", file=con.file)
+            print(f"{key:12} {state_label(status) if key == 'state' else cell(status.get(key))}", file=con.file)
         print(f"{'jobs':12} {jobs}", file=con.file)
         return
     view = Table(box=None, show_header=False)
     view.add_column(style="bold")
     view.add_column()
     for key in STATUS_FIELDS:
-        view.add_row(key, state_text(status.get(key)) if key == "state" else cell(status.get(key)))
+        view.add_row(key, state_text(status) if key == "state" else cell(status.get(key)))
     view.add_row("jobs", jobs)
     con.print(view)
 
@@ -114,7 +120,7 @@ class ProgressBar:
             self.task = self.progress.add_task(str(status["batch_id"]), total=None, dead=0, workers=0, state="")
         assert self.task is not None
         self.progress.update(self.task, total=max(1, int(status["parts_total"])), completed=int(status["parts_done"]),
-                             dead=status["parts_dead"], workers=status["workers"], state=status["state"])
+                             dead=status["parts_dead"], workers=status["workers"], state=state_label(status))
 
     def _line(self, status: dict[str, Any]) -> None:
         total = max(1, int(status["parts_total"]))
@@ -123,7 +129,7 @@ class ProgressBar:
         failed = min(self.width - filled, int(self.width * dead / total))
         bar = "#" * filled + "x" * failed + "." * (self.width - filled - failed)
         line = (f"{status['batch_id']} [{bar}] {done}/{total} done, {dead} dead, "
-                f"{status['workers']} workers, {status['state']}")
+                f"{status['workers']} workers, {state_label(status)}")
         if line != self.last:
             self.last = line
             print(line, file=self.console.file, flush=True)

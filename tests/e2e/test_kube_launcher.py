@@ -164,20 +164,24 @@ def test_launcher_requests_match_the_role(
     ksettings: Settings, pubsub: PubSub, kube_api: KubeApi, kubelet: Kubelet, tmp_path: Path,
 ) -> None:
     """Every (verb, resource) the launcher (and CLI) sent is allowed by the Role in manifests/,
-    and the Role grants nothing the launcher never used."""
+    and the Role grants nothing the launcher never used (with a budget, so a Job is resized: patch)."""
     from batchctl.frontend.cli import main
 
     kube_api.server.clear_request_log()
     path = write_records(tmp_path / "in.jsonl", [{"sleep": 1} for _ in range(6)])
-    env = {**ksettings.environ, "BATCHCTL_RETENTION": "3s"}  # finished batches' state is deleted too
+    # Retention deletes finished batches' state too; a budget of 2 resizes rbac's Job when rbac2 comes (patch).
+    env = {**ksettings.environ, "BATCHCTL_RETENTION": "3s", "BATCHCTL_MAX_WORKERS": "2"}
     ksettings = Settings.from_env(env)
+    job1 = ksettings.names.job("rbac", 1)
     with running_launcher(ksettings, pubsub) as run:
         submit_records(pubsub, path, "rbac", parts_per_worker=3)
+        wait_for(lambda: kube_api.server.read_object(_jobs(), kube_api.namespace, job1), timeout=30, what=job1)
+        submit_records(pubsub, path, "rbac2", parts_per_worker=3)
+        wait_for(lambda: (kube_api.server.read_object(_jobs(), kube_api.namespace, job1) or {})["spec"][
+            "parallelism"] == 1, timeout=30, what="rbac's Job patched down to its share")
+        assert main(["cancel", "rbac2"], environ=env) == 0
         assert wait_terminal(run.parts, "rbac", timeout=90).state == "succeeded"
         assert main(["status", "rbac", "--json"], environ=env) == 0
-        submit_records(pubsub, path, "rbac2", parts_per_worker=3)
-        wait_for(lambda: run.parts.store.load("rbac2") is not None, timeout=30, what="rbac2 accepted")
-        assert main(["cancel", "rbac2"], environ=env) == 0
         assert main(["list"], environ=env) == 0
         wait_for(lambda: run.parts.store.load("rbac") is None, timeout=30, what="rbac forgotten after retention")
     requests = [r for r in kube_api.server.request_log() if r.user_agent != USER_AGENT and r.rbac]

@@ -68,7 +68,7 @@ LAUNCHER_VARS = frozenset(
 """Settings variables other than JobConfig's that the launcher ConfigMap may carry."""
 
 LAUNCHER_CALLS = {
-    ("batch", "jobs"): {"create", "list", "watch", "delete"},
+    ("batch", "jobs"): {"create", "list", "watch", "patch", "delete"},
     ("", "configmaps"): {"create", "get", "list", "patch", "delete"},
     ("coordination.k8s.io", "leases"): {"create", "get", "patch"},
 }

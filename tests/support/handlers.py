@@ -90,3 +90,13 @@ def echo_then_die_once(part: Any) -> Any:
 
             threading.Thread(target=die_when_written, daemon=True).start()
     return echo(part)
+
+
+def gated(part: Any) -> None:
+    """Wait while the file named by a record's ``gate`` exists (at most 120 s), then as ``scripted``."""
+    deadline = time.monotonic() + 120
+    for record in part.records:
+        gate = record.get("gate") if isinstance(record, dict) else None
+        while gate and Path(gate).exists() and time.monotonic() < deadline:
+            time.sleep(0.05)
+    scripted(part)

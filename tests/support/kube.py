@@ -19,8 +19,9 @@ It replaces the emulation of reads and writes, because kmock 0.8 (see /work/shar
   garbage collection of a Job's pods (and of a pod created for a Job already gone or going), graceful
   deletion of running pods (their kubelet finishes it with grace 0); a deferred delete answers with
   the object, an immediate one with a Status (pods always answer with the object);
-- Job defaulting (parallelism, backoffLimit, podReplacementPolicy, selector, job-name labels), name and
-  label validation (422 Invalid), and a request log naming each request's RBAC verb.
+- Job defaulting (parallelism, backoffLimit, podReplacementPolicy, selector, job-name labels), update
+  validation (``parallelism`` and ``suspend`` change on an existing Job, its template and selector do
+  not), name and label validation (422 Invalid), and a request log naming each request's RBAC verb.
 
 Patches are JSON merge patches (strategic-merge bodies are merged the same way: lists are replaced,
 not merged by key) or JSON patches. ``running_api_server()`` serves it over HTTP from a thread.
@@ -59,6 +60,7 @@ from tests.support.kube_objects import (
     default_job,
     qualified,
     timestamp,
+    validate_job_update,
     validate_metadata,
 )
 
@@ -191,6 +193,8 @@ class ApiServer(CollectingStore):
             result["apiVersion"], result["kind"] = current["apiVersion"], current["kind"]
             if result.get("spec") != current.get("spec"):
                 result["metadata"]["generation"] = current["metadata"].get("generation", 1) + 1
+            if res == JOBS:
+                validate_job_update(current, result)
             validate_metadata(res, result)
         result = {key: value for key, value in result.items() if value is not None}
         if result == current:

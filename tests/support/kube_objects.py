@@ -180,3 +180,28 @@ def default_job(job: Obj) -> None:
     }
     tmeta["labels"] = {**(tmeta.get("labels") or {}), **generated}
     spec.setdefault("selector", {"matchLabels": {"batch.kubernetes.io/controller-uid": meta["uid"]}})
+
+
+JOB_IMMUTABLE = ("selector", "template", "completionMode", "podFailurePolicy", "podReplacementPolicy")
+
+
+def validate_job_update(current: Obj, proposed: Obj) -> None:
+    """422 for a change the batch/v1 validation forbids on an existing Job.
+
+    ``parallelism`` and ``suspend`` stay mutable: "the requested parallelism (.spec.parallelism) can be
+    set to any non-negative value ... If it is specified as 0, then the Job is effectively paused until
+    it is increased" (kubernetes.io/docs/concepts/workloads/controllers/job/#controlling-parallelism),
+    and a Job is suspended and resumed by updating ``.spec.suspend`` (#suspending-a-job). ``completions``
+    is immutable outside Indexed Jobs. Not modelled: the template's scheduling directives, which may
+    change on a suspended Job that never started (what Kueue does on admission).
+    """
+    old, new, name = current.get("spec") or {}, proposed.get("spec") or {}, current["metadata"]["name"]
+    fields = [f for f in (*JOB_IMMUTABLE, "completions") if old.get(f) != new.get(f)]
+    if new.get("completionMode") == "Indexed" and "completions" in fields:
+        fields.remove("completions")
+    parallelism = new.get("parallelism", 0)
+    problems = [f"spec.{f}: Invalid value: field is immutable" for f in fields]
+    if not isinstance(parallelism, int) or isinstance(parallelism, bool) or parallelism < 0:
+        problems.append(f"spec.parallelism: Invalid value: {parallelism!r}: must be greater than or equal to 0")
+    if problems:
+        raise api_error(422, "Invalid", f'Job.batch "{name}" is invalid: {"; ".join(problems)}', name=name)

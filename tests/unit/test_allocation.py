@@ -27,10 +27,12 @@ from batchctl.core.errors import BadInput
 from batchctl.launcher.allocation import (
     PRIORITY_WEIGHTS,
     Claim,
+    Running,
     allocate,
     allocate_pools,
     budget_from_env,
     queue_positions,
+    resizes,
 )
 from batchctl.launcher.planner import parallelism
 
@@ -187,3 +189,34 @@ def test_bad_budget_is_one_bad_input(raw: str) -> None:
     """A budget that is not a whole number >= 1 is BadInput naming the variable and the value."""
     with pytest.raises(BadInput, match=f"BATCHCTL_MAX_WORKERS='{raw}'"):
         budget_from_env({"BATCHCTL_MAX_WORKERS": raw})
+
+
+def test_resizes_never_exceed_the_budget_at_any_step() -> None:
+    """Applied in order, the patches keep the total within the budget at every step and reach the shares."""
+    for sizes in itertools.product(range(4), repeat=3):
+        for shares_t in itertools.product(range(4), repeat=3):
+            for budget in range(4, 10):
+                shares = {f"b{i}": s for i, s in enumerate(shares_t)}
+                if sum(shares.values()) > budget or sum(sizes) > budget:
+                    continue
+                running = {f"b{i}": Running(f"j{i}", n) for i, n in enumerate(sizes)}
+                steps, free = resizes(shares, running, budget - sum(sizes))
+                now = dict(zip(shares, sizes, strict=True))
+                for batch_id, size in steps:
+                    now[batch_id] = size
+                    assert sum(now.values()) <= budget, (sizes, shares, budget, steps)
+                assert now == shares and free == budget - sum(shares.values())
+
+
+def test_resizes_shrink_first_and_grow_only_what_is_free() -> None:
+    """Over budget (free < 0): shrinks come first; a grow takes only what the shrinks freed."""
+    running = {"a": Running("ja", 4), "b": Running("jb", 1)}
+    steps, free = resizes({"a": 2, "b": 3}, running, free=-1)  # budget 4, 5 in use
+    assert steps == [("a", 2), ("b", 2)] and free == 0
+
+
+def test_resizes_leave_jobs_that_cannot_grow() -> None:
+    """A Job that cannot grow (a pod succeeded, or Kueue owns it) is only ever shrunk."""
+    running = {"a": Running("ja", 1, growable=False), "b": Running("jb", 3, growable=False)}
+    steps, free = resizes({"a": 2, "b": 2}, running, free=0)
+    assert steps == [("b", 2)] and free == 1

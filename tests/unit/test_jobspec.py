@@ -304,10 +304,11 @@ def test_active_deadline_when_configured() -> None:
 
 
 def test_pod_failure_policy_ignores_disruptions_and_fails_on_config_errors() -> None:
-    """Ignore DisruptionTarget; FailJob on the worker container's exit code 2."""
+    """Ignore DisruptionTarget and a worker stopped by SIGTERM (143, a scale-down); FailJob on exit code 2."""
     rules = job()["spec"]["podFailurePolicy"]["rules"]
     assert rules == [
         {"action": "Ignore", "onPodConditions": [{"type": "DisruptionTarget", "status": "True"}]},
+        {"action": "Ignore", "onExitCodes": {"containerName": "worker", "operator": "In", "values": [143]}},
         {"action": "FailJob", "onExitCodes": {"containerName": "worker", "operator": "In", "values": [2]}},
     ]
 
