@@ -95,6 +95,9 @@ class JobConfig:
     max_parallelism: int = 50
     """BATCHCTL_MAX_PARALLELISM (pods): cluster-side cap on one Job's parallelism, whatever a
     request asks; about the example batch pool (10 nodes x ~7 workers) with room to spare."""
+    kueue_queue: str | None = None
+    """BATCHCTL_KUEUE_QUEUE (a LocalQueue name): Jobs are created suspended with the label
+    ``kueue.x-k8s.io/queue-name`` and Kueue admits them; unset, Jobs start at once."""
 
     @property
     def termination_grace_period_s(self) -> int:
@@ -242,5 +245,6 @@ ENV_VARS: dict[str, tuple[str, Callable[[str], Any]]] = {
     CONCURRENCY_VAR: ("worker_concurrency", _optional(_integer(1, 256))),
     EMPTY_PULLS_VAR: ("worker_empty_pulls", _optional(_integer(1, 100))),
     "BATCHCTL_MAX_PARALLELISM": ("max_parallelism", _integer(1)),
+    "BATCHCTL_KUEUE_QUEUE": ("kueue_queue", _optional(kubevalues.object_name)),
 }
 """Every variable JobConfig reads: name -> (field, parser). Parsers raise ValueError."""

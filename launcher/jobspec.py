@@ -15,6 +15,9 @@ The shape, and why:
   worker's configuration-error exit code fails the Job at once instead of retrying a
   handler that cannot import;
 - ``ttlSecondsAfterFinished`` instead of a cleanup thread;
+- with ``BATCHCTL_KUEUE_QUEUE``, ``suspend: true`` and the ``kueue.x-k8s.io/queue-name`` label
+  (on the Job, where Kueue reads it): Kueue creates a Workload and unsuspends the Job once
+  admitted, or suspends it again to preempt it; the launcher never unsuspends it itself;
 - the restricted Pod Security profile, a read-only root filesystem with an emptyDir
   on /tmp, and no service account token: workers never call the API server.
 """
@@ -39,6 +42,8 @@ STOPPED_EXIT = 143
 WORKER_ID_VAR = "BATCHCTL_WORKER_ID"
 RUN_AS = 10001
 """The image's numeric non-root user and group."""
+KUEUE_QUEUE_LABEL = "kueue.x-k8s.io/queue-name"
+"""The label that hands a Job to Kueue (kueue.sigs.k8s.io/docs/tasks/run/jobs/)."""
 SCRATCH_VOLUME = "tmp"
 SCRATCH_PATH = "/tmp"
 
@@ -64,12 +69,14 @@ def build_job(
     owned = sorted(set(env) & {*config.worker_env(), WORKER_ID_VAR})
     if owned:
         raise ValueError(f"env sets {', '.join(owned)}, which the Job config sets")
+    job_labels = {**labels, KUEUE_QUEUE_LABEL: config.kueue_queue} if config.kueue_queue else dict(labels)
     return k8s.V1Job(
         api_version="batch/v1",
         kind="Job",
-        metadata=k8s.V1ObjectMeta(name=name, namespace=namespace, labels=dict(labels)),
+        metadata=k8s.V1ObjectMeta(name=name, namespace=namespace, labels=job_labels),
         spec=k8s.V1JobSpec(
             parallelism=parallelism,
+            suspend=True if config.kueue_queue else None,
             backoff_limit=config.backoff_limit,
             pod_failure_policy=_pod_failure_policy(),
             ttl_seconds_after_finished=config.ttl_seconds_after_finished,

@@ -16,11 +16,12 @@ from batchctl.core.pubsub import PubSub, ResourceMissing
 from batchctl.core.settings import Settings
 from batchctl.launcher.backend import Backend
 from batchctl.launcher.control import nudge
+from batchctl.launcher.kueue import admission_change
 from batchctl.launcher.manifest import Manifests
 from batchctl.launcher.metrics import Metrics
 from batchctl.launcher.planner import Action, CheckDead, Cleanup, Finish, Launch, ObservedJob, plan
 from batchctl.launcher.sharing import Sharing
-from batchctl.launcher.state import RUNNING, SUCCEEDED, BatchState, JobRecord, reverting
+from batchctl.launcher.state import QUEUED, RUNNING, SUCCEEDED, BatchState, JobRecord, reverting
 from batchctl.launcher.store import StateStore
 
 UNSEEN_GRACE_S = 60.0
@@ -41,6 +42,7 @@ class Reconciler:
         """Plan and apply until the plan is empty (bounded)."""
         log = logs.get("reconciler", batch_id=batch.batch_id)
         pattern = self.settings.names.job(batch.batch_id, 0)[:-1] + "{n}"
+        self._note_admission(batch, log)
         for _ in range(MAX_ROUNDS):
             share = self.sharing.size_for(batch.batch_id) if self.sharing else None
             actions = plan(batch, self.observe(batch), job_name=pattern, now=time.time(), share=share)
@@ -48,6 +50,20 @@ class Reconciler:
                 return
             for action in actions:
                 self.apply(batch, action, log)
+
+    def _note_admission(self, batch: BatchState, log: Any) -> None:
+        """Kueue mode: show ``queued`` while Kueue holds the batch's Job suspended, ``running`` once admitted."""
+        change = admission_change(batch, self.observe(batch)) if batch.jobs else None
+        if change is None:
+            return
+        batch.state, batch.reason = change
+        if change[0] == QUEUED:
+            batch.queued_since = time.time()
+        elif batch.queued_since is not None:
+            self.metrics.queue_wait.observe(max(0.0, time.time() - batch.queued_since))
+            batch.queued_since = None
+        self.store.save(batch)
+        log.info("kueue_admission", state=batch.state)
 
     def observe(self, batch: BatchState) -> list[ObservedJob]:
         jobs = self.backend.observe(batch.batch_id)

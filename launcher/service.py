@@ -68,7 +68,9 @@ class Launcher:
         self.metrics = metrics or Metrics()
         self.batches: dict[str, BatchState] = {}
         budget = budget_from_env(settings.environ)
-        self.sharing = Sharing(budget, self.backend, self.store, self.metrics) if budget is not None else None
+        kueue = bool(settings.environ.get("BATCHCTL_KUEUE_QUEUE", "").strip())  # Kueue owns admitted Jobs
+        self.sharing = (Sharing(budget, self.backend, self.store, self.metrics, resize=not kueue)
+                        if budget is not None else None)
         self.reconciler = Reconciler(settings, pubsub, self.store, self.backend, self.metrics, sharing=self.sharing)
         if profiles is None:
             from batchctl.launcher.app import open_profiles

@@ -11,13 +11,18 @@ Checks:
   created (at 3) the two normal ones were already patched down to 2 and 1;
 - budget 2 and three batches: the last is ``queued`` and ``status`` says "queued (position 1)" and why;
   it gets a worker when another finishes;
-- the sum never exceeds the budget, at any event; every batch succeeds with ``parts_done`` exact.
+- the sum never exceeds the budget, at any event; every batch succeeds with ``parts_done`` exact;
+- Kueue mode, the test playing Kueue: Jobs are created suspended with the queue label; while suspended
+  the batch is ``queued``, "waiting for Kueue admission", with no pod, no follow-up and no failure,
+  past its ack deadline; unsuspended, it runs and succeeds; one never admitted stays waiting until
+  cancelled.
 """
 
 from __future__ import annotations
 
 import io
 import threading
+import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager, redirect_stdout
 from dataclasses import dataclass, field
@@ -61,6 +66,8 @@ class JobLedger:
     """Job name → the unfinished Jobs' parallelism right after it was created."""
     peak: int = 0
     events: int = 0
+    errors: list[str] = field(default_factory=list)
+    """Watch failures (each resumed from the last version seen)."""
     lock: threading.Lock = field(default_factory=threading.Lock)
 
     def apply(self, kind: str, job: dict[str, Any]) -> None:
@@ -84,19 +91,26 @@ class JobLedger:
 
 @contextmanager
 def watching_jobs(kube_api: KubeApi) -> Iterator[JobLedger]:
+    """Follow every Job version through a watch; a broken watch is resumed from its last version."""
     ledger, stop = JobLedger(), threading.Event()
-    listed = kube_api.batch.list_namespaced_job(kube_api.namespace)
-    version = listed.metadata.resource_version
+    version = kube_api.batch.list_namespaced_job(kube_api.namespace).metadata.resource_version
+
+    def follow() -> None:
+        nonlocal version
+        stream = watch.Watch().stream(kube_api.batch.list_namespaced_job, kube_api.namespace,
+                                      resource_version=version, timeout_seconds=5, _request_timeout=10)
+        for event in stream:
+            obj = kube_api.api_client.sanitize_for_serialization(event["object"])
+            version = obj["metadata"]["resourceVersion"]
+            ledger.apply(event["type"], obj)
 
     def run() -> None:
-        nonlocal version
         while not stop.is_set():
-            stream = watch.Watch().stream(kube_api.batch.list_namespaced_job, kube_api.namespace,
-                                          resource_version=version, timeout_seconds=2)
-            for event in stream:
-                obj = kube_api.api_client.sanitize_for_serialization(event["object"])
-                version = obj["metadata"]["resourceVersion"]
-                ledger.apply(event["type"], obj)
+            try:
+                follow()
+            except Exception as exc:  # recorded, shown when a wait on the ledger fails
+                ledger.errors.append(repr(exc))
+                stop.wait(0.2)
 
     thread = threading.Thread(target=run, name="job-ledger", daemon=True)
     thread.start()
@@ -104,7 +118,7 @@ def watching_jobs(kube_api: KubeApi) -> Iterator[JobLedger]:
         yield ledger
     finally:
         stop.set()
-        thread.join(timeout=10)
+        thread.join(timeout=15)
 
 
 def gated_records(tmp_path: Path, name: str, parts: int) -> tuple[Path, Path]:
@@ -128,7 +142,7 @@ def test_budget_divides_grows_and_yields_to_high_priority(
         for name in ("ba", "bb", "bc"):
             submit_records(pubsub, inputs[name][0], name, handler=HANDLER, parts_per_worker=2, max_parallelism=4)
         three = {job(settings, b): 2 for b in ("ba", "bb", "bc")}
-        wait_for(lambda: ledger.sizes() == three, timeout=60, what=f"Jobs at 2/2/2, saw {ledger.sizes()}")
+        wait_for(lambda: ledger.sizes() == three, timeout=60, what=f"Jobs at 2/2/2 (watch errors: {ledger.errors})")
         inputs["ba"][1].unlink()
         assert wait_terminal(run.parts, "ba", timeout=90).state == "succeeded"
         grown = {job(settings, "bb"): 3, job(settings, "bc"): 3}
@@ -172,3 +186,42 @@ def test_batch_without_a_share_is_queued_with_its_position(
     assert all(b.state == "succeeded" and len(b.done) == 4 for b in finals.values()), finals
     assert run.launcher.metrics.queue_wait._sum.get() > 0
     assert ledger.peak <= 2, ledger.peak
+
+
+def test_kueue_mode_waits_for_admission(
+    kenv: dict[str, str], pubsub: PubSub, kube_api: KubeApi, kubelet: Kubelet, tmp_path: Path,
+) -> None:
+    """Suspended + labelled Jobs; queued while Kueue (the test) holds them; admitted runs; never-admitted waits."""
+    from batchctl.frontend.cli import main
+
+    settings = Settings.from_env({**kenv, "BATCHCTL_KUEUE_QUEUE": "team-a"})
+    path = write_records(tmp_path / "in.jsonl", [{"i": i} for i in range(4)])
+    with watching_jobs(kube_api) as ledger, running_launcher(settings, pubsub) as run:
+        submit_records(pubsub, path, "ka", parts_per_worker=2)
+        submit_records(pubsub, path, "kn", parts_per_worker=2)
+        for name in ("ka", "kn"):
+            wait_for(lambda n=name: (b := run.parts.store.load(n)) is not None and b.state == "queued",
+                     timeout=60, what=f"{name} queued for Kueue")
+        stored = kube_api.server.read_object(_jobs(), kube_api.namespace, job(settings, "ka")) or {}
+        assert stored["spec"]["suspend"] is True
+        assert stored["metadata"]["labels"]["kueue.x-k8s.io/queue-name"] == "team-a"
+        out = io.StringIO()
+        with redirect_stdout(out):
+            assert main(["status", "kn"], environ=dict(settings.environ)) == 0
+        assert "waiting for Kueue admission" in out.getvalue(), out.getvalue()
+        wait_for(lambda: run.launcher.reconciler.metrics.jobs_launched._value.get() == 2, timeout=10, what="2 Jobs")
+        kube_api.batch.patch_namespaced_job(job(settings, "ka"), kube_api.namespace, {"spec": {"suspend": False}})
+        assert wait_terminal(run.parts, "ka", timeout=90).state == "succeeded"
+        launched = (run.parts.store.load("kn") or pytest.fail("kn lost")).jobs[0].launched
+        wait_for(lambda: time.time() > launched + 12, timeout=30, what="kn's ack deadline (10 s) to pass")
+        held = run.parts.store.load("kn")
+        assert held is not None and held.state == "queued" and len(held.jobs) == 1, held
+        assert not kubelet.pods(job(settings, "kn"))
+        assert main(["cancel", "kn"], environ=dict(settings.environ)) == 0
+    assert sorted(ledger.created) == [job(settings, "ka"), job(settings, "kn")]  # no follow-up Job
+
+
+def _jobs() -> Any:
+    from tests.support.kube_objects import JOBS
+
+    return JOBS

@@ -6,7 +6,10 @@ Checks, through the official client over HTTP:
 - scale down: the extra running pods are deleted (SIGTERM); with ``podReplacementPolicy: Failed``
   no replacement starts while they terminate; a pod that exits 143 under an ``Ignore`` rule for that
   code is not counted in ``status.failed``;
-- parallelism 0 pauses the Job (no pod, not finished); scale up: new pods start, up to the new count.
+- parallelism 0 pauses the Job (no pod, not finished); scale up: new pods start, up to the new count;
+- ``suspend: true`` (as Kueue creates Jobs): no pod, condition ``Suspended`` True (JobSuspended), no
+  ``startTime``; resumed: pods start, ``Suspended`` False (JobResumed); suspended again (Kueue's
+  preemption): its pods are deleted, the Job is neither finished nor failed.
 """
 
 from __future__ import annotations
@@ -70,3 +73,30 @@ def test_scale_down_to_zero_and_up_again(
     (tmp_path / "release").touch()
     kubelet.wait_idle(15)
     assert "Complete" in conditions(kube_api, "rs")
+
+
+def suspended(kube_api: KubeApi, name: str) -> str | None:
+    """The Suspended condition's status and reason, e.g. ``True/JobSuspended``."""
+    job = kube_api.server.read_object(JOBS, NS, name) or {}
+    found = [c for c in (job.get("status") or {}).get("conditions", []) if c["type"] == "Suspended"]
+    return f"{found[0]['status']}/{found[0]['reason']}" if found else None
+
+
+def test_suspend_resume_and_suspend_again(
+    kube_api: KubeApi, make_kubelet: Callable[..., Kubelet], tmp_path: Path
+) -> None:
+    """Created suspended: no pod; resumed: two pods; suspended again: pods deleted, Job still open."""
+    kubelet = make_kubelet()
+    manifest = job_manifest("sus", STOPS_ON_SIGTERM, tmp_path, parallelism=2, podFailurePolicy=IGNORE_STOPS,
+                            suspend=True)
+    kube_api.batch.create_namespaced_job(NS, manifest)
+    wait_for(lambda: suspended(kube_api, "sus") == "True/JobSuspended", timeout=10, what="Suspended")
+    assert kubelet.pods("sus") == [] and "startTime" not in status(kube_api, "sus")
+    kube_api.batch.patch_namespaced_job("sus", NS, {"spec": {"suspend": False}})
+    wait_for(lambda: status(kube_api, "sus").get("active") == 2, timeout=15, what="active=2 once resumed")
+    assert suspended(kube_api, "sus") == "False/JobResumed" and "startTime" in status(kube_api, "sus")
+    kube_api.batch.patch_namespaced_job("sus", NS, {"spec": {"suspend": True}})
+    wait_for(lambda: sum(p.exit_code == 143 for p in kubelet.pods("sus")) == 2, timeout=15, what="pods stopped")
+    wait_for(lambda: suspended(kube_api, "sus") == "True/JobSuspended", timeout=10, what="Suspended again")
+    assert not status(kube_api, "sus").get("active") and "failed" not in status(kube_api, "sus")
+    assert set(conditions(kube_api, "sus")) == {"Suspended"}

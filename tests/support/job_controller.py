@@ -69,11 +69,11 @@ def pod_failure_action(pod: PodView, rules: Sequence[Mapping[str, Any]]) -> tupl
     return "Count", None
 
 
-def _condition(kind: str, reason: str, message: str, now: float) -> Obj:
+def _condition(kind: str, reason: str, message: str, now: float, status: str = "True") -> Obj:
     stamp = iso(now)
     return {
         "type": kind,
-        "status": "True",
+        "status": status,
         "reason": reason,
         "message": message,
         "lastProbeTime": stamp,
@@ -152,14 +152,35 @@ def _counters(status: Obj, tally: _Tally, conditions: list[Obj], now: float) -> 
     return status
 
 
+def _suspension(spec: Obj, status: Obj, conditions: list[Obj], tally: _Tally, now: float) -> JobPlan | None:
+    """``spec.suspend`` (kubernetes.io/docs/concepts/workloads/controllers/job/#suspending-a-job): a
+    suspended Job's running pods are deleted and none is created, with condition ``Suspended`` True
+    (reason JobSuspended) and no ``startTime``; on resume the condition turns False (JobResumed) and
+    ``startTime`` is reset, which restarts the ``activeDeadlineSeconds`` clock. None: not suspended."""
+    marked = next((c for c in conditions if c["type"] == "Suspended"), None)
+    if not spec.get("suspend"):
+        if marked is not None and marked["status"] == "True":
+            conditions[conditions.index(marked)] = _condition("Suspended", "JobResumed", "Job resumed", now, "False")
+            status.pop("startTime", None)
+        return None
+    if marked is None or marked["status"] != "True":
+        conditions[:] = [c for c in conditions if c is not marked]
+        conditions.append(_condition("Suspended", "JobSuspended", "Job suspended", now))
+    counters = _counters(status, tally, conditions, now)
+    counters.pop("startTime", None)
+    return JobPlan(0, tuple(p.name for p in tally.running), counters)
+
+
 def plan_job(job: Obj, pods: Sequence[PodView], now: float) -> JobPlan:
     """Decide from a Job and its pods what the Job controller does now (level-triggered, no side effects)."""
     spec, status = job["spec"], dict(job.get("status") or {})
-    conditions = [c for c in status.get("conditions") or [] if c.get("status") == "True"]
-    kinds = {c["type"]: c for c in conditions}
+    conditions = [c for c in status.get("conditions") or [] if c.get("status") == "True" or c["type"] == "Suspended"]
+    kinds = {c["type"]: c for c in conditions if c.get("status") == "True"}
     if "Complete" in kinds or "Failed" in kinds:
         return JobPlan(0, (), status)
     tally = _Tally.of(pods, (spec.get("podFailurePolicy") or {}).get("rules") or [])
+    if "FailureTarget" not in kinds and (paused := _suspension(spec, status, conditions, tally, now)):
+        return paused
     target = kinds.get("FailureTarget")
     failure = (target["reason"], target["message"]) if target else _failure(job, tally.failed, now)
     completions = spec.get("completions")

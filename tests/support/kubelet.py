@@ -16,6 +16,9 @@ pods gracefully. The decisions are one pure function, ``plan_job``, following th
 - ``activeDeadlineSeconds`` (reason DeadlineExceeded); ``podReplacementPolicy: Failed`` (the default
   with a podFailurePolicy) waits for a terminating pod to end before replacing it;
 - ``ttlSecondsAfterFinished``: a finished Job is deleted (Background) when its TTL has passed.
+- ``parallelism`` patched on a running Job: extra running pods are deleted (scale down; 0 pauses the
+  Job), missing ones created (scale up); ``suspend: true`` deletes the running pods and creates none
+  (condition ``Suspended``, no ``startTime``) until it is set back to false (JobResumed).
 
 The kubelet half runs ``command + args`` of the first container (``entrypoint + args`` when the
 command is unset, as the image's ENTRYPOINT would), with the container's ``env`` (literal values,
@@ -24,7 +27,7 @@ command is unset, as the image's ENTRYPOINT would), with the container's ``env``
 own process group; a deleted pod gets SIGTERM, then SIGKILL after its grace period; an exit code
 ``128 + n`` stands for death by signal ``n``. Deviations: one container per pod; no exponential
 back-off between replacements unless ``failure_backoff`` is set (the real one starts at 10 s); no
-``suspend``; no pod finalizers (counts come from the kubelet's own records of its pods).
+pod finalizers (counts come from the kubelet's own records of its pods).
 
 Its parts: ``job_controller`` (``plan_job``, pure), ``informer`` (list and watch), ``pods`` (the records
 of its pods, the Pod objects and statuses it writes), ``containers`` (environment and process); this
