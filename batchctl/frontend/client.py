@@ -66,6 +66,8 @@ class BatchStatus:
     workers: int
     created: str | None
     finished: str | None
+    queue_position: int | None = None
+    """1-based place in line while ``queued`` for the worker budget (``BATCHCTL_MAX_WORKERS``), else None."""
 
     @property
     def finished_ok(self) -> bool:
