@@ -56,13 +56,13 @@ class Reconciler:
         change = admission_change(batch, self.observe(batch)) if batch.jobs else None
         if change is None:
             return
-        batch.state, batch.reason = change
-        if change[0] == QUEUED:
-            batch.queued_since = time.time()
-        elif batch.queued_since is not None:
-            self.metrics.queue_wait.observe(max(0.0, time.time() - batch.queued_since))
-            batch.queued_since = None
-        self.store.save(batch)
+        waited = time.time() - batch.queued_since if batch.queued_since is not None else None
+        with reverting(batch):
+            batch.state, batch.reason = change
+            batch.queued_since = time.time() if change[0] == QUEUED else None
+            self.store.save(batch)
+        if change[0] != QUEUED and waited is not None:
+            self.metrics.queue_wait.observe(max(0.0, waited))
         log.info("kueue_admission", state=batch.state)
 
     def observe(self, batch: BatchState) -> list[ObservedJob]:

@@ -25,7 +25,7 @@ from batchctl.launcher.allocation import Claim, Running, allocate, queue_positio
 from batchctl.launcher.backend import Backend
 from batchctl.launcher.metrics import Metrics
 from batchctl.launcher.planner import ObservedJob
-from batchctl.launcher.state import CANCELLED, PENDING, QUEUED, RUNNING, TERMINAL, BatchState
+from batchctl.launcher.state import CANCELLED, PENDING, QUEUED, RUNNING, TERMINAL, BatchState, reverting
 from batchctl.launcher.store import StateStore
 
 
@@ -108,8 +108,9 @@ class Sharing:
             log.info("job_resized", job=running[batch_id].job, parallelism=size, was=before)
             batch = batches.get(batch_id)
             if batch is not None and size > 0 and batch.state == QUEUED:
-                self.unqueue(batch)
-                self.store.save(batch)
+                with reverting(batch):
+                    self.unqueue(batch)
+                    self.store.save(batch)
 
     def _mark(self, claims: list[Claim], running: Mapping[str, Running], batches: Mapping[str, BatchState]) -> None:
         """Store ``queued`` (with position and reason) for every batch left with no worker."""
@@ -126,13 +127,15 @@ class Sharing:
 
     def _queue(self, batch: BatchState, position: int) -> None:
         changed: dict[str, Any] = {}
-        if batch.state in (PENDING, RUNNING):
-            changed["state"] = QUEUED
-            batch.state, batch.queued_since = QUEUED, time.time()
-        if batch.queue_position != position:
-            changed["position"] = position
-            batch.queue_position = position
-            batch.reason = queued_reason(self.budget, position)
+        with reverting(batch):
+            if batch.state in (PENDING, RUNNING):
+                changed["state"] = QUEUED
+                batch.state, batch.queued_since = QUEUED, time.time()
+            if batch.queue_position != position:
+                changed["position"] = position
+                batch.queue_position = position
+                batch.reason = queued_reason(self.budget, position)
+            if changed:
+                self.store.save(batch)
         if changed:
-            self.store.save(batch)
             logs.get("sharing", batch_id=batch.batch_id).info("batch_queued", **changed)
