@@ -5,8 +5,9 @@ through a kubeconfig by the real client, and a test kubelet running each Job's p
 Checks: submit → Job (the create request's body validated against the OpenAPI schema) → drain → succeeded → cleaned up;
 a worker killed after another exited 0 gets a follow-up Job; a launcher killed mid-batch and
 restarted creates no duplicate Job and finishes with parts_done exact; of two launchers only
-the leader launches, and the other takes over when the leader dies; every request the
-launcher made is allowed by the Role, and the Role grants nothing unused.
+the leader launches, and the other takes over when the leader dies; in the manifests' two
+namespaces every request the launcher made is allowed by that namespace's Role, and no Role
+grants anything unused.
 """
 
 from __future__ import annotations
@@ -154,6 +155,11 @@ def test_only_the_leader_launches_and_the_other_takes_over(
     assert lease is not None and lease["spec"]["leaseTransitions"] >= 1
 
 
+SYSTEM_NAMESPACE, JOBS_NAMESPACE = "batchctl-system", "batchctl-jobs"
+ROLES = {SYSTEM_NAMESPACE: "batchctl-launcher", JOBS_NAMESPACE: "batchctl-launcher-jobs"}
+"""The manifests' namespaces and the launcher's Role in each (manifests/base/rbac.yaml)."""
+
+
 def _lease() -> Any:
     from tests.support.kube_objects import LEASES
 
@@ -161,23 +167,28 @@ def _lease() -> Any:
 
 
 def test_launcher_requests_match_the_role(
-    ksettings: Settings, pubsub: PubSub, kube_api: KubeApi, kubelet: Kubelet, tmp_path: Path,
+    ksettings: Settings, pubsub: PubSub, kube_api: KubeApi, make_kubelet: Callable[..., Kubelet],
+    env: dict[str, str], tmp_path: Path,
 ) -> None:
-    """Every (verb, resource) the launcher (and CLI) sent is allowed by the Role in manifests/,
-    and the Role grants nothing the launcher never used (with a budget, so a Job is resized: patch)."""
+    """In the manifests' two namespaces, every (verb, resource) the launcher (and CLI) sent is allowed
+    by the Role of the namespace it was sent to, and no Role grants anything the launcher never used
+    (with a budget, so a Job is resized: patch)."""
     from batchctl.frontend.cli import main
 
+    make_kubelet(namespace=JOBS_NAMESPACE, env={**env, "PYTHONPATH": str(REPO), "BATCHCTL_PULL_TIMEOUT_S": "0.5",
+                                                "BATCHCTL_RESULTS_DIR": str(tmp_path / "results")})
     kube_api.server.clear_request_log()
     path = write_records(tmp_path / "in.jsonl", [{"sleep": 1} for _ in range(6)])
     # Retention deletes finished batches' state too; a budget of 2 resizes rbac's Job when rbac2 comes (patch).
-    env = {**ksettings.environ, "BATCHCTL_RETENTION": "3s", "BATCHCTL_MAX_WORKERS": "2"}
+    env = {**ksettings.environ, "BATCHCTL_RETENTION": "3s", "BATCHCTL_MAX_WORKERS": "2",
+           "BATCHCTL_NAMESPACE": SYSTEM_NAMESPACE, "BATCHCTL_JOBS_NAMESPACE": JOBS_NAMESPACE}
     ksettings = Settings.from_env(env)
     job1 = ksettings.names.job("rbac", 1)
     with running_launcher(ksettings, pubsub) as run:
         submit_records(pubsub, path, "rbac", parts_per_worker=3)
-        wait_for(lambda: kube_api.server.read_object(_jobs(), kube_api.namespace, job1), timeout=30, what=job1)
+        wait_for(lambda: kube_api.server.read_object(_jobs(), JOBS_NAMESPACE, job1), timeout=30, what=job1)
         submit_records(pubsub, path, "rbac2", parts_per_worker=3)
-        wait_for(lambda: (kube_api.server.read_object(_jobs(), kube_api.namespace, job1) or {})["spec"][
+        wait_for(lambda: (kube_api.server.read_object(_jobs(), JOBS_NAMESPACE, job1) or {})["spec"][
             "parallelism"] == 1, timeout=30, what="rbac's Job patched down to its share")
         assert main(["cancel", "rbac2"], environ=env) == 0
         assert wait_terminal(run.parts, "rbac", timeout=90).state == "succeeded"
@@ -185,15 +196,18 @@ def test_launcher_requests_match_the_role(
         assert main(["list"], environ=env) == 0
         wait_for(lambda: run.parts.store.load("rbac") is None, timeout=30, what="rbac forgotten after retention")
     requests = [r for r in kube_api.server.request_log() if r.user_agent != USER_AGENT and r.rbac]
-    used = {r.rbac for r in requests}
-    rules = load_role_rules(render_kustomize(REPO / "manifests" / "base"))
+    manifests = render_kustomize(REPO / "manifests" / "base")
+    roles = {namespace: load_role_rules(manifests, name) for namespace, name in ROLES.items()}
     # The Role names the Lease of the default prefix; this test runs with its own prefix.
     default_lease = Names("batchctl").lease
     for r in requests:
         group, resource, verb = r.rbac  # type: ignore[misc]
         name = default_lease if r.name == ksettings.names.lease else r.name
-        assert allows(rules, verb, group, resource, name), f"Role does not allow {verb} {group}/{resource}/{name}"
-    unused = {(verb, group, resource) for verb, group, resource in granted(rules)} - {
-        (verb, group, resource) for group, resource, verb in used
-    }
-    assert not unused, f"Role grants what the launcher never used: {sorted(unused)}"
+        assert r.namespace in roles, f"{verb} {group}/{resource}/{name} sent to namespace {r.namespace}"
+        assert allows(roles[r.namespace], verb, group, resource, name), (
+            f"Role in {r.namespace} does not allow {verb} {group}/{resource}/{name}")
+    for namespace, rules in roles.items():
+        used = {(verb, group, resource) for group, resource, verb in (r.rbac for r in requests  # type: ignore[misc]
+                                                                      if r.namespace == namespace)}
+        unused = granted(rules) - used
+        assert not unused, f"Role in {namespace} grants what the launcher never used: {sorted(unused)}"

@@ -1,5 +1,10 @@
 """The deployment: Dockerfile and kustomize manifests match each other and the code.
 
+Two namespaces: the launcher's (batchctl-system) and the workers' (batchctl-jobs: Jobs
+only for the launcher, no Secret or ConfigMap, a ResourceQuota and a LimitRange that the
+worker Jobs fit, Pod Security restricted). The profiles ConfigMap is what the launcher
+reads (mounted where BATCHCTL_PROFILES points) and parses with the code's own parser.
+
 Checks: ``kubectl kustomize`` renders the base and every overlay; every rendered object
 validates (strict) against the Kubernetes schema of the oldest supported minor and the
 newest bundled; every pod template, and the worker Job the launcher would build from
@@ -26,7 +31,9 @@ from typing import Any
 
 import pytest
 
+from batchctl.core.kubevalues import parse_quantity
 from batchctl.core.names import Names
+from batchctl.core.profiles import Profile, parse_profiles
 from batchctl.core.settings import Settings
 from batchctl.launcher.jobconfig import ENV_VARS, JobConfig
 from batchctl.launcher.jobspec import RUN_AS, build_job, job_to_dict
@@ -53,8 +60,16 @@ TREES = {
     "emulator": MANIFESTS / "overlays/emulator",
 }
 OVERLAYS = ("gke", "emulator")
-NAMESPACE = "batchctl"
+SYSTEM = "batchctl-system"
+"""The launcher's namespace: the launcher, its Lease, state, settings and profiles."""
+JOBS = "batchctl-jobs"
+"""The workers' namespace: Jobs, their ServiceAccount, quota and limits; no Secrets."""
+WORKER_OBJECTS = {("ServiceAccount", "batchctl-worker"), ("Role", "batchctl-launcher-jobs"),
+                  ("RoleBinding", "batchctl-launcher-jobs"), ("ResourceQuota", "batchctl-workers"),
+                  ("LimitRange", "batchctl-workers")}
+CLUSTER_KINDS = ("Namespace", "PriorityClass", "ValidatingAdmissionPolicy", "ValidatingAdmissionPolicyBinding")
 SETTINGS_CONFIGMAP = "batchctl-settings"
+PROFILES_CONFIGMAP = "batchctl-profiles"
 
 LAUNCHER_VARS = frozenset(
     {
@@ -63,16 +78,21 @@ LAUNCHER_VARS = frozenset(
         "BATCHCTL_PREFIX",
         "BATCHCTL_LOG_LEVEL",
         "BATCHCTL_LEADER_ELECTION",
+        "BATCHCTL_JOBS_NAMESPACE",
+        "BATCHCTL_PROFILES",
     }
 )
 """Settings variables other than JobConfig's that the launcher ConfigMap may carry."""
 
 LAUNCHER_CALLS = {
-    ("batch", "jobs"): {"create", "list", "watch", "patch", "delete"},
-    ("", "configmaps"): {"create", "get", "list", "patch", "delete"},
-    ("coordination.k8s.io", "leases"): {"create", "get", "patch"},
+    SYSTEM: {
+        ("", "configmaps"): {"create", "get", "list", "patch", "delete"},
+        ("coordination.k8s.io", "leases"): {"create", "get", "patch"},
+    },
+    JOBS: {("batch", "jobs"): {"create", "list", "watch", "patch", "delete"}},
 }
-"""(apiGroup, resource) -> verbs: every call the launcher makes (manifests/README.md)."""
+"""namespace -> (apiGroup, resource) -> verbs: every call the launcher makes (manifests/README.md)."""
+ROLES = {SYSTEM: "batchctl-launcher", JOBS: "batchctl-launcher-jobs"}
 
 
 def require(tool: str) -> str:
@@ -102,13 +122,23 @@ def one(objects: list[dict[str, Any]], kind: str, name: str | None = None) -> di
     return found
 
 
+def generated(objects: list[dict[str, Any]], name: str) -> dict[str, Any]:
+    """A generated ConfigMap (its name carries a content hash)."""
+    (found,) = [o for o in find(objects, "ConfigMap") if o["metadata"]["name"].startswith(name + "-")]
+    return found
+
+
 def settings_data(objects: list[dict[str, Any]]) -> dict[str, str]:
-    """The launcher settings ConfigMap's data (its name carries a content hash)."""
-    (found,) = [
-        o for o in find(objects, "ConfigMap") if o["metadata"]["name"].startswith(SETTINGS_CONFIGMAP + "-")
-    ]
-    data: dict[str, str] = found["data"]
+    """The launcher settings ConfigMap's data."""
+    data: dict[str, str] = generated(objects, SETTINGS_CONFIGMAP)["data"]
     return data
+
+
+def profiles_of(objects: list[dict[str, Any]]) -> dict[str, Profile]:
+    """The profiles the launcher reads from the rendered profiles ConfigMap, over the rendered settings."""
+    text = generated(objects, PROFILES_CONFIGMAP)["data"]["profiles.yaml"]
+    base = JobConfig.from_env(settings_data(objects)).default_profile()
+    return parse_profiles(text, source="profiles.yaml", base=base)
 
 
 def launcher_pod(objects: list[dict[str, Any]]) -> dict[str, Any]:
@@ -117,16 +147,16 @@ def launcher_pod(objects: list[dict[str, Any]]) -> dict[str, Any]:
 
 
 def worker_job(objects: list[dict[str, Any]]) -> dict[str, Any]:
-    """The Job the launcher would build with this overlay's settings."""
+    """The Job the launcher would build with this overlay's settings and its default profile."""
     data = settings_data(objects)
     names = Names(data["BATCHCTL_PREFIX"])
     job = build_job(
         name=names.job("b1", 1),
-        namespace=NAMESPACE,
+        namespace=data["BATCHCTL_JOBS_NAMESPACE"],
         labels=names.batch_labels("b1"),
         parallelism=2,
         env={"BATCHCTL_BATCH_ID": "b1", "BATCHCTL_SUBSCRIPTION": names.work("b1")},
-        config=JobConfig.from_env(data),
+        config=JobConfig.from_env(data).for_profile(profiles_of(objects)["default"]),
     )
     return job_to_dict(job)
 
@@ -139,8 +169,9 @@ def test_kustomize_renders(rendered: Rendered, tree: str) -> None:
     """Each tree renders to the expected kinds, the emulator overlay adding its own two."""
     kinds = sorted(o["kind"] for o in rendered[tree])
     expected = [
-        "ConfigMap", "Deployment", "Namespace", "PodDisruptionBudget", "PriorityClass",
-        "Role", "RoleBinding", "ServiceAccount", "ServiceAccount",
+        "ConfigMap", "ConfigMap", "Deployment", "LimitRange", "Namespace", "Namespace", "PodDisruptionBudget",
+        "PriorityClass", "ResourceQuota", "Role", "Role", "RoleBinding", "RoleBinding", "ServiceAccount",
+        "ServiceAccount", "ValidatingAdmissionPolicy", "ValidatingAdmissionPolicyBinding",
     ]  # fmt: skip
     if tree == "emulator":
         expected = sorted([*expected, "Deployment", "Service"])
@@ -156,19 +187,29 @@ def test_every_object_validates(rendered: Rendered, tree: str, version: str) -> 
 
 
 @pytest.mark.parametrize("tree", sorted(TREES))
-def test_one_namespace_and_nothing_cluster_wide(rendered: Rendered, tree: str) -> None:
-    """Namespaced objects all in batchctl; only the Namespace and PriorityClass are cluster-scoped."""
+def test_two_namespaces_and_nothing_cluster_wide(rendered: Rendered, tree: str) -> None:
+    """The workers' objects in batchctl-jobs, everything else namespaced in batchctl-system; cluster-scoped
+    only the Namespaces, the PriorityClass and the admission policy with its binding; no ClusterRole."""
     for obj in rendered[tree]:
-        if obj["kind"] in ("Namespace", "PriorityClass"):
+        if obj["kind"] in CLUSTER_KINDS:
             assert "namespace" not in obj["metadata"]
         else:
-            assert obj["metadata"].get("namespace") == NAMESPACE, describe(obj)
+            worker = (obj["kind"], obj["metadata"]["name"]) in WORKER_OBJECTS
+            assert obj["metadata"].get("namespace") == (JOBS if worker else SYSTEM), describe(obj)
     assert not {"ClusterRole", "ClusterRoleBinding"} & {o["kind"] for o in rendered[tree]}
 
 
-def test_namespace_enforces_restricted(rendered: Rendered) -> None:
+@pytest.mark.parametrize("tree", sorted(TREES))
+def test_no_secret_and_no_configmap_in_the_jobs_namespace(rendered: Rendered, tree: str) -> None:
+    """Nothing a Job there could mount: the launcher's settings and profiles stay in batchctl-system."""
+    held = {o["kind"] for o in rendered[tree] if o["metadata"].get("namespace") == JOBS}
+    assert not held & {"Secret", "ConfigMap"}
+
+
+@pytest.mark.parametrize("namespace", [SYSTEM, JOBS])
+def test_namespace_enforces_restricted(rendered: Rendered, namespace: str) -> None:
     """Admission itself refuses any pod that is not restricted, pinned to the oldest supported minor."""
-    labels = one(rendered["base"], "Namespace")["metadata"]["labels"]
+    labels = one(rendered["base"], "Namespace", namespace)["metadata"]["labels"]
     assert labels["pod-security.kubernetes.io/enforce"] == "restricted"
     assert labels["pod-security.kubernetes.io/enforce-version"] == f"v{KUBERNETES_VERSION}"
 
@@ -222,7 +263,7 @@ def test_settings_hold_only_variables_the_code_reads(rendered: Rendered, tree: s
 def test_overlay_settings_parse_as_launcher_settings(rendered: Rendered, overlay: str) -> None:
     """Project, emulator and prefix are accepted by Settings, as the launcher will read them."""
     data = settings_data(rendered[overlay])
-    settings = Settings.from_env({**data, "BATCHCTL_NAMESPACE": NAMESPACE})
+    settings = Settings.from_env({**data, "BATCHCTL_NAMESPACE": SYSTEM})
     assert settings.project == data["GOOGLE_CLOUD_PROJECT"]
     assert settings.emulator_host == data.get("PUBSUB_EMULATOR_HOST")
 
@@ -248,6 +289,7 @@ def test_worker_identity_and_priority_exist(rendered: Rendered, overlay: str) ->
     pod = worker_job(objects)["spec"]["template"]["spec"]
     account = one(objects, "ServiceAccount", pod["serviceAccountName"])
     assert account["automountServiceAccountToken"] is False
+    assert account["metadata"]["namespace"] == settings_data(objects)["BATCHCTL_JOBS_NAMESPACE"] == JOBS
     priority = one(objects, "PriorityClass", pod["priorityClassName"])
     assert priority["value"] >= -10  # the cluster autoscaler ignores pending pods below -10
     assert priority["preemptionPolicy"] == "Never"
@@ -303,27 +345,27 @@ def test_disruption_budget_covers_the_launcher(rendered: Rendered) -> None:
 # --- RBAC ----------------------------------------------------------------------------------
 
 
-def test_role_grants_exactly_the_launcher_calls(rendered: Rendered) -> None:
-    """The Role's (verb, group, resource) set is the documented call list, nothing on pods."""
-    rules = load_role_rules(rendered["base"])
-    expected = {
-        (verb, group, resource) for (group, resource), verbs in LAUNCHER_CALLS.items() for verb in verbs
-    }
-    assert granted(rules) == expected
+def calls(namespace: str | None = None) -> set[tuple[str, str, str]]:
+    """The documented calls as (verb, group, resource), of one namespace or of both."""
+    return {(verb, group, resource) for ns, table in LAUNCHER_CALLS.items() if namespace in (None, ns)
+            for (group, resource), verbs in table.items() for verb in verbs}
 
 
-def test_role_is_bound_to_the_launcher_only(rendered: Rendered) -> None:
-    """One RoleBinding: the Role to the launcher's ServiceAccount, which the Deployment uses."""
+@pytest.mark.parametrize("namespace", [SYSTEM, JOBS])
+def test_each_role_grants_exactly_the_launcher_calls_in_its_namespace(rendered: Rendered, namespace: str) -> None:
+    """State and Lease in batchctl-system, Jobs only in batchctl-jobs, nothing on pods or Secrets."""
+    role = one(rendered["base"], "Role", ROLES[namespace])
+    assert role["metadata"]["namespace"] == namespace
+    assert granted(role["rules"]) == calls(namespace)
+
+
+@pytest.mark.parametrize("namespace", [SYSTEM, JOBS])
+def test_roles_are_bound_to_the_launcher_only(rendered: Rendered, namespace: str) -> None:
+    """One RoleBinding per namespace: its Role to the launcher's ServiceAccount, which the Deployment uses."""
     objects = rendered["base"]
-    binding = one(objects, "RoleBinding")
-    assert binding["roleRef"] == {
-        "apiGroup": "rbac.authorization.k8s.io",
-        "kind": "Role",
-        "name": "batchctl-launcher",
-    }
-    assert binding["subjects"] == [
-        {"kind": "ServiceAccount", "name": "batchctl-launcher", "namespace": NAMESPACE}
-    ]
+    (binding,) = [b for b in find(objects, "RoleBinding") if b["metadata"]["namespace"] == namespace]
+    assert binding["roleRef"] == {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": ROLES[namespace]}
+    assert binding["subjects"] == [{"kind": "ServiceAccount", "name": "batchctl-launcher", "namespace": SYSTEM}]
     assert launcher_pod(objects)["serviceAccountName"] == "batchctl-launcher"
     assert launcher_pod(objects)["automountServiceAccountToken"] is True
 
@@ -352,7 +394,8 @@ def test_readme_lists_the_same_calls_as_the_role(rendered: Rendered) -> None:
         group = "" if group_cell.startswith("core") else group_cell.strip("`")
         verbs = [] if verbs_cell == "none" else [v.strip() for v in verbs_cell.split(",")]
         documented |= {(verb, group, resource) for verb in verbs}
-    assert documented == granted(load_role_rules(rendered["base"]))
+    roles = [load_role_rules(rendered["base"], name) for name in ROLES.values()]
+    assert documented == set().union(*(granted(rules) for rules in roles)) == calls()
 
 
 # --- GKE specifics -------------------------------------------------------------------------
@@ -394,8 +437,11 @@ def test_node_pool_flags_match_the_toleration_and_selector(rendered: Rendered) -
 def test_emulator_host_is_the_emulator_service(rendered: Rendered) -> None:
     """PUBSUB_EMULATOR_HOST names a Service of the overlay, on its port, backed by the emulator pods."""
     objects = rendered["emulator"]
-    host, port = settings_data(objects)["PUBSUB_EMULATOR_HOST"].split(":")
+    address, port = settings_data(objects)["PUBSUB_EMULATOR_HOST"].split(":")
+    host, namespace, svc = address.split(".")  # workers in batchctl-jobs need the namespaced name
+    assert svc == "svc"
     service = one(objects, "Service", host)
+    assert service["metadata"]["namespace"] == namespace
     assert [p["port"] for p in service["spec"]["ports"]] == [int(port)]
     emulator = one(objects, "Deployment", host)
     assert service["spec"]["selector"].items() <= emulator["spec"]["template"]["metadata"]["labels"].items()
@@ -448,3 +494,37 @@ def test_image_contains_every_package() -> None:
         assert f"COPY {package}/ {package}/" in dockerfile
         assert f"!{package}/" in allowed
     assert f"!{project['project']['readme']}" in allowed
+
+
+# --- profiles, quota and limits -------------------------------------------------------------
+
+
+def test_profiles_configmap_is_mounted_where_the_launcher_reads_it(rendered: Rendered) -> None:
+    """BATCHCTL_PROFILES is a file of the mounted profiles ConfigMap, which parses with the code's parser."""
+    objects = rendered["base"]
+    pod = launcher_pod(objects)
+    (volume,) = [v for v in pod["volumes"] if "configMap" in v]
+    assert volume["configMap"]["name"] == generated(objects, PROFILES_CONFIGMAP)["metadata"]["name"]
+    (mount,) = [m for m in pod["containers"][0]["volumeMounts"] if m["name"] == volume["name"]]
+    assert mount["readOnly"] is True
+    path = settings_data(objects)["BATCHCTL_PROFILES"]
+    assert path.rsplit("/", 1) == [mount["mountPath"], "profiles.yaml"]
+    assert list(profiles_of(objects)) == ["default"]
+
+
+@pytest.mark.parametrize("overlay", OVERLAYS)
+def test_worker_jobs_fit_the_limit_range_and_the_quota(rendered: Rendered, overlay: str) -> None:
+    """Every worker container is within the LimitRange's max, and a Job at the profile's cap fits the quota."""
+    objects = rendered[overlay]
+    (limits,) = one(objects, "LimitRange")["spec"]["limits"]
+    quota = one(objects, "ResourceQuota")["spec"]["hard"]
+    assert {"count/jobs.batch", "pods", "requests.cpu", "requests.memory", "limits.cpu", "limits.memory"} <= set(quota)
+    (container,) = worker_job(objects)["spec"]["template"]["spec"]["containers"]
+    for kind in ("cpu", "memory"):
+        for amount in (container["resources"]["requests"][kind], container["resources"]["limits"][kind]):
+            assert parse_quantity(amount) <= parse_quantity(limits["max"][kind])
+    profile = profiles_of(objects)["default"]
+    assert profile.max_parallelism <= int(quota["pods"])
+    for kind in ("cpu", "memory"):
+        need = profile.max_parallelism * parse_quantity(getattr(profile, f"{kind}_request"))
+        assert need <= parse_quantity(quota[f"requests.{kind}"]), kind
