@@ -100,3 +100,24 @@ def gated(part: Any) -> None:
         while gate and Path(gate).exists() and time.monotonic() < deadline:
             time.sleep(0.05)
     scripted(part)
+
+
+def _summaries(part: Any) -> list[dict[str, Any]]:
+    import hashlib
+    import json as _json
+
+    out = []
+    for record in part.records:
+        text = record if isinstance(record, str) else _json.dumps(record, sort_keys=True)
+        out.append({"sha256": hashlib.sha256(text.encode()).hexdigest(), "words": len(text.split())})
+    return out
+
+
+def summaries(part: Any) -> list[dict[str, Any]]:
+    """One summary per record (a digest and a word count), returned: the results bench's handler."""
+    return _summaries(part)
+
+
+def summaries_dropped(part: Any) -> None:
+    """The same work as ``summaries``, returning nothing: the results bench's baseline."""
+    _summaries(part)

@@ -1,0 +1,135 @@
+#!/usr/bin/env python3
+"""What writing results costs a worker: the same handler returning its results (``--output``)
+against returning nothing, same run, same parts.
+
+    .venv/bin/python bench/results_sink.py [--parts 2000] [--gcs-parts 200] [--records-per-part 100] [--runs 3]
+
+Publishes ``--parts`` parts of ``--records-per-part`` JSON records, then drains identical
+batches with ``python -m batchctl.worker`` (concurrency 1), alternating, ``--runs`` times each:
+  * ``none``: handler ``tests.support.handlers:summaries_dropped`` (a digest and a word count per
+    record, result thrown away), no output: the baseline;
+  * ``local``: ``summaries`` (the same work, returned) with ``BATCHCTL_OUTPUT`` a local folder;
+  * ``gcs``: the same with ``BATCHCTL_OUTPUT`` a ``gs://`` prefix on the Cloud Storage emulator
+    (``$STORAGE_EMULATOR_HOST`` or started here): one upload per part, on ``--gcs-parts`` parts
+    (its costs are compared with a baseline drain of as many parts).
+Per way: worker CPU seconds (``/usr/bin/time -v``) and drain time (first pull to last ack, from the
+worker's ``worker_exited`` line). Cost = extra CPU / baseline CPU (target <= 10 %, local sink).
+For gs://, the same run also times the raw Storage client uploading the same result objects one
+after another (``raw_upload``): the emulator answers an upload in tens of milliseconds, so the
+worker's extra drain time is set by that, and compared with it. One JSON line last.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "bench"))
+
+import common  # noqa: E402  after the path setup above
+from gcs_source import storage_host  # noqa: E402
+
+from batchctl.core.pubsub import PubSub  # noqa: E402
+from batchctl.core.settings import Settings  # noqa: E402
+from batchctl.core.storage import EMULATOR_VAR, Storage  # noqa: E402
+from tests.support.parts import publish_batch  # noqa: E402
+
+COST_TARGET = 0.10
+BUCKET = "bench-results-sink"
+WAYS = ("none", "local", "none_small", "gcs")
+
+
+def drain(env: dict[str, str], batch_id: str, handler: str, output: str | None) -> dict[str, float]:
+    cmd = [sys.executable, "-m", "batchctl.worker", "--batch-id", batch_id, "--handler", handler]
+    run_env = {**env, **({"BATCHCTL_OUTPUT": output} if output else {})}
+    measured = common.run_measured(cmd, env=run_env, timeout=600)
+    if measured.returncode != 0:
+        raise SystemExit(f"worker exited {measured.returncode}:\n{measured.stderr[-2000:]}")
+    final = json.loads([line for line in measured.stderr.splitlines() if '"worker_exited"' in line][-1])
+    return {"parts": final["parts_done"], "cpu_s": measured.cpu_s,
+            "drain_s": final["last_ack_at"] - final["first_pull_at"]}
+
+
+def raw_upload(storage: Storage, data: list[list[dict[str, Any]]], prefix: str) -> dict[str, float]:
+    """The raw client uploading the same result objects, one after another: (seconds, CPU seconds)."""
+    from types import SimpleNamespace
+
+    from batchctl.worker.results import encode, outcome
+    from tests.support.handlers import summaries
+
+    bodies = [encode(outcome(summaries(SimpleNamespace(records=records))))[0] for records in data]
+    bucket = storage.client.bucket(BUCKET)
+    started, cpu = time.perf_counter(), time.process_time()
+    for index, body in enumerate(bodies):
+        bucket.blob(f"{prefix}/part-{index:06d}.jsonl").upload_from_string(body, content_type="application/x-ndjson")
+    return {"seconds": time.perf_counter() - started, "cpu_s": time.process_time() - cpu}
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=(__doc__ or "").split("\n\n")[0])
+    parser.add_argument("--parts", type=int, default=2000)
+    parser.add_argument("--gcs-parts", type=int, default=200)
+    parser.add_argument("--records-per-part", type=int, default=100)
+    parser.add_argument("--runs", type=int, default=3)
+    args = parser.parse_args()
+    data = [[{"id": p * args.records_per_part + i, "text": f"record {i} of part {p}: some words to count"}
+             for i in range(args.records_per_part)] for p in range(args.parts)]
+    runs: dict[str, list[dict[str, float]]] = {way: [] for way in WAYS}
+    uploads: list[dict[str, float]] = []
+    with common.emulator() as emu, storage_host() as host, tempfile.TemporaryDirectory() as tmp:
+        env = common.bench_env(emu.host, common.prefix_for("sink"), **{EMULATOR_VAR: host})
+        storage = Storage(env)
+        storage.client.create_bucket(BUCKET)
+        pubsub = PubSub(Settings.from_env(env))
+        pubsub.create_topic(pubsub.settings.names.events_topic, exist_ok=True)
+        try:
+            for n in range(args.runs + 1):  # the first round warms up the emulator and is not counted
+                for way in WAYS:
+                    batch_id = f"sink-{way}-{n}-{os.getpid()}"
+                    publish_batch(pubsub, batch_id, data if way in ("none", "local") else data[: args.gcs_parts])
+                    output = {"local": f"{tmp}/{batch_id}", "gcs": f"gs://{BUCKET}/{batch_id}/"}.get(way)
+                    handler = "tests.support.handlers:" + ("summaries_dropped" if output is None else "summaries")
+                    drained = drain(env, batch_id, handler, output)
+                    if n:
+                        runs[way].append(drained)
+                if n:
+                    uploads.append(raw_upload(storage, data[: args.gcs_parts], f"raw-{n}"))
+        finally:
+            common.cleanup_prefix(pubsub, pubsub.settings.prefix)
+            pubsub.close()
+    med = {way: {k: common.median([r[k] for r in rs]) for k in ("cpu_s", "drain_s")} for way, rs in runs.items()}
+    bases = {"local": med["none"], "gcs": med["none_small"]}
+    figures: dict[str, Any] = {"parts": args.parts, "gcs_parts": args.gcs_parts,
+                               "records_per_part": args.records_per_part, "runs": args.runs,
+                               "cost_target": COST_TARGET, **{way: med[way] for way in WAYS}}
+    for way in ("local", "gcs"):
+        figures[f"{way}_cpu_cost"] = med[way]["cpu_s"] / bases[way]["cpu_s"] - 1
+        figures[f"{way}_drain_cost"] = med[way]["drain_s"] / bases[way]["drain_s"] - 1
+    figures["raw_upload"] = {k: common.median([u[k] for u in uploads]) for k in ("seconds", "cpu_s")}
+    extra_drain = med["gcs"]["drain_s"] - bases["gcs"]["drain_s"]
+    figures["gcs_extra_drain_vs_raw_upload"] = figures["raw_upload"]["seconds"] / extra_drain if extra_drain > 0 else 0
+    common.say(f"results sink, {args.parts} parts x {args.records_per_part} records, worker concurrency 1, "
+               f"median of {args.runs}")
+    for way in WAYS:
+        extra = "" if way.startswith("none") else (f"   cost: CPU {figures[f'{way}_cpu_cost']:+.1%}, drain "
+                                          f"{figures[f'{way}_drain_cost']:+.1%}")
+        common.say(f"  {way:<10} worker CPU {med[way]['cpu_s']:6.2f} s, drain {med[way]['drain_s']:6.2f} s{extra}")
+    raw = figures["raw_upload"]
+    common.say(f"  raw client, the same {args.gcs_parts} objects uploaded in a loop: {raw['seconds']:.2f} s "
+               f"({raw['seconds'] / args.gcs_parts * 1000:.0f} ms, "
+               f"{raw['cpu_s'] / args.gcs_parts * 1000:.1f} ms CPU each); "
+               f"raw upload time / gcs extra drain time = {figures['gcs_extra_drain_vs_raw_upload']:.2f}")
+    common.final_json(figures)
+    return 0 if figures["local_cpu_cost"] <= COST_TARGET else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
