@@ -211,7 +211,9 @@ def rows(benches: dict[str, Any]) -> list[Row]:
                     "e2e_throughput",
                 )
             )
-    return out
+    from report_data import rows as data_rows  # the data benches' rows live in their own module
+
+    return out + data_rows(benches)
 
 
 def history_rows(hist: dict[str, Any]) -> list[Row]:

@@ -44,7 +44,7 @@ from tests.support.parts import publish_batch  # noqa: E402
 
 COST_TARGET = 0.10
 BUCKET = "bench-results-sink"
-WAYS = ("none", "local", "none_small", "gcs")
+WAYS = ("none", "local", "none-small", "gcs")
 
 
 def drain(env: dict[str, str], batch_id: str, handler: str, output: str | None) -> dict[str, float]:
@@ -106,7 +106,7 @@ def main() -> int:
             common.cleanup_prefix(pubsub, pubsub.settings.prefix)
             pubsub.close()
     med = {way: {k: common.median([r[k] for r in rs]) for k in ("cpu_s", "drain_s")} for way, rs in runs.items()}
-    bases = {"local": med["none"], "gcs": med["none_small"]}
+    bases = {"local": med["none"], "gcs": med["none-small"]}
     figures: dict[str, Any] = {"parts": args.parts, "gcs_parts": args.gcs_parts,
                                "records_per_part": args.records_per_part, "runs": args.runs,
                                "cost_target": COST_TARGET, **{way: med[way] for way in WAYS}}

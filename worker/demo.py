@@ -67,8 +67,10 @@ def write_atomically(path: Path, data: bytes) -> None:
         raise
 
 
-def handle(part: Part) -> None:
-    """Summarize the part's records and write ``<results_dir>/<batch_id>-<part:06d>.json``."""
+def handle(part: Part) -> dict[str, Any]:
+    """Summarize the part's records, write ``<results_dir>/<batch_id>-<part:06d>.json``, and return
+    the summary (the part's result when the batch has ``--output``)."""
     result = {"batch_id": part.batch_id, "part": part.index, **summarize(part.records)}
     body = json.dumps(result, sort_keys=True).encode() + b"\n"
     write_atomically(result_path(Path(part.results_dir), part.batch_id, part.index), body)
+    return result

@@ -23,6 +23,7 @@ from batchctl.core.emulator import Emulator, EmulatorMissing, answers
 from batchctl.core.errors import EXIT_FAILED, EXIT_OK, BadInput
 from batchctl.core.pubsub import PubSub
 from batchctl.core.settings import Settings
+from batchctl.core.sink import Sink
 from batchctl.frontend import batches
 from batchctl.frontend.render import ProgressBar
 from batchctl.launcher.app import assemble
@@ -78,7 +79,8 @@ def run(settings: Settings, options: DemoOptions) -> int:
         batch_id = "demo-" + secrets.token_hex(3)
         result = submit(pubsub, SubmitOptions([str(data)], batch_id=batch_id,
                                               limits=PartLimits(options.records_per_part),
-                                              parts_per_worker=5, max_parallelism=options.workers))
+                                              parts_per_worker=5, max_parallelism=options.workers,
+                                              output=str(output / "results")))
         log.info("demo_submitted", batch_id=batch_id, parts=result.parts)
         bar = ProgressBar()
         try:
@@ -117,8 +119,12 @@ def _stop(launcher: Launcher, thread: threading.Thread, backend: object) -> None
 
 def _summary(final: BatchState, records: int, elapsed: float, output: Path) -> None:
     files = len(list(output.glob(f"{final.batch_id}-*.json")))
+    manifest = Sink(str(output / "results")).read_success()
+    returned = (f"{manifest['records_out']} part summaries returned to {output / 'results'} (_SUCCESS: "
+                f"{manifest['parts']} parts, {manifest['records_in']} records in)" if manifest else "no _SUCCESS")
     print(f"""
 batch      {final.batch_id}: {final.state}
 records    {records} in {final.parts} parts ({len(final.done)} parts done)
 time       {elapsed:.1f} s  ({records / elapsed:,.0f} records/s end to end)
-results    {files} files in {output}""")
+results    {files} files in {output}
+returned   {returned}""")

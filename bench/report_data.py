@@ -1,0 +1,58 @@
+"""REPORT.md rows of the data benches: ``gcs_source`` (submit from gs://) and ``results_sink``."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from report import Row, _check, _get, _num, _verdict
+
+
+def rows(benches: dict[str, Any]) -> list[Row]:
+    return _gcs_source(_get(benches, "gcs_source", "figures", default={})) + _results_sink(
+        _get(benches, "results_sink", "figures", default={}))
+
+
+def _gcs_source(gs: dict[str, Any]) -> list[Row]:
+    if not gs:
+        return []
+    ratio, target = _get(gs, "ratio"), _get(gs, "ratio_target", default=0.8)
+    return [
+        (f"submit gs:// ({_num(_get(gs, 'records'), ',.0f')} records, {_num(_get(gs, 'mb'), '.0f')} MB in "
+         f"{_get(gs, 'objects')} objects) / raw download + raw publish loop",
+         f"{_num(_get(gs, 'batchctl_records_per_s'), ',.0f')} vs {_num(_get(gs, 'raw_records_per_s'), ',.0f')} "
+         f"records/s = {_num(ratio, '.2f')}", f">= {target}", _verdict(_check(ratio, lambda v: v >= target)),
+         "gcs_source"),
+        ("  gs:// input path alone (2 passes, validated) / raw download",
+         f"{_num(_get(gs, 'read_batchctl_s'), '.2f')} s vs {_num(_get(gs, 'read_raw_s'), '.2f')} s = "
+         f"{_num(_get(gs, 'read_ratio'), '.2f')}", "(context)", "", "gcs_source"),
+        ("  downloads per object (two passes over the input)", _num(_get(gs, "opens_per_object"), ".0f"), "1",
+         _verdict(_check(_get(gs, "opens_per_object"), lambda v: v == 1)), "gcs_source"),
+        ("  peak Python allocation of the input path: one object / all",
+         f"{_num(_get(gs, 'peak_alloc_one_object_mb'), '.1f')} MB / "
+         f"{_num(_get(gs, 'peak_alloc_all_objects_mb'), '.1f')} MB", "flat", "", "gcs_source"),
+    ]
+
+
+def _results_sink(rs: dict[str, Any]) -> list[Row]:
+    if not rs:
+        return []
+    target = _get(rs, "cost_target", default=0.1)
+    local, gcs, raw = _get(rs, "local_cpu_cost"), _get(rs, "gcs_cpu_cost"), _get(rs, "raw_upload", default={})
+    parts = _get(rs, "gcs_parts", default=0) or 1
+    return [
+        (f"results to a local folder, {_get(rs, 'records_per_part')}-record parts: worker CPU vs returning nothing",
+         f"{_num(local * 100 if isinstance(local, float) else local, '+.1f')} % CPU, "
+         f"{_num(_pct(_get(rs, 'local_drain_cost')), '+.1f')} % drain time", f"<= {target:.0%}",
+         _verdict(_check(local, lambda v: v <= target)), "results_sink"),
+        ("results to gs:// (emulator): worker CPU, drain time vs returning nothing",
+         f"{_num(_pct(gcs), '+.0f')} % CPU, {_num(_pct(_get(rs, 'gcs_drain_cost')), '+.0f')} % drain time",
+         f"<= {target:.0%}", _verdict(_check(gcs, lambda v: v <= target)), "results_sink"),
+        ("  raw client uploading the same objects (per object)",
+         f"{_num(_get(raw, 'seconds', default=0) / parts * 1000, '.0f')} ms, "
+         f"{_num(_get(raw, 'cpu_s', default=0) / parts * 1000, '.1f')} ms CPU; raw upload time / extra drain = "
+         f"{_num(_get(rs, 'gcs_extra_drain_vs_raw_upload'), '.2f')}", "(context)", "", "results_sink"),
+    ]
+
+
+def _pct(value: Any) -> Any:
+    return value * 100 if isinstance(value, (int, float)) else value
