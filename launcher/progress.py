@@ -12,8 +12,8 @@ from batchctl.launcher.state import FAILED, TERMINAL, BatchState
 def apply_events(batches: Mapping[str, BatchState], events: Iterable[Event]) -> set[str]:
     """Record part_done / part_failed events and workers' exit errors; return the ids of batches that changed.
 
-    A part is done once any delivery of it is done. A failure on the last allowed
-    delivery attempt means Pub/Sub dead-letters it, so it is counted dead (unless
+    A part is done once any delivery of it is done (a ``part_done`` event may name many
+    parts). A failure on the last allowed delivery attempt means Pub/Sub dead-letters it, so it is counted dead (unless
     it is, or later becomes, done). Part events of unknown or finished batches, or
     with a part index outside the batch, are ignored.
     """
@@ -24,14 +24,13 @@ def apply_events(batches: Mapping[str, BatchState], events: Iterable[Event]) -> 
             if _note_worker_error(batch, event.reason.removeprefix(EXIT_ERROR_PREFIX)):
                 changed.add(batch.batch_id)
             continue
-        if batch is None or batch.state in TERMINAL or event.part is None:
+        if batch is None or batch.state in TERMINAL:
             continue
-        if not 0 <= event.part < batch.parts:
+        if event.type == "part_done":
+            if _record_done(batch, event.done_parts):
+                changed.add(batch.batch_id)
             continue
-        if event.type == "part_done" and event.part not in batch.done:
-            batch.done.add(event.part)
-            batch.dead.discard(event.part)
-            changed.add(batch.batch_id)
+        if event.part is None or not 0 <= event.part < batch.parts:
             continue
         if event.type == "part_failed":
             batch.failures += 1
@@ -45,6 +44,17 @@ def apply_events(batches: Mapping[str, BatchState], events: Iterable[Event]) -> 
             batch.dead.add(event.part)
             changed.add(batch.batch_id)
     return changed
+
+
+def _record_done(batch: BatchState, parts: tuple[int, ...]) -> bool:
+    """Add the parts in range that were not done yet (set operations: an event of 1,000 parts costs
+    microseconds); True if any was new."""
+    new = {p for p in parts if 0 <= p < batch.parts} - batch.done
+    if not new:
+        return False
+    batch.done |= new
+    batch.dead -= new
+    return True
 
 
 def _note_worker_error(batch: BatchState, error: str) -> bool:

@@ -22,7 +22,9 @@ class Events:
         self._worker_id = worker_id
         self.topic = pubsub.settings.names.events_topic
 
-    def publish(self, kind: str, *, part: int | None = None, attempt: int = 0, reason: str = "") -> Future[str]:
+    def publish(
+        self, kind: str, *, part: int | None = None, attempt: int = 0, reason: str = "", parts: tuple[int, ...] = ()
+    ) -> Future[str]:
         """Queue one event; the future resolves once Pub/Sub has it."""
         event = Event(
             type=kind,
@@ -31,6 +33,7 @@ class Events:
             part=part,
             attempt=attempt,
             reason=reason,
+            parts=parts,
         )
         data, attributes = encode_event(event)
         return self._pubsub.publish(self.topic, data, attributes)
@@ -41,6 +44,10 @@ class Events:
 
     def part_done(self, part: int, attempt: int) -> Future[str]:
         return self.publish("part_done", part=part, attempt=attempt)
+
+    def parts_done(self, parts: list[int]) -> Future[str]:
+        """One ``part_done`` event naming every part in ``parts``."""
+        return self.publish("part_done", parts=tuple(parts))
 
     def part_failed(self, part: int, attempt: int, reason: str) -> Future[str]:
         return self.publish("part_failed", part=part, attempt=attempt, reason=reason)

@@ -1,8 +1,9 @@
 """Settling a handled part: publish its outcome event, then ack (done) or nack (failed).
 
 A handler slot hands its outcome over and is free at once; this module finishes the
-part off the slot's time. ``part_done`` is published, and only when Pub/Sub has
-confirmed it is the part acked (if the event cannot be published, the part is
+part off the slot's time. ``part_done`` is published (aggregated: one event names the
+parts finished within ~200 ms, see ``done_events``), and only when Pub/Sub has
+confirmed the event naming it is the part acked (if the event cannot be published, the part is
 nacked and done again later: a duplicate, never a lost count). Acks and nacks that
 pile up meanwhile go out together, one request per kind.
 """
@@ -16,6 +17,7 @@ from concurrent.futures import Future
 from dataclasses import dataclass
 from typing import Any
 
+from batchctl.worker.done_events import DoneEvents, Pending
 from batchctl.worker.drain import DrainTracker
 from batchctl.worker.events import Events
 from batchctl.worker.lease import Held, Leases
@@ -47,19 +49,17 @@ class Settler:
         self._log = log
         self._queue: queue.SimpleQueue[tuple[Held, bool] | None] = queue.SimpleQueue()
         self._thread: threading.Thread | None = None
+        self._done_events = DoneEvents(events, self._confirmed_many, log)
         self.tally = Tally()
 
     def done(self, held: Held, part: int, attempt: int) -> None:
-        """The handler returned: publish ``part_done``; the ack follows its confirmation."""
-        if held.abandoned:
-            return
-        try:
-            future = self._events.part_done(part, attempt)
-        except Exception as exc:  # e.g. the publisher refuses: the part is redone later, not lost
-            self._log.warning("event_not_published", event_type="part_done", part=part, error=_describe(exc))
-            self._queue.put((held, False))
-            return
-        future.add_done_callback(lambda f: self._confirmed(held, part, f))
+        """The handler returned: ``part_done`` goes out with others' soon; the ack follows its confirmation."""
+        if not held.abandoned:
+            self._done_events.add(held, part)
+
+    def _confirmed_many(self, batch: Pending, ok: bool) -> None:
+        for held, _ in batch:
+            self._queue.put((held, ok))
 
     def failed(self, held: Held, part: int | None, attempt: int, reason: str) -> None:
         """The handler raised or the part was rejected: publish ``part_failed`` and nack."""
@@ -73,10 +73,6 @@ class Settler:
                 self._log.warning("event_not_published", event_type="part_failed", part=part, error=_describe(exc))
         self._queue.put((held, False))
 
-    def _confirmed(self, held: Held, part: int, future: Future[str]) -> None:
-        ok = self._check_event(future, part, "part_done")
-        self._queue.put((held, ok))
-
     def _check_event(self, future: Future[str], part: int, kind: str) -> bool:
         error = None if future.cancelled() else future.exception()
         if future.cancelled() or error is not None:
@@ -86,11 +82,13 @@ class Settler:
 
     # ---- thread ----------------------------------------------------------------------
     def start(self) -> None:
+        self._done_events.start()
         self._thread = threading.Thread(target=self._run, name="settler", daemon=True)
         self._thread.start()
 
     def stop(self, timeout_s: float = 15.0) -> None:
-        """Settle what is queued, then end the thread."""
+        """Publish the pending ``part_done`` event, settle what is queued, then end the thread."""
+        self._done_events.stop()
         if self._thread is not None:
             self._queue.put(None)
             self._thread.join(timeout=timeout_s)

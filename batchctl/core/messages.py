@@ -20,6 +20,8 @@ ACTIONS = ("launch", "cancel", "retry")
 PRIORITIES = ("low", "normal", "high")
 """``submit --priority``: the batch's weight in the worker budget's division (1, 2, 4)."""
 EVENT_TYPES = ("worker_started", "part_done", "part_failed", "worker_exited", "batch_finished")
+MAX_PARTS_PER_EVENT = 10_000
+"""Most part indices one aggregated ``part_done`` event may list (~70 KB of JSON)."""
 EXIT_ERROR_PREFIX = "error: "
 """A ``worker_exited`` reason that starts with this carries the one-line error the worker exited on."""
 
@@ -58,7 +60,11 @@ class Control:
 
 @dataclass(frozen=True)
 class Event:
-    """One worker event; ``part`` is set for part events, ``reason`` for exits."""
+    """One worker event; ``part`` is set for part events, ``reason`` for exits.
+
+    A ``part_done`` event names one part (``part``) or many (``parts``: a worker aggregates
+    the parts it finished within ~200 ms into one event); ``part_failed`` names one part.
+    """
 
     type: str
     batch_id: str
@@ -67,6 +73,14 @@ class Event:
     attempt: int = 0
     reason: str = ""
     time: float = field(default_factory=time.time)
+    parts: tuple[int, ...] = ()
+
+    @property
+    def done_parts(self) -> tuple[int, ...]:
+        """The parts a ``part_done`` event reports done (empty for any other event)."""
+        if self.type != "part_done":
+            return ()
+        return self.parts or (() if self.part is None else (self.part,))
 
 
 def encode_control(msg: Control) -> tuple[bytes, dict[str, str]]:
@@ -136,7 +150,10 @@ def _is_dest(value: object) -> bool:
 
 
 def encode_event(event: Event) -> tuple[bytes, dict[str, str]]:
-    return json.dumps(asdict(event)).encode(), {"type": event.type, "batch_id": event.batch_id}
+    body = asdict(event)
+    if not event.parts:
+        del body["parts"]
+    return json.dumps(body, separators=(",", ":")).encode(), {"type": event.type, "batch_id": event.batch_id}
 
 
 def decode_event(data: bytes, attributes: dict[str, str] | Any) -> Event:
@@ -148,9 +165,8 @@ def decode_event(data: bytes, attributes: dict[str, str] | Any) -> Event:
     if attributes.get("batch_id", batch_id) != batch_id or attributes.get("type", kind) != kind:
         raise BadInput("event: attributes disagree with the data")
     part = body.get("part")
-    if kind in ("part_done", "part_failed") and (
-        not isinstance(part, int) or isinstance(part, bool) or part < 0
-    ):
+    parts = _parts(body.get("parts", []), kind)
+    if (kind == "part_failed" or (kind == "part_done" and not parts)) and not _index(part):
         raise BadInput(f"event: field 'part' must be a non-negative integer for {kind}")
     attempt = body.get("attempt", 0)
     if not isinstance(attempt, int) or isinstance(attempt, bool) or attempt < 0:
@@ -166,7 +182,24 @@ def decode_event(data: bytes, attributes: dict[str, str] | Any) -> Event:
         attempt=attempt,
         reason=str(body.get("reason", "")),
         time=float(stamp),
+        parts=parts,
     )
+
+
+def _index(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and value >= 0
+
+
+def _parts(value: Any, kind: str) -> tuple[int, ...]:
+    """The ``parts`` list of an aggregated ``part_done``: non-negative integers, at most MAX_PARTS_PER_EVENT."""
+    if value == []:
+        return ()
+    if kind != "part_done" or not isinstance(value, list) or len(value) > MAX_PARTS_PER_EVENT:
+        raise BadInput(f"event: field 'parts' must be a list of at most {MAX_PARTS_PER_EVENT} part indices "
+                       "in a part_done event")
+    if not all(map(_index, value)):
+        raise BadInput("event: field 'parts' must hold non-negative integers")
+    return tuple(value)
 
 
 def _json_object(data: bytes, what: str) -> dict[str, Any]:

@@ -97,7 +97,7 @@ class EventLog:
         return [e for e in self.poll() if e.type == kind]
 
     def done_parts(self) -> set[int]:
-        return {e.part for e in self.of("part_done") if e.part is not None}
+        return {p for e in self.of("part_done") for p in e.done_parts}
 
 
 # ---- worker processes ----------------------------------------------------------------

@@ -68,3 +68,22 @@ def test_an_exit_error_does_not_replace_another_reason_and_plain_exits_are_not_e
     apply_events({"b1": b}, [event("worker_exited", reason="error: subscription x does not exist")])
     assert b.worker_error == "subscription x does not exist"
     assert b.reason == "2 parts dead-lettered"
+
+
+def test_an_aggregated_part_done_counts_each_part_once() -> None:
+    """One event naming parts 1, 2, 2, 3 and 99 (out of range): parts 1-3 done, 2 no longer dead."""
+    b = batch()
+    b.dead.add(2)
+    done = Event(type="part_done", batch_id="b1", worker="w", parts=(1, 2, 2, 3, 99))
+    assert apply_events({"b1": b}, [done]) == {"b1"}
+    assert (b.done, b.dead) == ({1, 2, 3}, set())
+    assert apply_events({"b1": b}, [done, event("part_done", 3)]) == set()
+
+
+def test_a_flood_of_aggregated_events_counts_every_part() -> None:
+    """100 events of 1,000 parts each: 100,000 parts done (``bench/launcher_events.py`` times this)."""
+    big = BatchState(request=request(100_000), state=RUNNING)
+    events = [Event(type="part_done", batch_id="b1", worker="w", parts=tuple(range(i * 1000, (i + 1) * 1000)))
+              for i in range(100)]
+    assert apply_events({"b1": big}, events) == {"b1"}
+    assert len(big.done) == 100_000
