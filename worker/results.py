@@ -35,6 +35,7 @@ from batchctl.worker.handler import Handler
 
 ORJSON_OPTIONS = orjson.OPT_NON_STR_KEYS | orjson.OPT_SERIALIZE_NUMPY
 RAW = (bytes, bytearray, memoryview, str)
+_DUMPS = functools.partial(orjson.dumps, option=ORJSON_OPTIONS)
 
 
 class HandlerResultRejected(BatchctlError):
@@ -72,7 +73,10 @@ def encode(value: Any) -> tuple[bytes, int]:
             data += b"\n"
         return data, data.count(b"\n")
     records = [value] if isinstance(value, dict) else value
-    lines = [_line(record, at) for at, record in enumerate(records)]
+    try:  # one C-level pass when every record is a JSON value
+        lines = list(map(_DUMPS, records))
+    except TypeError:  # bytes records, or one that cannot be serialised: record by record, naming it
+        lines = [_line(record, at) for at, record in enumerate(records)]
     return (b"\n".join(lines) + b"\n" if lines else b""), len(lines)
 
 

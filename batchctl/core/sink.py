@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
+import threading
 from collections.abc import Mapping
 from pathlib import Path
 from typing import IO, Any, BinaryIO
@@ -159,9 +159,9 @@ def write_file_atomically(path: Path, body: bytes | IO[bytes], *, durable: bool 
     drain time (bench/results_sink.py), and a lost result is only lost with its machine.
     """
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    tmp = path.parent / f".{path.name}.{os.getpid()}-{threading.get_ident()}.tmp"  # one writer per name
     try:
-        with os.fdopen(fd, "wb") as out:
+        with open(tmp, "wb") as out:
             if isinstance(body, bytes):
                 out.write(body)
             else:
@@ -173,7 +173,7 @@ def write_file_atomically(path: Path, body: bytes | IO[bytes], *, durable: bool 
                 os.fsync(out.fileno())
         os.replace(tmp, path)
     except BaseException:
-        Path(tmp).unlink(missing_ok=True)
+        tmp.unlink(missing_ok=True)
         raise
 
 
