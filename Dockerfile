@@ -1,7 +1,10 @@
 # syntax=docker/dockerfile:1
 # One image for the launcher and the workers: `batchctl launcher` (the default
 # command) or `batchctl worker` (the args the launcher gives worker Jobs).
-# Built by CI with BuildKit; no Docker engine runs on the development machines.
+# `docker build .` (BuildKit) builds it as it is. The development and CI machines have no
+# Docker engine and reach no image registry: there `make image` builds it with buildah
+# (image/build.py), passing a Debian-built stand-in for this base as PYTHON_IMAGE
+# (image/stand_in_base.py), and the tests marked `image` run it on every CI run.
 
 ARG PYTHON_IMAGE=python:3.11.15-slim-bookworm
 
@@ -15,8 +18,9 @@ COPY batchctl/ batchctl/
 COPY splitter/ splitter/
 COPY launcher/ launcher/
 COPY worker/ worker/
-# Every dependency ships manylinux wheels for CPython 3.11, so no compiler is needed
-# even here; a dependency that did need one would fail this step loudly.
+# Every dependency ships manylinux wheels for CPython 3.11, so pip builds only batchctl's
+# own (pure Python) wheel and no compiler is needed even here; the base has none, so a
+# dependency that did need one would fail this step loudly.
 RUN pip wheel --wheel-dir /wheels .
 
 # --- runtime: the wheels installed, nothing else ------------------------------------
@@ -36,9 +40,10 @@ RUN groupadd --system --gid 10001 batchctl \
 # derived images `pip install` their handlers.
 RUN --mount=type=bind,from=build,source=/wheels,target=/wheels \
     pip install --no-index --find-links=/wheels /wheels/batchctl-*.whl
-# Relative paths resolve in /tmp, the one writable mount (root filesystem is read-only).
+# Relative paths resolve in /tmp: the worker Jobs mount an emptyDir there and make the
+# root filesystem read-only, so it is the one writable place in a pod.
 WORKDIR /tmp
 USER 10001:10001
-# Exec form: batchctl is PID 1 and receives SIGTERM itself.
+# Exec form: in a pod batchctl is PID 1 and receives the kubelet's SIGTERM itself.
 ENTRYPOINT ["batchctl"]
 CMD ["launcher"]

@@ -212,8 +212,9 @@ def rows(benches: dict[str, Any]) -> list[Row]:
                 )
             )
     from report_data import rows as data_rows  # the data benches' rows live in their own module
+    from report_image import rows as image_rows  # and the image's
 
-    return out + data_rows(benches)
+    return out + data_rows(benches) + image_rows(benches)
 
 
 def history_rows(hist: dict[str, Any]) -> list[Row]:

@@ -10,15 +10,14 @@ build, unchanged.
 The image is tagged ``localhost/batchctl:<hash>``, the hash covering the base's name and every file the
 build context holds (see ``.dockerignore``), and ``localhost/batchctl:latest``. When storage already
 holds the hash's tag, nothing is built: a second run takes about a second. Runs in parallel (two test
-workers, ``make image`` beside ``make test``) wait for each other on a lock file instead of building
-twice. Prints the image name on its last line.
+workers, ``make image`` beside ``make test``) that would build the same image wait for each other on a
+lock file in /var/tmp instead of building it twice. Prints the image name on its last line.
 
 Usage: ``image/build.py`` (as root; needs buildah, and debootstrap for the stand-in).
 """
 
 from __future__ import annotations
 
-import fcntl
 import hashlib
 import os
 import re
@@ -34,7 +33,6 @@ REPOSITORY = "localhost/batchctl"
 BUILDAH = stand_in_base.BUILDAH
 CONTEXT = ("Dockerfile", ".dockerignore", "pyproject.toml", "README.md", "batchctl", "splitter", "launcher", "worker")
 """The build context the Dockerfile sees (``.dockerignore`` allows exactly these)."""
-LOCK = Path("/var/tmp/batchctl-image.lock")
 
 
 def context_files(root: Path = ROOT) -> Iterator[Path]:
@@ -86,7 +84,9 @@ def choose_base() -> str:
 def build(base: str) -> str:
     """``buildah bud`` of the Dockerfile on ``base`` unless the hash's tag exists; the image name."""
     image = f"{REPOSITORY}:{content_hash(base)}"
-    if not stand_in_base.exists(image):
+    with stand_in_base.locked(f"batchctl-image-{image.rsplit(':', 1)[-1]}"):
+        if stand_in_base.exists(image):
+            return image
         subprocess.run(
             [*BUILDAH, "bud", "--quiet", "--isolation", "chroot", "--network", "host",
              "--build-arg", f"PYTHON_IMAGE={base}", "--tag", image, "--tag", f"{REPOSITORY}:latest", str(ROOT)],
@@ -97,10 +97,7 @@ def build(base: str) -> str:
 
 
 def main() -> int:
-    LOCK.parent.mkdir(parents=True, exist_ok=True)
-    with LOCK.open("a") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)
-        print(build(choose_base()))
+    print(build(choose_base()))
     return 0
 
 

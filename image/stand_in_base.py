@@ -22,7 +22,7 @@ How it differs from the official image:
 None of this reaches the Dockerfile: the base stays its ``PYTHON_IMAGE`` build argument, and
 ``image/build.py`` passes this image's name there only when the official one cannot be pulled.
 
-The image name carries a hash of this script, the mirror and the CA bundle, so a second run finds it
+The image name carries a hash of what goes into it (packages, environment, mirror, CA bundle), so a second run finds it
 in buildah's storage and prints its name at once (a first run takes about a minute).
 
 Usage: ``image/stand_in_base.py`` (as root) prints the image name.
@@ -30,13 +30,15 @@ Usage: ``image/stand_in_base.py`` (as root) prints the image name.
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import hashlib
 import re
 import shutil
 import subprocess
 import sys
 import tempfile
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 
 SUITE = "bookworm"
@@ -87,9 +89,9 @@ def apt_mirror() -> str:
 
 
 def image_name(mirror: str) -> str:
-    """``REPOSITORY:bookworm-<hash>``: the hash covers this script, the mirror and the CA bundle."""
-    digest = hashlib.sha256(Path(__file__).read_bytes())
-    digest.update(mirror.encode())
+    """``REPOSITORY:bookworm-<hash>``: the hash covers what goes into the image (suite, packages,
+    environment, mirror, the CA bundle's bytes), so editing this script's code does not rebuild it."""
+    digest = hashlib.sha256(repr((SUITE, PACKAGES, sorted(ENVIRONMENT.items()), mirror)).encode())
     digest.update(CA_BUNDLE.read_bytes())
     return f"{REPOSITORY}:{SUITE}-{digest.hexdigest()[:12]}"
 
@@ -119,7 +121,8 @@ def build(image: str, mirror: str) -> None:
             config = [f"--env={key}={value}" for key, value in ENVIRONMENT.items()]
             config += ["--cmd=python3", f"--label=org.opencontainers.image.description=stand-in for {_official()}"]
             subprocess.run([*BUILDAH, "config", *config, container], check=True)
-            subprocess.run([*BUILDAH, "commit", "--quiet", "--rm", container, image], check=True)
+            commit = [*BUILDAH, "commit", "--quiet", "--rm", container, image]
+            subprocess.run(commit, check=True, stdout=subprocess.DEVNULL)
         except BaseException:
             subprocess.run([*BUILDAH, "rm", container], capture_output=True, check=False)
             raise
@@ -135,12 +138,21 @@ def _out(*argv: str) -> str:
     return subprocess.run(argv, check=True, capture_output=True, text=True).stdout.strip()
 
 
+@contextlib.contextmanager
+def locked(name: str) -> Iterator[None]:
+    """Hold ``/var/tmp/NAME.lock`` exclusively: a second builder of the same image waits, then finds it."""
+    with Path(f"/var/tmp/{name}.lock").open("a") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        yield
+
+
 def ensure() -> str:
     """The stand-in's image name, built first when buildah's storage does not hold it yet."""
     mirror = apt_mirror()
     image = image_name(mirror)
-    if not exists(image):
-        build(image, mirror)
+    with locked("batchctl-stand-in-base"):
+        if not exists(image):
+            build(image, mirror)
     return image
 
 
