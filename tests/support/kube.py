@@ -41,7 +41,7 @@ import secrets
 import tempfile
 import threading
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -71,7 +71,13 @@ class ApiServer(CollectingStore):
 
     Reads and writes are served on the event loop of the serving thread; the helpers for tests
     (``read_object``, ``list_objects``, ``request_log``...) are safe to call from any thread.
+
+    ``after_create`` holds callables a test adds to act the moment an object is stored, before the
+    client has its answer (``(resource, object)``; e.g. SIGKILL the client between its create and
+    whatever it does next). They run on the serving thread and must be quick.
     """
+
+    after_create: list[Callable[[kmock.resource, Obj], None]] = attrs.field(factory=list, init=False)
 
     def __attrs_post_init__(self) -> None:
         super().__attrs_post_init__()
@@ -83,6 +89,8 @@ class ApiServer(CollectingStore):
             raise api_error(400, "BadRequest", "a create takes an object in the body of a collection URL")
         with self._state:
             obj = self._create(res, request.namespace, copy.deepcopy(request.data))
+        for hook in list(self.after_create):
+            hook(res, copy.deepcopy(obj))
         return rendering.Response(status=201, payload=obj)
 
     def _create(self, res: kmock.resource, namespace: str | None, obj: Obj) -> Obj:
