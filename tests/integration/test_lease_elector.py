@@ -1,15 +1,12 @@
 """LeaseElector against the strict API server: who holds the Lease, and when it may change hands.
 
-Checks: the first replica creates and holds the Lease; a second cannot take it while it is
-fresh, but takes it once ``renewTime + leaseDurationSeconds`` has passed on its clock
-(a transition is counted); the old holder then finds it held by another and is not leader;
+Checks: the first replica creates and holds the Lease; a second cannot take it while it has
+seen the record change within ``leaseDurationSeconds`` (on its own monotonic clock), but takes it
+after that long of silence (a transition is counted); the old holder then finds it held by another and is not leader;
 a leader that stops renewing stops acting as leader before anyone else may take over.
 """
 
 from __future__ import annotations
-
-import time
-from collections.abc import Callable
 
 from batchctl.launcher.kube import Kube
 from batchctl.launcher.leader import LeaseElector
@@ -19,7 +16,7 @@ from tests.support.waiting import wait_for
 
 
 class Clock:
-    """A clock a test sets by hand (seconds since the epoch)."""
+    """A clock a test moves by hand (seconds)."""
 
     def __init__(self, now: float) -> None:
         self.now = now
@@ -28,19 +25,33 @@ class Clock:
         return self.now
 
 
-def _elector(kube_api: KubeApi, identity: str, clock: Callable[[], float], lease_s: int = 15) -> LeaseElector:
+class Clocks:
+    """A wall clock (what renewTime says) and a monotonic one (what expiry is timed by), moved together."""
+
+    def __init__(self) -> None:
+        self.wall, self.mono = Clock(1_000_000.0), Clock(0.0)
+
+    def advance(self, seconds: float) -> None:
+        self.wall.now += seconds
+        self.mono.now += seconds
+
+
+def _elector(kube_api: KubeApi, identity: str, clocks: Clocks | None = None, lease_s: int = 15) -> LeaseElector:
     kube = Kube(kube_api.namespace, kubeconfig=str(kube_api.kubeconfig))
-    return LeaseElector(kube, "leader", identity, lease_s=lease_s, clock=clock)
+    if clocks is None:
+        return LeaseElector(kube, "leader", identity, lease_s=lease_s)
+    return LeaseElector(kube, "leader", identity, lease_s=lease_s, clock=clocks.wall, monotonic=clocks.mono)
 
 
 def test_lease_changes_hands_only_after_it_expires(kube_api: KubeApi) -> None:
-    """B cannot take A's fresh Lease; 16 s later on B's clock (lease 15 s) it can, and A is out."""
-    clock = Clock(1_000_000.0)
-    first, second = _elector(kube_api, "a", clock), _elector(kube_api, "b", clock)
+    """B cannot take A's Lease while it has seen it change within 15 s; after 16 s of silence it can, and A is out."""
+    clocks = Clocks()
+    first, second = _elector(kube_api, "a", clocks), _elector(kube_api, "b", clocks)
     assert first.step() and first.is_leader
-    clock.now += 14
+    assert not second.step()  # B sees the record now and times it from here
+    clocks.advance(14)
     assert not second.step() and not second.is_leader
-    clock.now += 2  # 16 s after A's last renewal: expired
+    clocks.advance(2)  # 16 s since B last saw it change: expired
     assert second.step() and second.is_leader
     lease = kube_api.server.read_object(LEASES, kube_api.namespace, "leader") or {}
     assert lease["spec"]["holderIdentity"] == "b" and lease["spec"]["leaseTransitions"] == 1
@@ -49,17 +60,17 @@ def test_lease_changes_hands_only_after_it_expires(kube_api: KubeApi) -> None:
 
 def test_renewal_keeps_the_lease(kube_api: KubeApi) -> None:
     """A leader that renews within the duration keeps it however long it runs."""
-    clock = Clock(1_000_000.0)
-    first, second = _elector(kube_api, "a", clock), _elector(kube_api, "b", clock)
+    clocks = Clocks()
+    first, second = _elector(kube_api, "a", clocks), _elector(kube_api, "b", clocks)
     for _ in range(5):
         assert first.step()
-        clock.now += 10
         assert not second.step()
+        clocks.advance(10)
 
 
 def test_a_silent_leader_steps_down_before_anyone_may_take_over(kube_api: KubeApi) -> None:
     """Lease 2 s, A never renews: A stops being leader before B's first successful take-over."""
-    first, second = _elector(kube_api, "a", time.time, lease_s=2), _elector(kube_api, "b", time.time, lease_s=2)
+    first, second = _elector(kube_api, "a", lease_s=2), _elector(kube_api, "b", lease_s=2)
     assert first.step()
     wait_for(second.step, timeout=10, interval=0.05, what="b to take the expired Lease")
     assert not first.is_leader
