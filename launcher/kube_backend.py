@@ -43,6 +43,8 @@ def observed(job: dict[str, Any]) -> ObservedJob:
         failed_reason=failed.get("reason") if failed else None,
         parallelism=int(spec.get("parallelism") or 0),
         suspended=bool(spec.get("suspend")),
+        succeeded=int(status.get("succeeded") or 0),
+        failed=int(status.get("failed") or 0),
     )
 
 

@@ -215,7 +215,8 @@ class LocalBackend:
         if finished and not job.recorded_finished:
             self._write_pids(job, finished=True)
             job.recorded_finished = True
-        return ObservedJob(job.name, active, finished, job.failed_reason, parallelism=job.parallelism)
+        return ObservedJob(job.name, active, finished, job.failed_reason, parallelism=job.parallelism,
+                           succeeded=job.succeeded, failed=job.failed)
 
     # ---- surviving a launcher restart ------------------------------------------------
     def _pid_file(self, name: str) -> Path:

@@ -31,4 +31,12 @@ class Metrics:
             "batchctl_queue_wait_seconds", "Time a batch spent queued before it got workers",
             buckets=(1, 5, 15, 30, 60, 120, 300, 600, 1800, 3600), registry=self.registry,
         )
+        self.jobs_per_batch = Histogram(
+            "batchctl_batch_jobs", "Jobs a batch needed, observed when it ends (1 unless something failed)",
+            buckets=(1, 2, 3, 4, 6, 10), registry=self.registry,
+        )
+        self.pods_per_batch = Histogram(
+            "batchctl_batch_pods", "Pods a batch's Jobs ran, observed when it ends",
+            buckets=(1, 2, 5, 10, 20, 50, 100, 200, 500), registry=self.registry,
+        )
         self.is_leader = Gauge("batchctl_leader", "1 while this replica is the leader", registry=self.registry)

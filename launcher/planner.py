@@ -37,6 +37,20 @@ class ObservedJob:
     """``spec.parallelism``: the workers it may run (what the worker budget counts)."""
     suspended: bool = False
     """``spec.suspend``: created suspended, waiting for Kueue to admit it."""
+    succeeded: int = 0
+    """Pods that ended with exit 0."""
+    failed: int = 0
+    """Pods that failed (killed, evicted, erred)."""
+    finished_at: float | None = None
+    """Wall time this launcher first saw the Job ended."""
+    accounted: bool = True
+    """Every event published before this Job was seen ended has been applied to the batch."""
+    unreported_exits: int = 0
+    """Ended pods that sent no ``worker_exited``: they died (SIGKILL, OOM) holding leased parts."""
+
+    @property
+    def pods(self) -> int:
+        return self.active + self.succeeded + self.failed
 
 
 @dataclass(frozen=True)
@@ -78,10 +92,11 @@ def plan(batch: BatchState, jobs: list[ObservedJob], *, job_name: str, now: floa
          share: int | None = None) -> list[Action]:
     """The actions that move ``batch`` toward its end, given its Jobs as observed at ``now``.
 
-    ``job_name`` is the name pattern with ``{n}`` for the Job number. After an idle
-    Job, the next one waits until one ack deadline has passed since the idle one
-    launched: parts leased by a killed worker come back only when their lease lapses,
-    and a follow-up that drains an empty queue before then proves nothing.
+    ``job_name`` is the name pattern with ``{n}`` for the Job number. A follow-up waits for
+    the facts (``waiting_for_facts``). After an idle Job, the next one also waits until one
+    ack deadline has passed since the idle one launched: parts leased by a killed worker come
+    back only when their lease lapses, and a follow-up that drains an empty queue before then
+    proves nothing.
     """
     if batch.state in TERMINAL:
         return _plan_terminal(batch, jobs)
@@ -92,7 +107,26 @@ def plan(batch: BatchState, jobs: list[ObservedJob], *, job_name: str, now: floa
         return []
     if any(j.failed_reason == CONFIG_ERROR_REASON for j in _current(batch, jobs)):
         return [Finish(FAILED, config_error_message(batch.worker_error))]
+    if waiting_for_facts(batch, jobs, now=now):
+        return []
     return _plan_follow_up(batch, job_name=job_name, now=now, share=share)
+
+
+def waiting_for_facts(batch: BatchState, jobs: list[ObservedJob], *, now: float) -> bool:
+    """A follow-up is decided only on facts: every event published before a Job was seen ended
+    is applied, and parts held by pods that died silently are back in the queue."""
+    return not all(j.accounted for j in jobs) or now < leases_lapse_at(batch, jobs)
+
+
+def leases_lapse_at(batch: BatchState, jobs: list[ObservedJob]) -> float:
+    """When the parts held by pods that died without ``worker_exited`` are back in the queue.
+
+    A killed worker cannot nack: its parts stay leased until the ack deadline runs out after
+    its last lease extension, which was before the Job was seen ended. A follow-up launched
+    earlier finds an empty queue, proves nothing, and costs a Job (and maybe a node).
+    """
+    ends = [j.finished_at for j in jobs if j.unreported_exits and j.finished_at is not None]
+    return max(ends) + batch.request.ack_deadline_s if ends else -math.inf
 
 
 def _plan_accounted(batch: BatchState, *, active: bool) -> list[Action]:

@@ -7,7 +7,9 @@ batch is marked finished before its resources are deleted.
 
 from __future__ import annotations
 
+import math
 import time
+from dataclasses import replace
 from typing import Any
 
 from batchctl.core import logs, topology
@@ -37,6 +39,23 @@ class Reconciler:
         self.manifests = Manifests(settings)
         self.sharing = sharing
         """The worker budget (``BATCHCTL_MAX_WORKERS``), or None: every batch sized alone."""
+        self.accounted_until = math.inf
+        """Monotonic time up to which every published event has been applied (the launcher
+        lowers it to 0 when it takes over and raises it after each empty events pull)."""
+        self.exits: dict[str, set[str]] = {}
+        """Batch id -> workers (pod names) that sent ``worker_exited`` this term."""
+        self._seen_ended: dict[str, tuple[float, float]] = {}
+        """Job name -> (monotonic, wall) time this launcher first saw it ended."""
+
+    def new_term(self) -> None:
+        """Taking over: nothing is accounted for until the events subscription is drained."""
+        self.accounted_until = 0.0
+        self.exits.clear()
+        self._seen_ended.clear()
+
+    def awaits_events(self) -> bool:
+        """A Job was seen ended after the last drain of the events subscription."""
+        return any(mono > self.accounted_until for mono, _ in self._seen_ended.values())
 
     def reconcile(self, batch: BatchState) -> None:
         """Plan and apply until the plan is empty (bounded)."""
@@ -45,7 +64,9 @@ class Reconciler:
         self._note_admission(batch, log)
         for _ in range(MAX_ROUNDS):
             share = self.sharing.size_for(batch.batch_id) if self.sharing else None
-            actions = plan(batch, self.observe(batch), job_name=pattern, now=time.time(), share=share)
+            jobs = self.observe(batch)
+            self._note_pods(batch, jobs)
+            actions = plan(batch, jobs, job_name=pattern, now=time.time(), share=share)
             if not actions:
                 return
             for action in actions:
@@ -66,7 +87,7 @@ class Reconciler:
         log.info("kueue_admission", state=batch.state)
 
     def observe(self, batch: BatchState) -> list[ObservedJob]:
-        jobs = self.backend.observe(batch.batch_id)
+        jobs = [self._facts(batch.batch_id, j) for j in self.backend.observe(batch.batch_id)]
         seen = {j.name for j in jobs}
         now = time.time()
         for record in batch.jobs:
@@ -74,12 +95,33 @@ class Reconciler:
                 jobs.append(ObservedJob(record.name, active=0, finished=False, parallelism=record.parallelism))
         return jobs
 
+    def _facts(self, batch_id: str, job: ObservedJob) -> ObservedJob:
+        """Add what the launcher knows of an ended Job: when it saw the end, whether the events
+        up to then are applied, and how many of its pods ended without ``worker_exited``."""
+        if not job.finished:
+            return job
+        mono, wall = self._seen_ended.setdefault(job.name, (time.monotonic(), time.time()))
+        reported = sum(1 for worker in self.exits.get(batch_id, ()) if worker.startswith(job.name + "-"))
+        return replace(job, finished_at=wall, accounted=mono <= self.accounted_until,
+                       unreported_exits=max(0, job.succeeded + job.failed - reported))
+
+    def _note_pods(self, batch: BatchState, jobs: list[ObservedJob]) -> None:
+        """Keep the most pods seen per Job (Jobs vanish after their TTL): pods per batch."""
+        more = {j.name: j.pods for j in jobs if j.pods > batch.pods.get(j.name, 0)}
+        if not more or batch.corrupt:
+            return
+        with reverting(batch):
+            batch.pods.update(more)
+            self.store.save(batch)
+
     def apply(self, batch: BatchState, action: Action, log: Any = None) -> None:
         """Apply one action; if it fails (its save included), ``batch`` is as it was before."""
         log = log or logs.get("reconciler", batch_id=batch.batch_id)
         with reverting(batch):
             self._apply(batch, action, log)
         if isinstance(action, Finish):
+            self.metrics.jobs_per_batch.observe(len(batch.jobs))
+            self.metrics.pods_per_batch.observe(sum(batch.pods.values()))
             publish_event(self.pubsub, Event("batch_finished", batch.batch_id, "launcher", reason=action.state))
 
     def _apply(self, batch: BatchState, action: Action, log: Any) -> None:

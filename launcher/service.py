@@ -36,11 +36,7 @@ from batchctl.launcher.reconciler import Reconciler
 from batchctl.launcher.retention import Retention, retention_from_env
 from batchctl.launcher.sharing import Sharing
 from batchctl.launcher.state import CANCELLED, FAILED, REJECTED, SUCCEEDED, TERMINAL, BatchState
-from batchctl.launcher.store import StateStore, ended, settled
-
-SETTLED_HELD_S = 300.0
-"""How long a settled batch (finished, cleaned up) stays in memory: a worker's late exit error
-still reaches its reason; after that only the store keeps it, so history costs no memory or tick."""
+from batchctl.launcher.store import StateStore
 
 
 class Elector(Protocol):
@@ -162,12 +158,13 @@ class Launcher:
             self.log.exception("reconcile_crashed")
 
     def _take_over(self) -> None:
-        """(Re)load every batch from the store but the settled ones: the store, not memory, is the truth."""
-        loaded = self.store.load_unsettled()
+        """(Re)load every batch from the store: the store, not memory, is the truth."""
+        loaded = self.store.load_all()
         self.batches.clear()
         self.batches.update({b.batch_id: b for b in loaded})
         self._tries.clear()
         self._not_before.clear()
+        self.reconciler.new_term()
         self._loaded = True
         running = [b.batch_id for b in loaded if b.state not in TERMINAL]
         corrupt = [b.batch_id for b in loaded if b.corrupt]
@@ -188,13 +185,14 @@ class Launcher:
 
     def _consume(self) -> None:
         names = self.settings.names
+        drained = self.inbox.empty_pull_started(names.events_subscription)  # before take(): see inbox.py
         taken = self.inbox.take()
         for sub, msg in taken:
             if sub == names.requests_subscription:
                 self._control(msg)
         events = [msg for sub, msg in taken if sub == names.events_subscription]
-        if events:
-            self._events(events)
+        if not events or self._events(events):
+            self.reconciler.accounted_until = max(self.reconciler.accounted_until, drained)
 
     def _control(self, msg: Received) -> None:
         """Apply one request and ack it once its effect is stored; on an error, give it back."""
@@ -237,9 +235,9 @@ class Launcher:
             self._reload(batch_id)
         self.inbox.give_back([(self.settings.names.requests_subscription, msg)])
 
-    def _events(self, msgs: list[Received]) -> None:
+    def _events(self, msgs: list[Received]) -> bool:
         """Apply events, save each changed batch, ack what is stored; a batch whose save fails is
-        reverted and its events given back, the others' acked."""
+        reverted and its events given back, the others' acked. True if nothing was given back."""
         sub = self.settings.names.events_subscription
         decoded = []
         for msg in msgs:
@@ -247,6 +245,9 @@ class Launcher:
                 decoded.append((msg, decode_event(msg.data, msg.attributes)))
             except BadInput as exc:
                 self.log.warning("event_rejected", error=str(exc), message_id=msg.message_id)
+        for _, event in decoded:
+            if event.type == "worker_exited":
+                self.reconciler.exits.setdefault(event.batch_id, set()).add(event.worker)
         touched = {e.batch_id for _, e in decoded if e.batch_id in self.batches}
         saved = {k: self.batches[k].copy() for k in touched}
         changed = apply_events(self.batches, [e for _, e in decoded])
@@ -261,6 +262,7 @@ class Launcher:
         ack_ids = [m.ack_id for m in msgs if m.ack_id not in kept]
         for i in range(0, len(ack_ids), 1000):
             self.pubsub.ack(sub, ack_ids[i : i + 1000])
+        return not back
 
     def _save_events(self, batch: BatchState, before: BatchState) -> bool:
         try:
@@ -294,16 +296,15 @@ class Launcher:
     def _reconcile_all(self) -> None:
         self._rebalance()
         counts: dict[str, int] = {}
-        now = time.time()
         for batch in list(self.batches.values()):
-            if batch.state not in TERMINAL or (batch.state in (SUCCEEDED, CANCELLED) and not batch.cleaned):
+            unfinished = batch.state not in TERMINAL
+            if unfinished or (batch.state in (SUCCEEDED, CANCELLED) and not batch.cleaned):
                 self._reconcile_one(batch)
-            elif settled(batch) and ended(batch) + SETTLED_HELD_S < now:
-                del self.batches[batch.batch_id]  # settled: the store keeps it; `retry` loads it again
-                continue
             counts[batch.state] = counts.get(batch.state, 0) + 1
         for state in ("pending", "queued", "running", SUCCEEDED, FAILED, "cancelled", REJECTED):
             self.metrics.batches.labels(state=state).set(counts.get(state, 0))
+        if self.reconciler.awaits_events():
+            self.inbox.want_empty.set()
 
     def _reconcile_one(self, batch: BatchState) -> None:
         """Reconcile one batch; its error is its own (``launcher.failures``), never the others'."""

