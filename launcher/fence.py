@@ -47,6 +47,12 @@ class FencedStore:
     def load_all(self) -> list[BatchState]:
         return self.store.load_all()
 
+    def load_unsettled(self) -> list[BatchState]:
+        return self.store.load_unsettled()
+
+    def settled_ends(self) -> dict[str, float]:
+        return self.store.settled_ends()
+
     def create(self, state: BatchState) -> bool:
         check(self.holder, f"storing batch {state.batch_id}")
         return self.store.create(state)

@@ -22,7 +22,7 @@ from batchctl.core.errors import BadInput
 from batchctl.core.pubsub import PubSub
 from batchctl.launcher.backend import Backend
 from batchctl.launcher.state import TERMINAL, BatchState
-from batchctl.launcher.store import StateStore
+from batchctl.launcher.store import StateStore, ended
 
 RETENTION_VAR = "BATCHCTL_RETENTION"
 DEFAULT_RETENTION = "7d"
@@ -53,15 +53,14 @@ def retention_from_env(environ: Mapping[str, str]) -> float:
         raise BadInput(f"{RETENTION_VAR}: {exc}") from None
 
 
-def ended_at(batch: BatchState) -> float:
-    """When the batch ended (its creation time for a record that lacks it)."""
-    return batch.finished or batch.created or batch.request.created
+def ends_of(batches: Iterable[BatchState]) -> dict[str, float]:
+    """Finished batch id -> when it ended, for the batches in memory."""
+    return {b.batch_id: ended(b) for b in batches if b.state in TERMINAL}
 
 
-def expired(batches: Iterable[BatchState], *, now: float, retention_s: float) -> list[str]:
-    """Ids of the finished batches whose retention has passed, oldest first."""
-    due = [b for b in batches if b.state in TERMINAL and ended_at(b) + retention_s <= now]
-    return [b.batch_id for b in sorted(due, key=ended_at)]
+def expired(ends: Mapping[str, float], *, now: float, retention_s: float) -> list[str]:
+    """Ids of the finished batches (id -> end) whose retention has passed, oldest first."""
+    return sorted((i for i, end in ends.items() if end + retention_s <= now), key=lambda i: (ends[i], i))
 
 
 def sweep_interval(retention_s: float) -> float:
@@ -79,15 +78,18 @@ class Retention:
         self.log = logs.get("retention")
 
     def sweep(self, batches: MutableMapping[str, BatchState], *, now: float | None = None) -> list[str]:
-        """Forget every expired batch in ``batches`` (if a sweep is due); returns their ids."""
+        """Forget every expired batch, held in ``batches`` or settled in the store (if a sweep is due)."""
         clock = time.monotonic()
         if clock < self.next_sweep:
             return []
         self.next_sweep = clock + self.interval
-        gone = expired(batches.values(), now=time.time() if now is None else now, retention_s=self.retention_s)
+        ends = {**self.store.settled_ends(), **ends_of(batches.values())}
+        gone = expired(ends, now=time.time() if now is None else now, retention_s=self.retention_s)
         for batch_id in gone:
-            self.forget(batches[batch_id])
-            del batches[batch_id]
+            batch = batches.get(batch_id) or self.store.load(batch_id)
+            if batch is not None:
+                self.forget(batch)
+            batches.pop(batch_id, None)
         return gone
 
     def forget(self, batch: BatchState) -> None:
@@ -96,5 +98,5 @@ class Retention:
         self.backend.forget(batch.batch_id, [job.name for job in batch.jobs])
         self.store.delete(batch.batch_id)
         self.log.info("batch_forgotten", batch_id=batch.batch_id, state=batch.state,
-                      ended=round(ended_at(batch), 3), retention_s=self.retention_s)
+                      ended=round(ended(batch), 3), retention_s=self.retention_s)
 

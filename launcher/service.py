@@ -36,7 +36,11 @@ from batchctl.launcher.reconciler import Reconciler
 from batchctl.launcher.retention import Retention, retention_from_env
 from batchctl.launcher.sharing import Sharing
 from batchctl.launcher.state import CANCELLED, FAILED, REJECTED, SUCCEEDED, TERMINAL, BatchState
-from batchctl.launcher.store import StateStore
+from batchctl.launcher.store import StateStore, ended, settled
+
+SETTLED_HELD_S = 300.0
+"""How long a settled batch (finished, cleaned up) stays in memory: a worker's late exit error
+still reaches its reason; after that only the store keeps it, so history costs no memory or tick."""
 
 
 class Elector(Protocol):
@@ -158,8 +162,8 @@ class Launcher:
             self.log.exception("reconcile_crashed")
 
     def _take_over(self) -> None:
-        """(Re)load every batch from the store: the store, not memory, is the truth."""
-        loaded = self.store.load_all()
+        """(Re)load every batch from the store but the settled ones: the store, not memory, is the truth."""
+        loaded = self.store.load_unsettled()
         self.batches.clear()
         self.batches.update({b.batch_id: b for b in loaded})
         self._tries.clear()
@@ -296,10 +300,13 @@ class Launcher:
     def _reconcile_all(self) -> None:
         self._rebalance()
         counts: dict[str, int] = {}
+        now = time.time()
         for batch in list(self.batches.values()):
-            unfinished = batch.state not in TERMINAL
-            if unfinished or (batch.state in (SUCCEEDED, CANCELLED) and not batch.cleaned):
+            if batch.state not in TERMINAL or (batch.state in (SUCCEEDED, CANCELLED) and not batch.cleaned):
                 self._reconcile_one(batch)
+            elif settled(batch) and ended(batch) + SETTLED_HELD_S < now:
+                del self.batches[batch.batch_id]  # settled: the store keeps it; `retry` loads it again
+                continue
             counts[batch.state] = counts.get(batch.state, 0) + 1
         for state in ("pending", "queued", "running", SUCCEEDED, FAILED, "cancelled", REJECTED):
             self.metrics.batches.labels(state=state).set(counts.get(state, 0))

@@ -8,6 +8,7 @@ a launcher that lost leadership cannot overwrite its successor's progress.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import tempfile
 from pathlib import Path
@@ -16,10 +17,27 @@ from typing import Any, Protocol
 from batchctl.core.errors import BadInput
 from batchctl.core.names import LABEL_BATCH, LABEL_COMPONENT, LABEL_NAME, Names
 from batchctl.launcher.kube import Conflict, Kube, NotFound
-from batchctl.launcher.state import BatchState, decode
+from batchctl.launcher.state import CANCELLED, SUCCEEDED, TERMINAL, BatchState, decode
 
 STATE_KEY = "state.json"
 STATE_SELECTOR = f"{LABEL_NAME}=batchctl,{LABEL_COMPONENT}=state"
+LABEL_SETTLED = "batchctl.dev/settled"
+"""``"true"`` on the state of a settled batch: a taking-over launcher lists the others only."""
+ANNOTATION_ENDED = "batchctl.dev/ended"
+"""When a settled batch ended (Unix seconds): what retention reads without decoding the state."""
+
+
+def settled(state: BatchState) -> bool:
+    """Finished and cleaned up: nothing left for a launcher to do but forget it after retention.
+    A corrupt record is never settled: it stays in view for a human."""
+    if state.state not in TERMINAL or state.corrupt:
+        return False
+    return not (state.state in (SUCCEEDED, CANCELLED) and not state.cleaned)
+
+
+def ended(state: BatchState) -> float:
+    """When the batch ended (its creation time for a record that lacks it)."""
+    return state.finished or state.created or state.request.created
 
 
 class StateStore(Protocol):
@@ -34,6 +52,12 @@ class StateStore(Protocol):
     def delete(self, batch_id: str) -> None:
         """Forget a batch; a missing one is fine."""
         ...
+    def load_unsettled(self) -> list[BatchState]:
+        """Every batch not ``settled``: what a launcher taking over must hold (no settled one is decoded)."""
+        ...
+    def settled_ends(self) -> dict[str, float]:
+        """Settled batch id -> when it ended, read without decoding the states (for retention)."""
+        ...
 
 
 def newest_first(states: list[BatchState]) -> list[BatchState]:
@@ -41,42 +65,63 @@ def newest_first(states: list[BatchState]) -> list[BatchState]:
 
 
 class FileStore:
-    """``<state_dir>/batches/<id>.json``, written atomically (temp file, then rename)."""
+    """``<state_dir>/batches/<id>.json``, written atomically (temp file, then rename); a settled
+    batch's file lives in ``batches/settled/``, its modification time set to when it ended."""
 
     def __init__(self, state_dir: Path) -> None:
         self.dir = state_dir / "batches"
-        self.dir.mkdir(parents=True, exist_ok=True)
+        self.settled_dir = self.dir / "settled"
+        self.settled_dir.mkdir(parents=True, exist_ok=True)
 
-    def _path(self, batch_id: str) -> Path:
-        return self.dir / f"{batch_id}.json"
+    def _path(self, batch_id: str, *, settled: bool = False) -> Path:
+        return (self.settled_dir if settled else self.dir) / f"{batch_id}.json"
 
     def load(self, batch_id: str) -> BatchState | None:
-        path = self._path(batch_id)
+        found = [p for p in (self._path(batch_id), self._path(batch_id, settled=True)) if p.exists()]
+        if not found:
+            return None
+        path = max(found, key=lambda p: p.stat().st_ctime_ns)  # both for a moment while moving: the newer
         try:
             text = path.read_text()
         except FileNotFoundError:
-            return None
+            return self.load(batch_id)  # moved between the two folders meanwhile
         state = decode(text, version=None, where=str(path))
         if state is None:
             raise BadInput(f"{path}: unreadable batch state")
         return state
 
     def load_all(self) -> list[BatchState]:
+        return newest_first(self._decode_all(self.dir) + self._decode_all(self.settled_dir))
+
+    def load_unsettled(self) -> list[BatchState]:
+        return newest_first(self._decode_all(self.dir))
+
+    def settled_ends(self) -> dict[str, float]:
+        ends = {}
+        for path in self.settled_dir.glob("*.json"):
+            with contextlib.suppress(OSError):
+                ends[path.stem] = path.stat().st_mtime
+        return ends
+
+    def _decode_all(self, folder: Path) -> list[BatchState]:
         states = []
-        for path in self.dir.glob("*.json"):
+        for path in folder.glob("*.json"):
             try:
                 state = decode(path.read_text(), version=None, where=str(path))
             except OSError:
                 continue
             if state is not None:
                 states.append(state)
-        return newest_first(states)
+        return states
 
     def create(self, state: BatchState) -> bool:
         """Write the whole file aside, then link it into place: readers never see it half-written."""
-        tmp = self._write_aside(state)
+        now_settled = settled(state)
+        if self._path(state.batch_id, settled=not now_settled).exists():
+            return False
+        tmp = self._write_aside(state, now_settled=now_settled)
         try:
-            os.link(tmp, self._path(state.batch_id))
+            os.link(tmp, self._path(state.batch_id, settled=now_settled))
         except FileExistsError:
             return False
         finally:
@@ -84,15 +129,23 @@ class FileStore:
         return True
 
     def save(self, state: BatchState) -> None:
-        os.replace(self._write_aside(state), self._path(state.batch_id))
+        """Into ``settled/`` once settled (then the other copy goes), back out if a retry reopens it."""
+        now_settled = settled(state)
+        tmp = self._write_aside(state, now_settled=now_settled)
+        os.replace(tmp, self._path(state.batch_id, settled=now_settled))
+        self._path(state.batch_id, settled=not now_settled).unlink(missing_ok=True)
 
     def delete(self, batch_id: str) -> None:
         self._path(batch_id).unlink(missing_ok=True)
+        self._path(batch_id, settled=True).unlink(missing_ok=True)
 
-    def _write_aside(self, state: BatchState) -> str:
+    def _write_aside(self, state: BatchState, *, now_settled: bool) -> str:
+        """A temp file with the state; a settled one's modification time is when it ended."""
         fd, tmp = tempfile.mkstemp(dir=self.dir, prefix=".tmp-")
         with os.fdopen(fd, "w") as out:
             out.write(state.to_json())
+        if now_settled:
+            os.utime(tmp, (ended(state), ended(state)))
         return tmp
 
 
@@ -110,16 +163,34 @@ class ConfigMapStore:
             return None
 
     def load_all(self) -> list[BatchState]:
-        states = [self._decode(cm) for cm in self.kube.list_configmaps(STATE_SELECTOR)]
-        prefixed = [s for s in states if s is not None]
-        return newest_first(prefixed)
+        return self._load(STATE_SELECTOR)
+
+    def load_unsettled(self) -> list[BatchState]:
+        """``!=`` also selects states saved before the label existed."""
+        return self._load(f"{STATE_SELECTOR},{LABEL_SETTLED}!=true")
+
+    def settled_ends(self) -> dict[str, float]:
+        ends = {}
+        for cm in self.kube.list_configmaps(f"{STATE_SELECTOR},{LABEL_SETTLED}=true"):
+            meta = cm.get("metadata") or {}
+            batch_id = (meta.get("labels") or {}).get(LABEL_BATCH, "")
+            with contextlib.suppress(TypeError, ValueError):
+                if str(meta.get("name", "")) == self.names.state_object(batch_id):
+                    ends[batch_id] = float((meta.get("annotations") or {})[ANNOTATION_ENDED])
+        return ends
+
+    def _load(self, selector: str) -> list[BatchState]:
+        states = [self._decode(cm) for cm in self.kube.list_configmaps(selector)]
+        return newest_first([s for s in states if s is not None])
 
     def create(self, state: BatchState) -> bool:
-        labels = {LABEL_NAME: "batchctl", LABEL_COMPONENT: "state", LABEL_BATCH: state.batch_id}
+        meta = self._settled_meta(state)
+        meta["labels"] = {LABEL_NAME: "batchctl", LABEL_COMPONENT: "state", LABEL_BATCH: state.batch_id,
+                          **meta["labels"]}
         body = {
             "apiVersion": "v1",
             "kind": "ConfigMap",
-            "metadata": {"name": self.names.state_object(state.batch_id), "labels": labels},
+            "metadata": {"name": self.names.state_object(state.batch_id), **meta},
             "data": {STATE_KEY: state.to_json()},
         }
         try:
@@ -130,14 +201,23 @@ class ConfigMapStore:
         return True
 
     def save(self, state: BatchState) -> None:
-        body: dict[str, object] = {"data": {STATE_KEY: state.to_json()}}
+        meta: dict[str, Any] = self._settled_meta(state)
         if state.version:
-            body["metadata"] = {"resourceVersion": state.version}
+            meta["resourceVersion"] = state.version
+        body: dict[str, object] = {"data": {STATE_KEY: state.to_json()}, "metadata": meta}
         saved = self.kube.patch_configmap(self.names.state_object(state.batch_id), body)
         state.version = saved["metadata"].get("resourceVersion")
 
     def delete(self, batch_id: str) -> None:
         self.kube.delete_configmap(self.names.state_object(batch_id))
+
+    @staticmethod
+    def _settled_meta(state: BatchState) -> dict[str, Any]:
+        """The settled label (and, once settled, the end time) that every write carries."""
+        meta: dict[str, Any] = {"labels": {LABEL_SETTLED: str(settled(state)).lower()}}
+        if settled(state):
+            meta["annotations"] = {ANNOTATION_ENDED: repr(ended(state))}
+        return meta
 
     def _decode(self, cm: dict[str, Any]) -> BatchState | None:
         meta = cm.get("metadata") or {}

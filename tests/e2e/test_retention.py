@@ -4,6 +4,7 @@ Checks, with a real emulator and an in-process launcher (``BATCHCTL_RETENTION=30
 batch that ended an hour ago loses its dead-letter and work topics and subscriptions, its Job's
 pid record and worker logs, and last its state, so ``list`` no longer shows it and ``status``
 says it is unknown; a failed batch that ended seconds ago is kept, dead-letter resources and all.
+A launcher holds no settled batch beyond a few minutes after it settled: takeover skips them.
 """
 
 from __future__ import annotations
@@ -19,7 +20,8 @@ from batchctl.core.pubsub import PubSub
 from batchctl.core.settings import Settings
 from batchctl.core.topology import BatchTopology
 from batchctl.frontend.cli import main
-from batchctl.launcher.state import FAILED, BatchState, JobRecord
+from batchctl.launcher.service import SETTLED_HELD_S
+from batchctl.launcher.state import FAILED, RUNNING, BatchState, JobRecord
 from batchctl.launcher.store import FileStore
 from tests.support.launching import running_launcher
 from tests.support.pulling import leftovers
@@ -71,3 +73,25 @@ def test_a_batch_past_its_retention_is_forgotten_and_a_recent_one_kept(
         assert "no batch 'old'" in capsys.readouterr().err
     finally:
         pubsub.close()
+
+
+def test_a_launcher_holds_no_settled_batch_it_did_not_just_finish(env: dict[str, str], pubsub: PubSub) -> None:
+    """Takeover loads only unsettled batches; a batch settled more than SETTLED_HELD_S ago leaves
+    memory on the next pass (the store keeps it), one settled seconds ago stays."""
+    settings = Settings.from_env(env)
+    store = FileStore(settings.state_dir)
+    now = time.time()
+    running = BatchState(request(4, batch_id="busy", created=now), state=RUNNING, created=now)
+    assert store.create(running)
+    assert store.create(BatchState(request(4, batch_id="past", created=now - 900), state=FAILED,
+                                   created=now - 900, finished=now - 800))
+    with running_launcher(settings, pubsub) as run:
+        wait_for(lambda: "busy" in run.launcher.batches, timeout=30, what="the takeover")
+        assert "past" not in run.launcher.batches
+        for batch_id, ended_ago in (("long-ago", SETTLED_HELD_S + 60), ("just-now", 1)):
+            run.launcher.batches[batch_id] = BatchState(
+                request(4, batch_id=batch_id, created=now - 1000), state=FAILED, created=now - 1000,
+                finished=now - ended_ago)
+        wait_for(lambda: "long-ago" not in run.launcher.batches, timeout=30, what="the settled batch to leave")
+        assert "just-now" in run.launcher.batches and "busy" in run.launcher.batches
+    assert {b.batch_id for b in store.load_all()} >= {"busy", "past"}

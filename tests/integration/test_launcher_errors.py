@@ -96,7 +96,7 @@ def test_cancel_whose_save_failed_is_retried_until_stored(settings: Settings, pu
 
 
 def test_takeover_survives_a_store_that_cannot_list(settings: Settings, pubsub: PubSub) -> None:
-    """load_all fails at takeover: the loop lives on and loads the batches on a later pass."""
+    """Listing the batches fails at takeover: the loop lives on and loads them on a later pass."""
     store = FileStore(settings.state_dir)
     running_batch(store, "later", 2)
     flaky, backend = FlakyStore(store), ActiveBackend()
@@ -104,7 +104,7 @@ def test_takeover_survives_a_store_that_cannot_list(settings: Settings, pubsub: 
     with running_launcher(settings, pubsub, parts=launcher_parts(pubsub, flaky, backend)) as run:
         wait_for(lambda: "later" in run.launcher.batches, timeout=10, what="the batches loaded")
         assert run.thread.is_alive()
-    assert flaky.failed == ["load_all"]
+    assert flaky.failed == ["load_unsettled"]
 
 
 def test_corrupt_state_file_is_a_failed_batch_not_a_crash(settings: Settings, pubsub: PubSub) -> None:

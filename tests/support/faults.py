@@ -13,7 +13,8 @@ from batchctl.launcher.store import StateStore
 
 class FlakyStore:
     """Wraps a real store; ``fail_save(when)`` makes the next save whose state matches ``when`` raise
-    Unreachable once (nothing written), ``fail_load_all()`` the next load_all."""
+    Unreachable once (nothing written), ``fail_load_all()`` the next listing (load_all, or
+    load_unsettled as a takeover lists)."""
 
     def __init__(self, store: StateStore) -> None:
         self.store = store
@@ -34,12 +35,22 @@ class FlakyStore:
         return self.store.load(batch_id)
 
     def load_all(self) -> list[BatchState]:
+        self._list_fault("load_all")
+        return self.store.load_all()
+
+    def load_unsettled(self) -> list[BatchState]:
+        self._list_fault("load_unsettled")
+        return self.store.load_unsettled()
+
+    def settled_ends(self) -> dict[str, float]:
+        return self.store.settled_ends()
+
+    def _list_fault(self, what: str) -> None:
         with self._lock:
             if self._load_all_faults:
                 self._load_all_faults -= 1
-                self.failed.append("load_all")
-                raise Unreachable("injected: the store is unreachable (load_all)")
-        return self.store.load_all()
+                self.failed.append(what)
+                raise Unreachable(f"injected: the store is unreachable ({what})")
 
     def create(self, state: BatchState) -> bool:
         return self.store.create(state)

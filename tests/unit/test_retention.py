@@ -13,7 +13,7 @@ from __future__ import annotations
 import pytest
 
 from batchctl.core.errors import BadInput
-from batchctl.launcher.retention import expired, parse_duration, retention_from_env, sweep_interval
+from batchctl.launcher.retention import ends_of, expired, parse_duration, retention_from_env, sweep_interval
 from batchctl.launcher.state import CANCELLED, FAILED, PENDING, RUNNING, SUCCEEDED, BatchState
 from tests.unit.test_state import request
 
@@ -54,13 +54,18 @@ def test_only_finished_batches_past_their_retention_expire_oldest_first() -> Non
         batch("pending", PENDING, finished=None),
         batch("stale-running", RUNNING, finished=NOW - 3000),  # a retry reopened it: not finished
     ]
-    assert expired(batches, now=NOW, retention_s=30) == ["old", "exact"]
+    assert expired(ends_of(batches), now=NOW, retention_s=30) == ["old", "exact"]
 
 
 def test_a_finished_record_without_an_end_counts_from_its_creation() -> None:
     old, young = (batch("legacy", SUCCEEDED, finished=None, created=NOW - age) for age in (100, 10))
-    assert expired([old], now=NOW, retention_s=30) == ["legacy"]
-    assert expired([young], now=NOW, retention_s=30) == []
+    assert expired(ends_of([old]), now=NOW, retention_s=30) == ["legacy"]
+    assert expired(ends_of([young]), now=NOW, retention_s=30) == []
+
+
+def test_ends_read_from_the_store_count_like_those_in_memory() -> None:
+    """Settled batches are no longer held: their ends come from the store, ties broken by id."""
+    assert expired({"b": NOW - 100, "a": NOW - 100, "c": NOW - 5}, now=NOW, retention_s=30) == ["a", "b"]
 
 
 @pytest.mark.parametrize(("retention", "interval"), [(3.0, 1.0), (30.0, 3.0), (7 * 86400.0, 60.0)])
