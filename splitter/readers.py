@@ -103,7 +103,8 @@ def record_blocks(sources: list[Source], *, max_record_bytes: int, validate: boo
     without ever being held whole. ``opener`` opens each source (default: a local file).
     """
     for source in sources:
-        with _open(source, opener or open_file) as raw:
+        handle = (opener or open_file)(source)
+        with handle, _decoded(handle, source.name) as raw:  # a GzipFile leaves its fileobj open
             if source.format == "csv":
                 yield from _csv_blocks(raw, source.name, max_record_bytes)
             else:
@@ -156,19 +157,15 @@ def open_file(source: Source) -> BinaryIO:
         raise BadInput(f"{source.name}: cannot open: {exc.strerror}") from exc
 
 
-def _open(source: Source, opener: Opener) -> BinaryIO:
+def _decoded(handle: BinaryIO, name: str) -> BinaryIO:
     """The source's records' bytes: gunzipped when the stored bytes start with gzip's magic."""
-    handle = opener(source)
-    name = source.name
     try:
         magic = cast(io.BufferedReader, handle).peek(2)[:2]
     except READ_ERRORS as exc:
-        handle.close()
         raise BadInput(f"{name}: unreadable input ({_reason(exc)})") from exc
     if magic == GZIP_MAGIC:
         return cast(BinaryIO, gzip.GzipFile(fileobj=handle, mode="rb"))
     if name.endswith(".gz"):
-        handle.close()
         raise BadInput(f"{name}: not a gzip file")
     return handle
 

@@ -79,12 +79,14 @@ class Tee(io.RawIOBase):
         super().__init__()
         self._inner = inner
         self._copy = copy
+        self._eof = False
 
     def readable(self) -> bool:
         return True
 
     def readinto(self, buffer: Any) -> int:
         data = self._inner.read(len(buffer))
+        self._eof = not data
         self._copy.write(data)
         buffer[: len(data)] = data
         return len(data)
@@ -94,14 +96,18 @@ class Tee(io.RawIOBase):
         if not self._copy.closed:
             shutil.copyfileobj(self._inner, self._copy, COPY_BYTES)
             self._copy.close()
-        self._inner.close()
+            self._inner.close()
 
     def abandon(self) -> None:
         self._copy.close()
         self._inner.close()
 
     def close(self) -> None:
-        """The reader is done with the stream; the spool stays open until ``finish``."""
+        """The reader is done. Read to the end (the plan pass succeeded): the spool is complete, and
+        closing now frees the object's buffers. Otherwise (a bad record stopped the read) nothing
+        more is downloaded; ``finish`` or ``abandon`` decides."""
+        if self._eof:
+            self.finish()
         super().close()
 
 

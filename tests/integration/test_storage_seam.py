@@ -70,3 +70,26 @@ def test_nothing_answering_is_unreachable() -> None:
 def test_bad_addresses(url: str) -> None:
     with pytest.raises(BadInput):
         split_url(url)
+
+
+def test_open_of_a_vanished_object_raises_bad_input_when_read(gcs: Storage, bucket: str) -> None:
+    """The download thread's error reaches the reader, mapped (listed, then deleted before the read)."""
+    gcs.write(f"gs://{bucket}/gone.jsonl", b"{}\n")
+    [obj] = gcs.list(f"gs://{bucket}/gone.jsonl")
+    gcs.client.bucket(bucket).blob("gone.jsonl").delete()
+    with gcs.open(obj) as stream, pytest.raises(BadInput, match=f"gs://{bucket}/gone.jsonl: no such bucket"):
+        stream.read()
+
+
+def test_closing_early_stops_the_download(gcs: Storage, bucket: str) -> None:
+    """A reader that stops (a bad record) cancels the rest of the download: its thread ends."""
+    import threading
+
+    gcs.write(f"gs://{bucket}/big.jsonl", b'{"i": 1}\n' * 2_000_000)
+    [obj] = gcs.list(f"gs://{bucket}/big.jsonl")
+    with gcs.open(obj) as stream:
+        assert stream.read(10) == b'{"i": 1}\n{'
+    name = f"download gs://{bucket}/big.jsonl"
+    for thread in [t for t in threading.enumerate() if t.name == name]:
+        thread.join(timeout=10)
+        assert not thread.is_alive()
