@@ -198,6 +198,7 @@ def rows(benches: dict[str, Any]) -> list[Row]:
             )
         )
     out.extend(history_rows(_get(benches, "history", "figures", default={})))
+    out.extend(budget_rows(_get(benches, "budget_share", "figures", default={})))
     e2e = _get(benches, "e2e_throughput", "figures", default={})
     if e2e:
         for run in e2e.get("runs", []):
@@ -241,6 +242,29 @@ def history_rows(hist: dict[str, Any]) -> list[Row]:
             f"{_num(high['sweep_cpu_ms'], '.1f')} vs {_num(low['sweep_cpu_ms'], '.1f')} ms CPU", "", "", "history",
         ))
     return out
+
+
+def budget_rows(fig: dict[str, Any]) -> list[Row]:
+    """bench/budget_share.py: many batches at once under BATCHCTL_MAX_WORKERS."""
+    if not fig:
+        return []
+    head = f"{fig.get('batches')} batches at once, budget {fig.get('budget')}"
+    fair = fig.get("fairness") or {}
+    prio = fair.get("mean_ratio_by_priority") or {}
+    return [
+        (f"{head}: peak sum of spec.parallelism (watch, every Job version)", f"{fig.get('peak_parallelism')}",
+         f"<= {fig.get('budget')}", _verdict(not fig.get("budget_exceeded")), "budget_share"),
+        (f"{head}: requests -> budget fully in use", f"{_num(fig.get('time_to_full_s'), '.2f')} s", "", "",
+         "budget_share"),
+        (f"{head}: every batch succeeded, parts exact",
+         f"in {_num(fig.get('all_done_s'), '.1f')} s (ideal {_num(fig.get('ideal_s'), '.1f')} s)", "",
+         _verdict(bool(fig.get("all_succeeded_exactly"))), "budget_share"),
+        (f"{head}: worker-seconds / fair share",
+         f"min {_num(fair.get('ratio_min'), '.2f')}, median {_num(fair.get('ratio_median'), '.2f')}, "
+         f"max {_num(fair.get('ratio_max'), '.2f')}; Jain {_num(fair.get('jain_index'), '.3f')}; low/normal/high "
+         f"{_num(prio.get('low'), '.2f')}/{_num(prio.get('normal'), '.2f')}/{_num(prio.get('high'), '.2f')}",
+         "", "", "budget_share"),
+    ]
 
 
 def _ms(value: Any) -> Any:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Mapping
+from dataclasses import replace
 from typing import Any
 
 from batchctl.core import logs
@@ -57,7 +58,9 @@ def job_config(config: JobConfig, profiles: Mapping[str, Profile], batch: BatchS
     profile = profiles.get(batch.request.profile)
     if profile is None:
         raise BadInput(f"profile {batch.request.profile!r} of batch {batch.batch_id} is no longer offered")
-    return config.for_profile(profile).with_image(batch.request.image)
+    shaped = config.for_profile(profile).with_image(batch.request.image)
+    chosen = profile.priority_classes.get(batch.request.priority)  # submit --priority, where the profile says so
+    return replace(shaped, priority_class=chosen) if chosen else shaped
 
 
 class KubeBackend:

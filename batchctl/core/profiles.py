@@ -26,6 +26,7 @@ File format::
         concurrency: 4
         drain_budget_s: 20
         priority_class: batchctl-worker
+        priority_classes: {high: batchctl-worker-high}   # per submit --priority; others above
         ack_deadline_s: {min: 10, max: 600}
         max_delivery_attempts: {min: 5, max: 100}
 """
@@ -100,6 +101,9 @@ class Profile:
     """Extended resources per worker (``nvidia.com/gpu: "1"``): request and limit alike."""
     ack_deadline_s: Bounds = ACK_DEADLINE_RANGE
     max_delivery_attempts: Bounds = DELIVERY_ATTEMPTS_RANGE
+    priority_classes: Mapping[str, str] = field(default_factory=dict)
+    """PriorityClass of the workers per ``submit --priority`` (``{high: batch-high}``); others use
+    ``priority_class``."""
 
     @property
     def allowed_images(self) -> tuple[str, ...]:
@@ -109,6 +113,7 @@ class Profile:
         """The profile as plain JSON-able data (what ``batchctl profiles --json`` prints)."""
         body = asdict(self)
         body["node_selector"] = dict(self.node_selector)
+        body["priority_classes"] = dict(self.priority_classes)
         body["extended_resources"] = dict(self.extended_resources)
         body["tolerations"] = [{"key": t.key, "operator": t.operator, "value": t.value, "effect": t.effect}
                                for t in self.tolerations]
@@ -317,6 +322,11 @@ def _tolerations(value: object, _: Profile) -> dict[str, Any]:
     return {"tolerations": tuple(result)}
 
 
+def _priority_classes(value: object, _: Profile) -> dict[str, Any]:
+    body = _mapping(value, {"low", "normal", "high"})
+    return {"priority_classes": {_text(k): kubevalues.object_name(_text(v)) for k, v in body.items()}}
+
+
 def _optional_name(key: str) -> Callable[[object, Profile], dict[str, Any]]:
     return lambda value, _: {key: None if value is None else kubevalues.object_name(_text(value))}
 
@@ -333,6 +343,7 @@ KEYS: dict[str, Callable[[object, Profile], dict[str, Any]]] = {
     "concurrency": lambda value, _: {"concurrency": None if value is None else _integer(value, Bounds(1, 256))},
     "drain_budget_s": lambda value, _: {"drain_budget_s": _integer(value, Bounds(0, 3600))},
     "priority_class": _optional_name("priority_class"),
+    "priority_classes": _priority_classes,
     "ack_deadline_s": _bounds("ack_deadline_s", ACK_DEADLINE_RANGE),
     "max_delivery_attempts": _bounds("max_delivery_attempts", DELIVERY_ATTEMPTS_RANGE),
 }

@@ -10,7 +10,8 @@ Checks:
 - a ``high`` batch arriving takes its weighted share in the pass that launches it: when its Job is
   created (at 3) the two normal ones were already patched down to 2 and 1;
 - budget 2 and three batches: the last is ``queued`` and ``status`` says "queued (position 1)" and why;
-  it gets a worker when another finishes;
+  ``/metrics`` shows the budget, the workers allocated and one batch queued; it gets a worker when
+  another finishes, and its wait lands in the queue wait histogram;
 - the sum never exceeds the budget, at any event; every batch succeeds with ``parts_done`` exact;
 - Kueue mode, the test playing Kueue: Jobs are created suspended with the queue label; while suspended
   the batch is ``queued``, "waiting for Kueue admission", with no pod, no follow-up and no failure,
@@ -31,6 +32,7 @@ from typing import Any
 
 import pytest
 from kubernetes import watch
+from prometheus_client import generate_latest
 
 from batchctl.core.pubsub import PubSub
 from batchctl.core.settings import Settings
@@ -178,6 +180,9 @@ def test_batch_without_a_share_is_queued_with_its_position(
             assert main(["status", "qc"], environ=dict(settings.environ)) == 0
         assert "queued (position 1)" in out.getvalue() and "budget of 2" in out.getvalue(), out.getvalue()
         assert job(settings, "qc") not in ledger.sizes()
+        scraped = generate_latest(run.launcher.metrics.registry).decode()
+        for line in ("batchctl_worker_budget 2.0", "batchctl_workers_allocated 2.0", "batchctl_batches_queued 1.0"):
+            assert line in scraped, scraped
         inputs["qa"][1].unlink()
         wait_for(lambda: job(settings, "qc") in ledger.created, timeout=90, what="qc to get a worker")
         for name in ("qb", "qc"):
