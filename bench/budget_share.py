@@ -247,7 +247,8 @@ def request(batch_id: str, parts: int, priority: str) -> Control:
 def fairness(shares: Shares, priorities: dict[str, str]) -> dict[str, Any]:
     ratios = {b: shares.actual.get(b, 0.0) / fair for b, fair in shares.fair.items() if fair > 0}
     values = list(ratios.values())
-    jain = sum(values) ** 2 / (len(values) * sum(v * v for v in values))
+    squares = sum(v * v for v in values)
+    jain = sum(values) ** 2 / (len(values) * squares) if squares else float("nan")
     by_priority = {p: statistics.mean(r for b, r in ratios.items() if priorities[b] == p)
                    for p in ("low", "normal", "high")}
     return {"ratio_min": min(values), "ratio_median": statistics.median(values), "ratio_max": max(values),
