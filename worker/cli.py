@@ -12,6 +12,8 @@ the same variables and these flags work by hand (a flag wins over its variable):
     BATCHCTL_DRAIN_BUDGET_S  --drain-budget   after SIGTERM, time for in-flight parts (20)
     BATCHCTL_LEASE_S         --lease          ack deadline renewed on held parts (20)
     BATCHCTL_UNREACHABLE_S   --unreachable-timeout  seconds Pub/Sub may stay unreachable before exit 3 (30)
+    BATCHCTL_PREFETCH        --prefetch       parts pulled ahead of a free slot (10 per slot)
+    BATCHCTL_PREFETCH_BYTES  --prefetch-bytes bytes of waiting parts before pulling pauses (16 MiB)
     BATCHCTL_PART_TIMEOUT_S  --part-timeout   longest run of one part before it is nacked (7200)
     BATCHCTL_MAX_DELIVERY_ATTEMPTS --max-delivery-attempts  the batch's dead-letter policy (launcher sets it)
     BATCHCTL_ACK_DEADLINE_S  --subscription-ack-deadline    the work subscription's ack deadline (launcher sets it)
@@ -60,6 +62,8 @@ FLAG_HELP = {
     "drain_budget_s": "seconds in-flight parts get after SIGTERM (BATCHCTL_DRAIN_BUDGET_S, default 20)",
     "lease_s": "ack deadline renewed on held parts, seconds (BATCHCTL_LEASE_S, default 20)",
     "unreachable_s": "seconds Pub/Sub may stay unreachable before exit 3 (BATCHCTL_UNREACHABLE_S, default 30)",
+    "prefetch": "parts pulled ahead of a free slot (BATCHCTL_PREFETCH, default 10 per slot)",
+    "prefetch_bytes": "bytes of waiting parts beyond which pulling pauses (BATCHCTL_PREFETCH_BYTES, default 16 MiB)",
     "part_timeout_s": "longest a handler may run on one part, seconds (BATCHCTL_PART_TIMEOUT_S, default 7200)",
     "max_delivery_attempts": "the batch's max delivery attempts (BATCHCTL_MAX_DELIVERY_ATTEMPTS, set by the launcher)",
     "ack_deadline_s": "the work subscription's ack deadline, seconds (BATCHCTL_ACK_DEADLINE_S, set by the launcher)",

@@ -96,6 +96,31 @@ class Leases:
             held.claimed = True
             return True
 
+    def begin(self, held: Held) -> bool:
+        """A slot starts the message's handler; False if its outcome was taken already (given back)."""
+        with self._changed:
+            if held.claimed:
+                return False
+            held.started_at = time.monotonic()
+            return True
+
+    def waiting_bytes(self) -> int:
+        """Bytes of held messages no handler has started yet (the prefetch window's size)."""
+        with self._changed:
+            return sum(len(h.received.data) for h in self._held.values() if h.started_at is None)
+
+    def give_back_waiting(self) -> int:
+        """Nack at once every held message no handler started (prefetched ones): on a stop they go
+        back to the queue for another worker instead of waiting out the drain budget."""
+        with self._rpc_lock:
+            with self._changed:
+                waiting = [h for h in self._held.values() if h.started_at is None and not h.claimed]
+                for h in waiting:
+                    h.claimed = h.abandoned = True
+            self._send("nack", waiting)
+            self._remove(waiting)
+        return len(waiting)
+
     def overdue(self, *, now: float, limit_s: float) -> list[Held]:
         """Messages whose handler started more than ``limit_s`` ago and has no outcome yet."""
         with self._changed:

@@ -80,7 +80,9 @@ class Worker:
         self.drain = DrainTracker(config.empty_pulls)
         hold_s = max(config.lease_s, config.ack_deadline_s or _TOPOLOGY.ack_deadline_s)
         self.settler = Settler(self.leases, self.events, self.drain, log, hold_s=hold_s)
-        self.slots: Slots[Held] = Slots(config.concurrency, self._process, on_crash=self._slot_crashed)
+        self.slots: Slots[Held] = Slots(
+            config.concurrency, self._process, on_crash=self._slot_crashed, queued=config.prefetch_parts
+        )
         self._unanswered_since: float | None = None
         self._unanswered = 0
         self._timed_out: list[int | None] = []
@@ -157,11 +159,15 @@ class Worker:
         return "terminated"
 
     def _free_slots(self) -> int:
-        """Free slots, waiting briefly for one; 0 while too many handled parts await their ack."""
-        limit = self.config.concurrency + MAX_SETTLING
+        """Room for more parts (free slots plus the prefetch window), waiting briefly for some; 0 while
+        too many handled parts await their ack or the waiting parts fill the window's bytes."""
+        limit = self.slots.capacity + MAX_SETTLING
         if not self.leases.wait_below(limit, timeout=0.2):
             return 0
-        return self.slots.wait_free(timeout=0.2)
+        room = self.slots.wait_room(max(1, self.config.prefetch_parts // 2), timeout=0.2)
+        if room and self.leases.waiting_bytes() > self.config.prefetch_bytes:
+            return 0
+        return room
 
     # ---- pulling ---------------------------------------------------------------------
     def _pull(self, max_messages: int) -> list[Received] | None:
@@ -207,7 +213,9 @@ class Worker:
     # ---- one part, on a slot ---------------------------------------------------------------
     def _process(self, held: Held) -> None:
         """Runs on a slot: decode, call the handler, hand the outcome to the settler."""
-        held.started_at = time.monotonic()
+        if not self.leases.begin(held):  # given back while it waited (a stop)
+            return
+        assert held.started_at is not None
         received = held.received
         try:
             part = decode_part(
@@ -262,6 +270,7 @@ class Worker:
         """Let running parts finish within the drain budget (on any exit but drained),
         nack the rest, report."""
         if reason != "drained":
+            self.leases.give_back_waiting()
             budget = self.shutdown.remaining() if self.shutdown.requested else self.config.drain_budget_s
             self.leases.wait_below(1, timeout=budget)
         abandoned = self.leases.abandon_all()
