@@ -52,6 +52,7 @@ class LeaseElector:
         self.lease_s, self.renew_s, self.clock, self.monotonic = lease_s, renew_s, clock, monotonic
         self.renew_deadline_s = renew_deadline_s if renew_deadline_s is not None else lease_s * RENEW_DEADLINE_FRACTION
         self._valid_until = 0.0
+        self._leading = False
         self._observed: tuple[Any, ...] | None = None
         self._observed_at = 0.0
         self._stop = threading.Event()
@@ -77,14 +78,15 @@ class LeaseElector:
             self.log.warning("lease_error", error=str(exc))
             held = False
         self.watching = True
-        was = self.is_leader
         if held:
             self._valid_until = started + self.renew_deadline_s
-        elif not was or self.monotonic() >= self._valid_until:
+        elif self.monotonic() >= self._valid_until:
             self._valid_until = 0.0
         # else: a failed renew keeps the leader acting until its renew deadline, as client-go does
-        if self.is_leader != was:
-            self.log.info("leadership_acquired" if self.is_leader else "leadership_lost", lease=self.name)
+        leading = self.is_leader
+        if leading != self._leading:  # also a lease that lapsed by the clock (a freeze) is logged
+            self.log.info("leadership_acquired" if leading else "leadership_lost", lease=self.name)
+        self._leading = leading
         return held
 
     def _try(self, now: float, started: float) -> bool:
