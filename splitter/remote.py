@@ -16,11 +16,14 @@ import io
 import shutil
 import tempfile
 from pathlib import Path, PurePosixPath
-from typing import Any, BinaryIO, cast
+from typing import TYPE_CHECKING, Any, BinaryIO, cast
 
 from batchctl.core.errors import BadInput
-from batchctl.core.storage import Storage, StoredObject, is_url
+from batchctl.core.gsurl import is_url
 from batchctl.splitter import readers
+
+if TYPE_CHECKING:
+    from batchctl.core.storage import Storage, StoredObject
 
 COPY_BYTES = 1 << 20
 

@@ -14,19 +14,22 @@ from collections.abc import Mapping
 from contextlib import ExitStack
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, BinaryIO
+from typing import TYPE_CHECKING, Any, BinaryIO
 
 from batchctl.core import logs, sink, topology
 from batchctl.core.admission import check_request
 from batchctl.core.errors import BadInput
+from batchctl.core.gsurl import is_url
 from batchctl.core.messages import BatchRequest, Control, encode_control
 from batchctl.core.names import generate_batch_id, validate_batch_id
 from batchctl.core.profiles import DEFAULT_PROFILE, Profile
 from batchctl.core.pubsub import PublishFailed, PubSub
-from batchctl.core.storage import Storage, is_url
 from batchctl.splitter import partitioner, readers, remote, rollback
 from batchctl.splitter.partitioner import PartLimits
 from batchctl.splitter.publisher import publish_parts
+
+if TYPE_CHECKING:
+    from batchctl.core.storage import Storage
 
 DEFAULT_HANDLER = "batchctl.worker.demo:handle"
 STDIN_COPY_BYTES = 1 << 20
@@ -144,6 +147,8 @@ def _remote_inputs(pubsub: PubSub, options: SubmitOptions, storage: Storage | No
     if not any(is_url(name) for name in options.inputs):
         return None
     if storage is None:
+        from batchctl.core.storage import Storage  # the client loads only when a gs:// input is given
+
         storage = Storage(pubsub.settings.environ, project=pubsub.settings.project)
         stack.callback(storage.close)
     folder = Path(stack.enter_context(remote.spool_dir()))

@@ -20,10 +20,13 @@ import os
 import threading
 from collections.abc import Mapping
 from pathlib import Path
-from typing import IO, Any, BinaryIO
+from typing import IO, TYPE_CHECKING, Any, BinaryIO
 
 from batchctl.core.errors import BadInput
-from batchctl.core.storage import Storage, is_url, join_url, split_url
+from batchctl.core.gsurl import is_url, join_url, split_url
+
+if TYPE_CHECKING:
+    from batchctl.core.storage import Storage
 
 SUCCESS = "_SUCCESS"
 RECORDS_KEY = "batchctl-records"
@@ -68,6 +71,8 @@ class Sink:
     @property
     def storage(self) -> Storage:
         if self._storage is None:
+            from batchctl.core.storage import Storage  # the client loads only where a bucket is used
+
             self._storage = Storage(self._environ, project=self._project)
         return self._storage
 

@@ -35,8 +35,8 @@ from requests.exceptions import ConnectionError as RequestsConnectionError
 from requests.exceptions import Timeout as RequestsTimeout
 
 from batchctl.core.errors import BadInput, Unreachable
+from batchctl.core.gsurl import SCHEME, split_url
 
-SCHEME = "gs://"
 RETRY_S = 60.0
 """How long one call keeps retrying connection errors, 429 and 5xx before it is Unreachable."""
 TIMEOUT_S = (10.0, 60.0)
@@ -46,25 +46,6 @@ QUEUE_CHUNKS = 128
 PEEK_BUFFER_BYTES = 1 << 16
 """Buffer of the stream ``open`` returns (for ``peek``); larger reads go straight to the ranged reader."""
 EMULATOR_VAR = "STORAGE_EMULATOR_HOST"
-
-
-def is_url(text: str) -> bool:
-    return text.startswith(SCHEME)
-
-
-def split_url(url: str) -> tuple[str, str]:
-    """``gs://bucket/some/prefix`` -> (``bucket``, ``some/prefix``); BadInput without a bucket."""
-    if not is_url(url):
-        raise BadInput(f"{url}: not a gs://BUCKET/PATH address")
-    bucket, _, path = url[len(SCHEME) :].partition("/")
-    if not bucket:
-        raise BadInput(f"{url}: no bucket named (expected gs://BUCKET/PATH)")
-    return bucket, path
-
-
-def join_url(base: str, name: str) -> str:
-    """``name`` inside the folder ``base`` (a trailing ``/`` on ``base`` is optional)."""
-    return base.rstrip("/") + "/" + name
 
 
 @dataclass(frozen=True)

@@ -59,3 +59,12 @@ def test_client_is_lazy() -> None:
             "c = batchctl.Client; assert 'batchctl.frontend.client' in sys.modules; print(c.__name__)")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip() == "Client"
+
+
+@pytest.mark.parametrize("module", ["batchctl.worker.cli", "batchctl.splitter.submit", "batchctl.core.sink"])
+def test_the_storage_client_loads_only_where_a_bucket_is_used(module: str) -> None:
+    """A worker without --output, or a submit of local files, does not import google.cloud.storage
+    (it costs every worker's start-up)."""
+    code = f"import sys, {module}; print('google.cloud.storage' in sys.modules)"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "False"
