@@ -11,7 +11,9 @@ The image is tagged ``localhost/batchctl:<hash>``, the hash covering the base's 
 build context holds (see ``.dockerignore``), and ``localhost/batchctl:latest``. When storage already
 holds the hash's tag, nothing is built: a second run takes about a second. Runs in parallel (two test
 workers, ``make image`` beside ``make test``) that would build the same image wait for each other on a
-lock file in /var/tmp instead of building it twice. Prints the image name on its last line.
+lock file in /var/tmp instead of building it twice. Images of this repository built more than six
+hours earlier are removed, with the test containers made from them. Prints the image name on its last
+line.
 
 Usage: ``image/build.py`` (as root; needs buildah, and debootstrap for the stand-in).
 """
@@ -19,12 +21,15 @@ Usage: ``image/build.py`` (as root; needs buildah, and debootstrap for the stand
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import re
 import subprocess
 import sys
+import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import stand_in_base
 
@@ -33,6 +38,7 @@ REPOSITORY = "localhost/batchctl"
 BUILDAH = stand_in_base.BUILDAH
 CONTEXT = ("Dockerfile", ".dockerignore", "pyproject.toml", "README.md", "batchctl", "splitter", "launcher", "worker")
 """The build context the Dockerfile sees (``.dockerignore`` allows exactly these)."""
+STALE_AFTER_S = 6 * 3600
 
 
 def context_files(root: Path = ROOT) -> Iterator[Path]:
@@ -43,8 +49,8 @@ def context_files(root: Path = ROOT) -> Iterator[Path]:
             yield path
             continue
         for found in sorted(path.rglob("*")):
-            inside_link = any((root / parent).is_symlink() for parent in found.relative_to(root).parents)
-            if found.is_file() and not found.is_symlink() and not inside_link and "__pycache__" not in found.parts:
+            # rglob does not descend into batchctl/launcher etc. (symlinks), so each file comes once
+            if found.is_file() and not found.is_symlink() and "__pycache__" not in found.parts:
                 yield found
 
 
@@ -96,8 +102,35 @@ def build(base: str) -> str:
     return image
 
 
+def stale(images: list[dict[str, Any]], containers: list[dict[str, Any]], *, now: float,
+          keep: str) -> tuple[list[str], list[str]]:
+    """Containers and images to remove: this repository's images built more than ``STALE_AFTER_S``
+    ago (no session or CI run lasts that long, so none is in use), never ``keep``, and the
+    containers made from them. Pure: ``buildah images --json`` and ``containers --json`` in."""
+    old = {
+        name
+        for image in images
+        for name in image.get("names") or []
+        if name.startswith(f"{REPOSITORY}:") and name != keep and now - image.get("created", now) > STALE_AFTER_S
+    }
+    doomed = [c["containername"] for c in containers if c.get("imagename") in old]
+    return doomed, sorted(old)
+
+
+def prune(keep: str) -> None:
+    """Remove stale images and their containers (vfs keeps a full copy of each), best effort."""
+    listed = [subprocess.run([*BUILDAH, kind, "--json"], capture_output=True, text=True, check=False).stdout
+              for kind in ("images", "containers")]
+    images, containers = (json.loads(text or "null") or [] for text in listed)
+    doomed, old = stale(images, containers, now=time.time(), keep=keep)
+    for command in [["rm", name] for name in doomed] + [["rmi", name] for name in old]:
+        subprocess.run([*BUILDAH, *command], capture_output=True, check=False)
+
+
 def main() -> int:
-    print(build(choose_base()))
+    image = build(choose_base())
+    prune(keep=image)
+    print(image)
     return 0
 
 
