@@ -16,7 +16,7 @@ from batchctl.core.settings import Settings
 from batchctl.core.storage import EMULATOR_VAR, Storage
 from tests.support.gcs import StorageEmulator, StorageEmulatorMissing
 
-pytest_plugins = ["tests.support.kube_fixtures"]
+pytest_plugins = ["tests.support.kube_fixtures", "tests.support.image_fixtures"]
 
 logs.configure(json=True)
 

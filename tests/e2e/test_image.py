@@ -6,10 +6,11 @@ command; its final stage holds no compiler or build tool, and nothing of the bui
 10001:10001``) drains a real batch from the Pub/Sub emulator; the launcher in it serves ``/healthz``
 and launches a schema-valid Job on the strict API server through a kubeconfig; and the whole pipeline
 with the launcher in the image and every pod's container run by the test kubelet from the image, with
-the pod's environment, user and args.
+the pod's environment, user and args; a SIGTERM to such a pod reaches the worker itself.
 
 The image is built once per content of the build context (``image/build.py``, as ``make image``), so a
-repeated run only starts containers. Skipped without buildah/debootstrap or root; a failure in CI.
+repeated run only starts containers; a whole-suite run starts that build at its beginning
+(``tests/support/image_fixtures.py``). Skipped without buildah/debootstrap or root; a failure in CI.
 """
 
 from __future__ import annotations
@@ -17,9 +18,10 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import signal
 import subprocess
 import urllib.request
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from importlib import metadata
 from pathlib import Path
 
@@ -30,7 +32,7 @@ from batchctl.core.pubsub import PubSub
 from batchctl.core.settings import Settings
 from batchctl.launcher.app import open_store
 from batchctl.launcher.state import TERMINAL, BatchState
-from tests.support.image import ImageContainer, PodRunner, build_image, missing_tools
+from tests.support.image import ImageContainer, PodRunner
 from tests.support.k8s_schema import validate
 from tests.support.kube import JOBS
 from tests.support.kube_fixtures import KubeApi
@@ -46,19 +48,6 @@ BUILD_TOOLS = ("gcc", "cc", "c++", "g++", "clang", "make", "ld", "as", "cpp", "g
 so it is not counted: the check lists the others."""
 DEMO_HANDLER = "batchctl.worker.demo:handle"
 KUBECONFIG_IN_IMAGE = "/etc/batchctl/kubeconfig"
-
-
-@pytest.fixture(scope="session")
-def image() -> Iterator[ImageContainer]:
-    """The built image's working container for this session (built or copied only when missing)."""
-    missing = missing_tools()
-    reason = f"needs {', '.join(missing)} (apt-get install -y buildah debootstrap)" if missing else (
-        "needs root for buildah and chroot" if os.geteuid() != 0 else "")
-    if reason:
-        if os.environ.get("CI") == "true":
-            pytest.fail(f"image tests must run in CI: {reason}")
-        pytest.skip(reason)
-    yield ImageContainer.open(build_image())
 
 
 def in_image_env(env: dict[str, str], **extra: str) -> dict[str, str]:
@@ -166,11 +155,38 @@ def test_pipeline_with_launcher_and_pods_from_the_image(
     assert not kubelet.errors
 
 
+def test_pod_from_the_image_gets_the_kubelets_sigterm_itself(
+    image: ImageContainer, pubsub: PubSub, env: dict[str, str], kube_api: KubeApi,
+    make_kubelet: Callable[..., Kubelet], tmp_path: Path,
+) -> None:
+    """SIGTERM to a pod reaches the worker in the image, which shuts down as in a cluster: logs
+    worker_exited and exits 143 (``buildah run`` would SIGKILL it: no log line, another code)."""
+    kubelet = make_kubelet(env={}, runner=PodRunner(image))
+    proc = _start_launcher(image, env, kube_api, tmp_path, free_port(), BATCHCTL_EMPTY_PULLS="100")
+    try:
+        path = write_records(tmp_path / "in.jsonl", [{"i": 1}])
+        submit_records(pubsub, path, "imgterm", handler=DEMO_HANDLER)
+        job = f"{env['BATCHCTL_PREFIX']}-imgterm-1"
+        wait_for(lambda: any(v[0] == str(image.rootfs) for v in _pod_processes(kubelet, job)), timeout=90,
+                 what="a pod's process rooted in the image")
+        pod = kubelet.pods(job)[0]
+        wait_for(lambda: '"part_done"' in pod.log_path.read_text(), timeout=60, what="the worker to finish its part")
+        kubelet.kill(pod, signal.SIGTERM)
+        ended = wait_for(lambda: next((p for p in kubelet.pods(job) if p.name == pod.name and p.exit_code is not None),
+                                      None), timeout=60, what="the pod to exit")
+    finally:
+        _stop(proc)
+    log = pod.log_path.read_text()
+    assert ended.exit_code == 143, log[-2000:]
+    exits = [json.loads(line) for line in log.splitlines() if line.startswith("{") and '"worker_exited"' in line]
+    assert [e.get("reason") for e in exits] == ["terminated"], log[-2000:]
+
+
 # ---- helpers ---------------------------------------------------------------------------------------
 
 
 def _start_launcher(image: ImageContainer, env: dict[str, str], kube_api: KubeApi, tmp_path: Path,
-                    port: int) -> subprocess.Popen[bytes]:
+                    port: int, **variables: str) -> subprocess.Popen[bytes]:
     """``batchctl launcher --port PORT`` in the image as its own user, the kubeconfig mounted read-only."""
     mounted = tmp_path / "kube" / "config"
     mounted.parent.mkdir()
@@ -178,7 +194,7 @@ def _start_launcher(image: ImageContainer, env: dict[str, str], kube_api: KubeAp
     mounted.chmod(0o644)
     launcher_env = in_image_env(env, BATCHCTL_BACKEND="kubernetes", KUBECONFIG=KUBECONFIG_IN_IMAGE,
                                 BATCHCTL_NAMESPACE=kube_api.namespace, BATCHCTL_WORKER_IMAGE=image.image,
-                                BATCHCTL_EMPTY_PULLS="2", BATCHCTL_DRAIN_BUDGET_S="5")
+                                **{"BATCHCTL_EMPTY_PULLS": "2", "BATCHCTL_DRAIN_BUDGET_S": "5", **variables})
     return image.start(["batchctl", "launcher", "--port", str(port)], tmp_path / "launcher.log",
                        env=launcher_env, volumes=[f"{mounted}:{KUBECONFIG_IN_IMAGE}:ro"])
 

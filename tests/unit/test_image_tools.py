@@ -1,5 +1,6 @@
 """The pure parts of image/build.py and image/stand_in_base.py: which Debian mirror apt uses, what
-the build context holds (symlinked role folders counted once), which images are stale."""
+the build context holds (symlinked role folders counted once), which images are stale; which runs
+start the image build in the background."""
 
 from __future__ import annotations
 
@@ -62,3 +63,15 @@ def test_stale_images_are_old_ones_of_this_repository_and_their_containers() -> 
     ]
     assert build.stale(images, containers, now=now, keep="localhost/batchctl:keep") == (
         ["batchctl-test-old"], ["localhost/batchctl:old"])
+
+
+def test_background_build_only_for_runs_that_include_the_image_tests() -> None:
+    """The whole suite, tests/e2e or the file (with a test id) start it; tests/unit or -m 'not image' do not."""
+    from tests.support.image_fixtures import runs_image_tests
+
+    image_tests = str(REPO / "tests" / "e2e" / "test_image.py")
+    assert runs_image_tests([str(REPO / "tests")], "")
+    assert runs_image_tests([str(REPO / "tests" / "e2e")], "")
+    assert runs_image_tests([f"{image_tests}::test_help_and_version_work_in_the_image"], "")
+    assert not runs_image_tests([str(REPO / "tests" / "unit")], "")
+    assert not runs_image_tests([str(REPO / "tests")], "not image and not cluster")
