@@ -48,6 +48,13 @@ class Part:
     results_dir: Path = field(default=Path("batchctl-results"))
     """Where a handler may write its output (``BATCHCTL_RESULTS_DIR``)."""
 
+    @property
+    def key(self) -> str:
+        """``BATCH_ID/INDEX``, the same on every delivery of this part (Pub/Sub redelivers, even
+        after an ack; a killed worker's part runs again; ``retry`` republishes it). Delivery is
+        at-least-once: use the key to make side effects idempotent (an upsert key, an object name)."""
+        return f"{self.batch_id}/{self.index}"
+
 
 def part_index(attributes: Mapping[str, str]) -> int | None:
     """The ``part`` attribute as a non-negative int, or None if missing or malformed."""
