@@ -1,6 +1,7 @@
 """End to end on the local backend: submit → launcher → N worker processes → batch succeeded.
 
     .venv/bin/python bench/e2e_throughput.py [--records 1000000] [--workers 1,2,4] [--handler noop|demo] [--quick]
+        [--records-per-part 100]
 
 For each worker count N, a fresh batch of the same ``--records`` small JSONL records (~100 B,
 100 per part) is submitted in-process (``splitter.submit.submit``) to an in-process launcher on
@@ -69,6 +70,7 @@ def one_run(
     workdir: Path,
     java_pid: int | None,
     timeout: float,
+    records_per_part: int = RECORDS_PER_PART,
 ) -> dict[str, Any]:
     state = workdir / f"state-{workers}"
     extra = {"BATCHCTL_BACKEND": "local", "BATCHCTL_STATE_DIR": str(state)}
@@ -94,7 +96,7 @@ def one_run(
                 SubmitOptions(
                     [str(path)],
                     batch_id=batch_id,
-                    limits=PartLimits(RECORDS_PER_PART),
+                    limits=PartLimits(records_per_part),
                     handler=handler,
                     parts_per_worker=PARTS_PER_WORKER,
                     max_parallelism=workers,
@@ -189,6 +191,7 @@ def main() -> int:
     parser.add_argument("--handler", choices=sorted(HANDLERS), default="noop")
     parser.add_argument("--concurrency", type=int, default=None, help="worker concurrency (default: product's)")
     parser.add_argument("--quick", action="store_true", help="100k records")
+    parser.add_argument("--records-per-part", type=int, default=RECORDS_PER_PART)
     args = parser.parse_args()
     if args.quick:
         args.records = min(args.records, 100_000)
@@ -200,7 +203,8 @@ def main() -> int:
         path = Path(tmp) / "records.jsonl"
         size = generate(path, args.records, 100)
         say(
-            f"e2e_throughput: {args.records} records ({size / 1e6:.0f} MB), {RECORDS_PER_PART} records/part, handler "
+            f"e2e_throughput: {args.records} records ({size / 1e6:.0f} MB), {args.records_per_part} records/part, "
+            f"handler "
             f"{HANDLERS[args.handler]}, worker concurrency {args.concurrency or 'default'}, local backend, "
             f"emulator JVM pid {java_pid or 'not found'}"
         )
@@ -219,6 +223,7 @@ def main() -> int:
                     workdir=Path(tmp),
                     java_pid=java_pid,
                     timeout=timeout,
+                    records_per_part=args.records_per_part,
                 )
             )
     verdict = limits(runs)
@@ -231,7 +236,7 @@ def main() -> int:
             "records": args.records,
             "handler": HANDLERS[args.handler],
             "concurrency": args.concurrency,
-            "records_per_part": RECORDS_PER_PART,
+            "records_per_part": args.records_per_part,
             "runs": runs,
             "limit": verdict,
             "cores": os.cpu_count(),

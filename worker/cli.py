@@ -12,7 +12,7 @@ the same variables and these flags work by hand (a flag wins over its variable):
     BATCHCTL_DRAIN_BUDGET_S  --drain-budget   after SIGTERM, time for in-flight parts (20)
     BATCHCTL_LEASE_S         --lease          ack deadline renewed on held parts (20)
     BATCHCTL_UNREACHABLE_S   --unreachable-timeout  seconds Pub/Sub may stay unreachable before exit 3 (30)
-    BATCHCTL_PREFETCH        --prefetch       parts pulled ahead of a free slot (10 per slot)
+    BATCHCTL_PREFETCH        --prefetch       parts pulled ahead of a free slot (~0.5 s of work)
     BATCHCTL_PREFETCH_BYTES  --prefetch-bytes bytes of waiting parts before pulling pauses (16 MiB)
     BATCHCTL_PART_TIMEOUT_S  --part-timeout   longest run of one part before it is nacked (7200)
     BATCHCTL_MAX_DELIVERY_ATTEMPTS --max-delivery-attempts  the batch's dead-letter policy (launcher sets it)
@@ -62,7 +62,7 @@ FLAG_HELP = {
     "drain_budget_s": "seconds in-flight parts get after SIGTERM (BATCHCTL_DRAIN_BUDGET_S, default 20)",
     "lease_s": "ack deadline renewed on held parts, seconds (BATCHCTL_LEASE_S, default 20)",
     "unreachable_s": "seconds Pub/Sub may stay unreachable before exit 3 (BATCHCTL_UNREACHABLE_S, default 30)",
-    "prefetch": "parts pulled ahead of a free slot (BATCHCTL_PREFETCH, default 10 per slot)",
+    "prefetch": "parts pulled ahead of a free slot (BATCHCTL_PREFETCH, default about 0.5 s of work)",
     "prefetch_bytes": "bytes of waiting parts beyond which pulling pauses (BATCHCTL_PREFETCH_BYTES, default 16 MiB)",
     "part_timeout_s": "longest a handler may run on one part, seconds (BATCHCTL_PART_TIMEOUT_S, default 7200)",
     "max_delivery_attempts": "the batch's max delivery attempts (BATCHCTL_MAX_DELIVERY_ATTEMPTS, set by the launcher)",

@@ -20,9 +20,6 @@ from batchctl.core.names import BATCH_ID_RE, Names, validate_batch_id
 from batchctl.core.settings import WORK_ACK_DEADLINE_S
 
 DEFAULT_HANDLER = "batchctl.worker.demo:handle"
-PREFETCH_PER_SLOT = 10
-"""Default prefetch window per handler slot: amortizes a pull over ten parts without holding many
-long parts away from other workers."""
 HANDLER_RE = re.compile(r"^[A-Za-z_][\w.]*:[A-Za-z_]\w*$")
 
 
@@ -156,8 +153,8 @@ class WorkerConfig:
     a usual blip (a restart of a Pub/Sub frontend); the Job then replaces the pod, which retries."""
     prefetch: int | None = None
     """Parts pulled ahead of a free slot, waiting for one (their leases renewed like running parts').
-    None: ``PREFETCH_PER_SLOT`` per slot, so a pull round trip serves several parts. A stop gives
-    them back at once; raise it for tiny fast parts, set 0 for long parts other workers should share."""
+    None: about half a second of work (``worker.prefetch``): many short parts per pull round trip,
+    one long part per slot. A stop gives them back at once. 0: no prefetch."""
     prefetch_bytes: int = 16 * 1024 * 1024
     """Bytes of waiting parts beyond which no more are pulled (at most one pull over)."""
     part_timeout_s: float = 2 * 3600.0
@@ -177,11 +174,6 @@ class WorkerConfig:
     """Where handlers (the demo one) write per-part results."""
     output: str | None = None
     """The batch's ``--output DEST``: each part's returned result goes to ``DEST/part-NNNNNN.jsonl``."""
-
-    @property
-    def prefetch_parts(self) -> int:
-        """The prefetch window by count (see ``prefetch``)."""
-        return self.concurrency * PREFETCH_PER_SLOT if self.prefetch is None else self.prefetch
 
     @property
     def renew_every_s(self) -> float:

@@ -31,6 +31,7 @@ from batchctl.core.errors import EXIT_FAILED, EXIT_OK, EXIT_TERMINATED, Batchctl
 from batchctl.core.messages import EXIT_ERROR_PREFIX
 from batchctl.core.pubsub import PubSub, PullUnanswered, Received
 from batchctl.core.topology import BatchTopology
+from batchctl.worker import prefetch
 from batchctl.worker.config import WorkerConfig
 from batchctl.worker.drain import DrainTracker, RetryPolicy
 from batchctl.worker.events import Events
@@ -80,8 +81,9 @@ class Worker:
         self.drain = DrainTracker(config.empty_pulls)
         hold_s = max(config.lease_s, config.ack_deadline_s or _TOPOLOGY.ack_deadline_s)
         self.settler = Settler(self.leases, self.events, self.drain, log, hold_s=hold_s)
+        self.part_times = prefetch.PartTimes()
         self.slots: Slots[Held] = Slots(
-            config.concurrency, self._process, on_crash=self._slot_crashed, queued=config.prefetch_parts
+            config.concurrency, self._process, on_crash=self._slot_crashed, queued=self._window()
         )
         self._unanswered_since: float | None = None
         self._unanswered = 0
@@ -164,10 +166,17 @@ class Worker:
         limit = self.slots.capacity + MAX_SETTLING
         if not self.leases.wait_below(limit, timeout=0.2):
             return 0
-        room = self.slots.wait_room(max(1, self.config.prefetch_parts // 2), timeout=0.2)
+        window = self._window()
+        self.slots.capacity = self.slots.size + window
+        room = self.slots.wait_room(max(1, window // 2), timeout=0.2)
         if room and self.leases.waiting_bytes() > self.config.prefetch_bytes:
             return 0
         return room
+
+    def _window(self) -> int:
+        return prefetch.window(
+            concurrency=self.config.concurrency, average_part_s=self.part_times.average, fixed=self.config.prefetch
+        )
 
     # ---- pulling ---------------------------------------------------------------------
     def _pull(self, max_messages: int) -> list[Received] | None:
@@ -237,7 +246,9 @@ class Worker:
             log.warning("part_failed", reason=reason, seconds=round(time.monotonic() - held.started_at, 3))
             self._failed(held, part.index, reason)
             return
-        log.info("part_done", seconds=round(time.monotonic() - held.started_at, 3))
+        seconds = time.monotonic() - held.started_at
+        self.part_times.add(seconds)
+        log.info("part_done", seconds=round(seconds, 3))
         if self.leases.claim(held):
             self.settler.done(held, part.index, part.attempt)
 
