@@ -173,10 +173,14 @@ class Client:
         return offered_profiles(self.settings)
 
     def known_profiles(self) -> dict[str, Any] | None:
-        """The offered profiles when this machine can read them (a local file, or the launcher's published
-        copy); None when it cannot, and then only the launcher checks a request."""
+        """The offered profiles when this machine can read what the launcher offers (its published copy,
+        or with the local backend the BATCHCTL_PROFILES file); None when it cannot, and then only the
+        launcher checks a request. Without a file, the local default profile built from this machine's
+        variables may not be the launcher's, so it is not used to refuse anything."""
         from batchctl.core.profiles import Profile
 
+        if self.settings.backend == "local" and self.settings.profiles_file is None:
+            return None
         try:
             return {name: Profile.from_description(body) for name, body in self.profiles().items()}
         except (BatchctlError, TypeError, KeyError):

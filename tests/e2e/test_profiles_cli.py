@@ -144,3 +144,23 @@ def test_jobs_run_in_the_jobs_namespace(
     assert kube_api.server.list_objects(JOBS, kube_api.namespace) == []
     (job,) = kube_api.server.list_objects(JOBS, "jobs")
     assert job["metadata"]["namespace"] == "jobs"
+
+
+@pytest.mark.timeout(120)
+def test_submit_wait_on_a_batch_the_launcher_rejects_exits_2_with_the_reason(
+    local_env: dict[str, str], env: dict[str, str], pubsub: PubSub, tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """A submitter without the profiles file cannot check locally; the launcher (with it) rejects the
+    batch, and ``submit --wait`` exits 2 printing the reason on one line; ``status`` exits 2 too."""
+    launcher_settings = Settings.from_env(local_env)
+    submitter = {**env, "BATCHCTL_BACKEND": "local"}  # same state dir, no BATCHCTL_PROFILES
+    path = write_records(tmp_path / "in.jsonl", [{"i": 1}])
+    topology.ensure_shared(pubsub)
+    with running_launcher(launcher_settings, pubsub):
+        code = main(["submit", str(path), "--batch-id", "rj", "--handler", "os:system", "--wait"], environ=submitter)
+    out = capsys.readouterr().out
+    assert code == 2
+    assert out.strip().splitlines()[-1] == "rj rejected: profile 'default' is not offered (offered: cpu, gpu)"
+    assert main(["status", "rj"], environ=submitter) == 2
+    assert leftovers(pubsub, launcher_settings.prefix) == ([], [])
