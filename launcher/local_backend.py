@@ -125,8 +125,8 @@ class LocalBackend:
                         proc.send_signal(signal.SIGTERM)
             for body in self._earlier().values():
                 if body.get("batch_id") == batch_id and not body.get("finished"):
-                    for pid in body.get("pids", []):
-                        if _alive(pid):
+                    for pid, start in _recorded(body):
+                        if _alive(pid, start):
                             os.kill(pid, signal.SIGTERM)
 
     def job_batches(self) -> dict[str, str]:
@@ -225,7 +225,8 @@ class LocalBackend:
     def _write_pids(self, job: LocalJob, *, finished: bool = False) -> None:
         """Kept after the Job ends (marked finished): a restarted launcher must see it ended,
         not mistake it for one it has yet to observe."""
-        body = {"batch_id": job.batch_id, "pids": [p.pid for p in job.procs], "finished": finished,
+        body = {"batch_id": job.batch_id, "pids": [p.pid for p in job.procs],
+                "starts": [start_time(p.pid) for p in job.procs], "finished": finished,
                 "failed_reason": job.failed_reason}
         self._pid_file(job.name).write_text(json.dumps(body))
 
@@ -246,7 +247,7 @@ class LocalBackend:
         for name, body in self._earlier().items():
             if name in seen or body.get("batch_id") != batch_id:
                 continue
-            alive = 0 if body.get("finished") else sum(1 for pid in body.get("pids", []) if _alive(pid))
+            alive = 0 if body.get("finished") else sum(1 for pid, start in _recorded(body) if _alive(pid, start))
             if not alive and not body.get("finished"):
                 body["finished"] = True
                 self._pid_file(name).write_text(json.dumps(body))
@@ -254,7 +255,29 @@ class LocalBackend:
         return result
 
 
-def _alive(pid: int) -> bool:
+def start_time(pid: int) -> str | None:
+    """When the process started, in clock ticks since boot (``/proc/PID/stat`` field 22): with the
+    PID, who it is. A PID is reused once its process is gone; the pair is not."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    fields = stat.rsplit(")", 1)[-1].split()  # the command name, in parentheses, may hold spaces
+    return fields[19] if len(fields) > 19 else None
+
+
+def _recorded(body: dict[str, Any]) -> list[tuple[int, str | None]]:
+    """A Job file's workers as (pid, start time); files written before start times were kept say None."""
+    pids = [int(p) for p in body.get("pids", [])]
+    starts = list(body.get("starts") or [None] * len(pids))
+    return list(zip(pids, starts + [None] * (len(pids) - len(starts)), strict=True))
+
+
+def _alive(pid: int, start: str | None = None) -> bool:
+    """The recorded worker still runs: the PID is live and, when its start time was recorded, it
+    is the same process (not an unrelated one that got the PID since)."""
+    if start is not None and start_time(pid) != start:
+        return False
     try:
         os.kill(pid, 0)
     except (ProcessLookupError, PermissionError):
