@@ -15,10 +15,11 @@ one in five is ``high``, one in five ``low``, the rest ``normal``. Reported:
 - peak of the sum of ``spec.parallelism`` over unfinished Jobs, from a watch that sees every Job
   version (must be <= the budget), and the time from the requests to the budget fully in use;
 - the time until every batch succeeded (every part done exactly once is checked);
-- fairness: each batch's worker-seconds (integral of its Jobs' parallelism, sampled every 50 ms)
-  against its fair share (the integral of ``allocation.allocate`` over the batches unfinished at
-  each sample): min, median, max of the ratio, Jain's index of the ratios, and the mean ratio per
-  priority.
+- fairness: each batch's worker-seconds (its running workers, sampled every 50 ms) against its fair
+  share of the workers in use at each sample (``allocation.allocate`` over the batches with parts
+  left; batches due at least one worker-second): min, median, max of the ratio, Jain's index of the
+  ratios, the mean ratio per priority; and the mean number of workers running (draining Jobs
+  included) against the budget.
 Uses $PUBSUB_EMULATOR_HOST, or starts an emulator of its own. Prints a table, then one JSON line.
 """
 
@@ -212,22 +213,29 @@ def watching(batch_api: client.BatchV1Api, ledger: Ledger) -> Iterator[None]:
 
 @dataclass
 class Shares:
-    """Worker-seconds actually held and fairly due, per batch, integrated sample by sample."""
+    """Worker-seconds held and fairly due, per batch, integrated sample by sample.
+
+    At each sample the workers actually running for batches that still have parts left are divided
+    again by ``allocation.allocate`` over those batches: the fair share of what was in use, so the
+    ratio measures the division, and ``in_use`` (all workers running, draining Jobs included) the use.
+    """
 
     actual: dict[str, float] = field(default_factory=dict)
     fair: dict[str, float] = field(default_factory=dict)
+    in_use: float = 0.0
 
-    def sample(self, launcher: Launcher, player: PodPlayer, budget: int, dt: float) -> None:
-        batches = list(launcher.batches.values())
-        claims = [Claim(b.batch_id, b.remaining, b.request.parts_per_worker, b.request.max_parallelism,
-                        b.request.priority, b.request.created) for b in batches
-                  if b.state not in TERMINAL and b.remaining > 0]
-        for batch_id, share in allocate(claims, budget).items():
-            self.fair[batch_id] = self.fair.get(batch_id, 0.0) + share * dt
+    def sample(self, launcher: Launcher, player: PodPlayer, dt: float) -> None:
+        held: dict[str, int] = {}
         for sim in list(player.jobs.values()):
             with sim.lock:
-                held = sum(1 for w in sim.workers if not w.is_set())
-            self.actual[sim.batch_id] = self.actual.get(sim.batch_id, 0.0) + held * dt
+                held[sim.batch_id] = held.get(sim.batch_id, 0) + sum(1 for w in sim.workers if not w.is_set())
+        self.in_use += sum(held.values()) * dt
+        claims = [Claim(b.batch_id, b.remaining, b.request.parts_per_worker, b.request.max_parallelism,
+                        b.request.priority, b.request.created) for b in list(launcher.batches.values())
+                  if b.state not in TERMINAL and b.remaining > 0]
+        for batch_id, share in allocate(claims, sum(held.get(c.batch_id, 0) for c in claims)).items():
+            self.fair[batch_id] = self.fair.get(batch_id, 0.0) + share * dt
+            self.actual[batch_id] = self.actual.get(batch_id, 0.0) + held.get(batch_id, 0) * dt
 
 
 def prepare(pubsub: PubSub, batch_id: str, parts: int) -> None:
@@ -245,7 +253,7 @@ def request(batch_id: str, parts: int, priority: str) -> Control:
 
 
 def fairness(shares: Shares, priorities: dict[str, str]) -> dict[str, Any]:
-    ratios = {b: shares.actual.get(b, 0.0) / fair for b, fair in shares.fair.items() if fair > 0}
+    ratios = {b: shares.actual.get(b, 0.0) / fair for b, fair in shares.fair.items() if fair >= 1.0}
     values = list(ratios.values())
     squares = sum(v * v for v in values)
     jain = sum(values) ** 2 / (len(values) * squares) if squares else float("nan")
@@ -302,7 +310,8 @@ def measure(settings: Settings, pubsub: PubSub, batch_api: client.BatchV1Api,
             "time_to_full_s": None if ledger.full_at is None else ledger.full_at - t0,
             "all_done_s": elapsed, "all_succeeded_exactly": exact,
             "ideal_s": args.batches * args.parts * args.part_s / args.budget,
-            "watch_errors": len(ledger.errors), "fairness": fairness(shares, priorities)}
+            "watch_errors": len(ledger.errors), "fairness": fairness(shares, priorities),
+            "mean_workers_in_use": shares.in_use / elapsed}
 
 
 def sample_until_done(launcher: Launcher, player: PodPlayer, shares: Shares, args: argparse.Namespace,
@@ -311,7 +320,7 @@ def sample_until_done(launcher: Launcher, player: PodPlayer, shares: Shares, arg
     while time.monotonic() - start < args.timeout:
         time.sleep(SAMPLE_S)
         now = time.monotonic()
-        shares.sample(launcher, player, args.budget, now - last)
+        shares.sample(launcher, player, now - last)
         last = now
         if now - shown > 10:
             shown = now
@@ -341,6 +350,7 @@ def main() -> int:
     say(f"  peak parallelism {figures['peak_parallelism']} (budget {args.budget}); budget full after "
         f"{figures['time_to_full_s']:.2f} s; all done in {figures['all_done_s']:.1f} s "
         f"(ideal {figures['ideal_s']:.1f} s)")
+    say(f"  mean workers running {figures['mean_workers_in_use']:.1f} of {args.budget}")
     say(f"  worker-seconds / fair share: min {fair['ratio_min']:.2f}, median {fair['ratio_median']:.2f}, "
         f"max {fair['ratio_max']:.2f}, Jain {fair['jain_index']:.3f}; by priority {fair['mean_ratio_by_priority']}")
     ok = not figures["budget_exceeded"] and figures["all_succeeded_exactly"]

@@ -259,6 +259,8 @@ def budget_rows(fig: dict[str, Any]) -> list[Row]:
         (f"{head}: every batch succeeded, parts exact",
          f"in {_num(fig.get('all_done_s'), '.1f')} s (ideal {_num(fig.get('ideal_s'), '.1f')} s)", "",
          _verdict(bool(fig.get("all_succeeded_exactly"))), "budget_share"),
+        (f"{head}: mean workers running (draining Jobs included)", f"{_num(fig.get('mean_workers_in_use'), '.1f')}",
+         "", "", "budget_share"),
         (f"{head}: worker-seconds / fair share",
          f"min {_num(fair.get('ratio_min'), '.2f')}, median {_num(fair.get('ratio_median'), '.2f')}, "
          f"max {_num(fair.get('ratio_max'), '.2f')}; Jain {_num(fair.get('jain_index'), '.3f')}; low/normal/high "

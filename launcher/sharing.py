@@ -15,6 +15,7 @@ unfinished Job.
 
 from __future__ import annotations
 
+import math
 import time
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any
@@ -27,6 +28,9 @@ from batchctl.launcher.metrics import Metrics
 from batchctl.launcher.planner import ObservedJob
 from batchctl.launcher.state import CANCELLED, PENDING, QUEUED, RUNNING, TERMINAL, BatchState, reverting
 from batchctl.launcher.store import StateStore
+
+POSITION_REFRESH_S = 5.0
+"""How often a queued batch's stored position (what ``status`` shows) may be rewritten."""
 
 
 def claim_of(batch: BatchState) -> Claim:
@@ -49,6 +53,8 @@ class Sharing:
         self.resize = resize
         """False in Kueue mode: Kueue owns admitted Jobs; the budget only sizes new ones."""
         self.shares: dict[str, int] = {}
+        self._positions_saved: dict[str, float] = {}
+        """When each queued batch's position was last stored (monotonic)."""
         self.free = 0
         self.log = logs.get("sharing")
         metrics.budget.set(budget)
@@ -126,6 +132,11 @@ class Sharing:
         self.metrics.queued.set(len(positions))
 
     def _queue(self, batch: BatchState, position: int) -> None:
+        """Store ``queued`` at once; a new position only every POSITION_REFRESH_S (a burst would
+        otherwise rewrite every queued batch's state on every arrival)."""
+        now = time.monotonic()
+        if batch.state == QUEUED and now - self._positions_saved.get(batch.batch_id, -math.inf) < POSITION_REFRESH_S:
+            return
         changed: dict[str, Any] = {}
         with reverting(batch):
             if batch.state in (PENDING, RUNNING):
@@ -138,4 +149,5 @@ class Sharing:
             if changed:
                 self.store.save(batch)
         if changed:
+            self._positions_saved[batch.batch_id] = now
             logs.get("sharing", batch_id=batch.batch_id).info("batch_queued", **changed)
