@@ -88,7 +88,7 @@ class Kubelet:
 
         ``env`` is the image's environment, what a container has besides its pod spec's ``env`` (as a
         Dockerfile's ENV lines and the runtime's PATH and HOME); default ``containers.IMAGE_ENV``.
-        ``runner`` starts each container instead of a local process (``tests/support/image_runner.py``).
+        ``runner`` starts each container instead of a local process (``tests/support/image.py``: PodRunner).
         """
         self.runner = runner
         self.namespace, self.entrypoint, self.node_name = namespace, list(entrypoint), node_name
