@@ -21,7 +21,7 @@ from batchctl.launcher.metrics import Metrics
 from batchctl.launcher.state import CANCELLED, FAILED, REJECTED, RUNNING, TERMINAL, BatchState, reverting
 from batchctl.launcher.store import StateStore
 
-DEAD_LETTER_WAIT_S = 20.0
+DEAD_LETTER_WAIT_S = 10.0
 
 
 class Controller:
@@ -99,37 +99,48 @@ class Controller:
             log.warning("retry_of_unreadable_batch_ignored", reason=batch.reason)
             return
         expected = batch.dead - batch.done
-        moved = republish_dead(self.pubsub, batch.batch_id, expected)
-        batch.dead -= moved
-        batch.retries += 1
-        batch.dead_checked = batch.retry_floor = len(batch.jobs)
-        if batch.remaining > 0:
-            batch.state, batch.finished, batch.reason = RUNNING, None, ""
-        self.store.save(batch)
+        dead_sub = self.pubsub.settings.names.dead(batch.batch_id)
+        moved, held = republish_dead(self.pubsub, batch.batch_id, expected)
+        try:
+            batch.dead -= moved
+            batch.retries += 1
+            batch.dead_checked = batch.retry_floor = len(batch.jobs)
+            if batch.remaining > 0:
+                batch.state, batch.finished, batch.reason = RUNNING, None, ""
+            self.store.save(batch)
+        except BaseException:  # not stored: the dead copies stay dead-lettered for the next try
+            for i in range(0, len(held), 1000):
+                self.pubsub.nack(dead_sub, held[i : i + 1000])
+            raise
+        for i in range(0, len(held), 1000):  # only once the move is stored
+            self.pubsub.ack(dead_sub, held[i : i + 1000])
         log.info("batch_retried", republished=len(moved), expected=len(expected))
 
 
 def republish_dead(pubsub: PubSub, batch_id: str, expected: set[int],
-                   wait_s: float = DEAD_LETTER_WAIT_S) -> set[int]:
-    """Move dead-lettered parts back to the work topic; each dead copy is acked only after.
+                   wait_s: float = DEAD_LETTER_WAIT_S) -> tuple[set[int], list[str]]:
+    """Copy dead-lettered parts back to the work topic; return the parts and the dead copies' ack
+    ids, which the caller acks only once the move is stored (or nacks if it is not).
 
     Pub/Sub moves a part to the dead-letter topic when it would deliver it once more
     after the last allowed attempt, so a part reported dead is only forwarded once
     someone pulls the work subscription: with no worker left, ``nudge`` does that.
-    Keep going until every ``expected`` part came, or ``wait_s``.
+    Keep going until every ``expected`` part came, or ``wait_s`` (well inside the requests
+    subscription's 20 s ack deadline: a retry must not outlive its own message's lease).
     """
     names = pubsub.settings.names
     moved: set[int] = set()
+    held: list[str] = []
     deadline = time.monotonic() + wait_s
     while True:
         msgs = pubsub.pull(names.dead(batch_id), max_messages=500, timeout_s=1.0)
         if not msgs:
             if expected <= moved or time.monotonic() > deadline:
-                return moved
+                return moved, held
             nudge(pubsub, names.work(batch_id))
             continue
         pubsub.publish_many(names.work(batch_id), ((m.data, m.attributes) for m in msgs), what="dead part")
-        pubsub.ack(names.dead(batch_id), [m.ack_id for m in msgs])
+        held.extend(m.ack_id for m in msgs)
         moved.update(int(m.attributes["part"]) for m in msgs if m.attributes.get("part", "").isdigit())
 
 
