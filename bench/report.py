@@ -199,6 +199,8 @@ def rows(benches: dict[str, Any]) -> list[Row]:
         )
     out.extend(history_rows(_get(benches, "history", "figures", default={})))
     out.extend(budget_rows(_get(benches, "budget_share", "figures", default={})))
+    out.extend(drain_bulk_rows(_get(benches, "drain_bulk", "figures", default={})))
+    out.extend(launcher_events_rows(_get(benches, "launcher_events", "figures", default={})))
     e2e = _get(benches, "e2e_throughput", "figures", default={})
     if e2e:
         for run in e2e.get("runs", []):
@@ -267,6 +269,51 @@ def budget_rows(fig: dict[str, Any]) -> list[Row]:
          f"{_num(prio.get('low'), '.2f')}/{_num(prio.get('normal'), '.2f')}/{_num(prio.get('high'), '.2f')}",
          "", "", "budget_share"),
     ]
+
+
+def drain_bulk_rows(fig: dict[str, Any]) -> list[Row]:
+    """bench/drain_bulk.py: one worker at its defaults against the bulk raw loop; events per part; kill."""
+    out: list[Row] = []
+    for key in sorted(k for k in fig if k.startswith("defaults_r")):
+        r = fig[key]
+        out.append((
+            f"worker at defaults, {key.removeprefix('defaults_r')}-record parts ({fig.get('parts'):,}), no-op: "
+            "worker / bulk raw loop (pull <= 1000, bulk ack)",
+            f"{_num(r.get('worker_parts_per_s'), ',.0f')} vs {_num(r.get('raw_parts_per_s'), ',.0f')} parts/s = "
+            f"{_num(r.get('ratio'), '.2f')}", ">= 0.5", _verdict(_check(r.get("ratio"), lambda v: v >= 0.5)),
+            "drain_bulk",
+        ))
+    c8 = fig.get("c8") or {}
+    if c8:
+        out.append((
+            "worker concurrency 8 / raw pull loop of 8, 1-record parts",
+            f"{_num(c8.get('worker_parts_per_s'), ',.0f')} vs {_num(c8.get('raw_parts_per_s'), ',.0f')} parts/s = "
+            f"{_num(c8.get('ratio'), '.2f')}", ">= 0.9", _verdict(_check(c8.get("ratio"), lambda v: v >= 0.9)),
+            "drain_bulk",
+        ))
+    r1 = fig.get("defaults_r1") or {}
+    if r1:
+        per_part = r1.get("events_per_part")
+        out.append(("Pub/Sub messages the worker publishes per part (events), 1-record parts",
+                    f"{_num(per_part, '.4f')} ({r1.get('events_published')} events)", "<= 0.05",
+                    _verdict(_check(per_part, lambda v: v <= 0.05)), "drain_bulk"))
+    if "kill_to_done_s" in fig:
+        kill = fig["kill_to_done_s"]
+        out.append(("kill -9 of a worker mid-part -> part redelivered and done (4 s part)", f"{_num(kill, '.1f')} s",
+                    "<= 25 s", _verdict(_check(kill, lambda v: v <= 25)), "drain_bulk"))
+    return out
+
+
+def launcher_events_rows(fig: dict[str, Any]) -> list[Row]:
+    """bench/launcher_events.py: aggregated part_done events applied and saved for one batch."""
+    if not fig:
+        return []
+    return [(
+        f"launcher applying aggregated part_done events, one batch ({fig.get('parts'):,} parts in "
+        f"{fig.get('events'):,} events, {fig.get('saves')} coalesced saves)",
+        f"{_num(fig.get('completions_per_s'), ',.0f')} completions/s", ">= 20,000",
+        _verdict(_check(fig.get("completions_per_s"), lambda v: v >= 20_000)), "launcher_events",
+    )]
 
 
 def _ms(value: Any) -> Any:
