@@ -3,10 +3,14 @@
 Checks: the first replica creates and holds the Lease; a second cannot take it while it has
 seen the record change within ``leaseDurationSeconds`` (on its own monotonic clock), but takes it
 after that long of silence (a transition is counted); the old holder then finds it held by another and is not leader;
-a leader that stops renewing stops acting as leader before anyone else may take over.
+a leader that stops renewing stops acting as leader before anyone else may take over. With each
+replica on its own clocks and the holder's wall clock 30 s ahead or behind, take-over is neither
+earlier nor later: no two machines' wall clocks are ever compared (issue 18, finding 9).
 """
 
 from __future__ import annotations
+
+import pytest
 
 from batchctl.launcher.kube import Kube
 from batchctl.launcher.leader import LeaseElector
@@ -74,3 +78,65 @@ def test_a_silent_leader_steps_down_before_anyone_may_take_over(kube_api: KubeAp
     assert first.step()
     wait_for(second.step, timeout=10, interval=0.05, what="b to take the expired Lease")
     assert not first.is_leader
+
+
+class Machine:
+    """One replica's clocks: its own wall clock (``skew_s`` off true time) and its own monotonic origin."""
+
+    def __init__(self, skew_s: float, mono_origin: float) -> None:
+        self.wall, self.mono = Clock(1_000_000.0 + skew_s), Clock(mono_origin)
+
+
+def _on(kube_api: KubeApi, identity: str, machine: Machine, lease_s: int = 15) -> LeaseElector:
+    kube = Kube(kube_api.namespace, kubeconfig=str(kube_api.kubeconfig))
+    return LeaseElector(kube, "leader", identity, lease_s=lease_s, clock=machine.wall, monotonic=machine.mono)
+
+
+def _advance(seconds: float, *machines: Machine) -> None:
+    for machine in machines:
+        machine.wall.now += seconds
+        machine.mono.now += seconds
+
+
+@pytest.mark.parametrize("holder_skew_s", [30.0, -30.0], ids=["holder-ahead", "holder-behind"])
+def test_a_skewed_holder_clock_moves_takeover_neither_earlier_nor_later(
+    kube_api: KubeApi, holder_skew_s: float
+) -> None:
+    """The holder's renewTime is written 30 s ahead or behind B's wall clock: B still takes over
+    exactly after 15 s of silence on its own monotonic clock (not at once, not 30 s late)."""
+    holder, candidate = Machine(holder_skew_s, 500.0), Machine(0.0, 7.0)
+    first, second = _on(kube_api, "a", holder), _on(kube_api, "b", candidate)
+    assert first.step()
+    assert not second.step()  # B sees the record now
+    _advance(14, holder, candidate)
+    assert not second.step() and not second.is_leader
+    _advance(2, holder, candidate)  # 16 s of silence by B's clock
+    assert second.step() and second.is_leader
+    assert not first.is_leader  # A stopped acting at its renew deadline, before B took over
+
+
+def test_a_renewing_holder_with_a_skewed_clock_keeps_the_lease(kube_api: KubeApi) -> None:
+    """A's wall clock is 30 s behind: its fresh renewals look 30 s stale to B, yet B never takes over."""
+    holder, candidate = Machine(-30.0, 0.0), Machine(0.0, 100.0)
+    first, second = _on(kube_api, "a", holder), _on(kube_api, "b", candidate)
+    for _ in range(4):
+        assert first.step()
+        assert not second.step()
+        _advance(10, holder, candidate)
+
+
+def test_the_holder_stops_acting_before_its_renew_deadline(kube_api: KubeApi) -> None:
+    """A's renews fail from some point: A is leader until renew_deadline_s (10 s) after its last
+    successful renew began, not a moment longer, and that is before B (timing 15 s) may take over."""
+    holder, candidate = Machine(30.0, 0.0), Machine(0.0, 42.0)
+    first, second = _on(kube_api, "a", holder), _on(kube_api, "b", candidate)
+    assert first.step()
+    assert not second.step()
+    assert first.renew_deadline_s < first.lease_s
+    _advance(9.9, holder, candidate)
+    assert first.is_leader
+    _advance(0.1, holder, candidate)
+    assert not first.is_leader
+    assert not second.step()  # 10 s by B's clock: B must still wait; nobody acts in between
+    _advance(5.1, holder, candidate)
+    assert second.step()
