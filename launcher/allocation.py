@@ -16,6 +16,12 @@ batch has what it can use. Hence:
 - with no budget (``BATCHCTL_MAX_WORKERS`` unset) every batch gets its want: the sizing batchctl
   always had.
 
+Pools: a batch draws on its profile's ``max_workers`` (its ``Claim.pool``) when that profile sets
+one, and always on the global ``BATCHCTL_MAX_WORKERS`` when that is set. A profile without
+``max_workers`` is capped by the global budget alone (uncapped when that is unset). The filling is
+the same, with one more stop: a batch whose pool is spent takes no more, the others go on. So the
+shares of each pool sum to at most its ``max_workers`` and all shares to at most the global budget.
+
 A batch with a share of 0 is *queued*; ``queue_positions`` says in which order they would get the
 next freed worker.
 """
@@ -25,7 +31,7 @@ from __future__ import annotations
 import heapq
 import math
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from fractions import Fraction
 
 from batchctl.core.errors import BadInput
@@ -63,35 +69,57 @@ class Claim:
         return PRIORITY_WEIGHTS.get(self.priority, PRIORITY_WEIGHTS[DEFAULT_PRIORITY])
 
 
-def allocate(claims: Iterable[Claim], budget: int | None) -> dict[str, int]:
-    """Each batch's worker count under ``budget`` (None: no budget, every batch gets its want)."""
+UNCAPPED = 1 << 62
+"""``Budgets.room`` where no budget applies."""
+
+
+@dataclass
+class Budgets:
+    """What is left of the global budget (None: none) and of each pool that has its own; may go negative."""
+
+    total: int | None
+    pools: dict[str, int] = field(default_factory=dict)
+
+    def room(self, pool: str) -> int:
+        """Workers a batch of ``pool`` may still take (UNCAPPED when no budget applies to it)."""
+        caps = [v for v in (self.total, self.pools.get(pool)) if v is not None]
+        return max(0, min(caps)) if caps else UNCAPPED
+
+    def take(self, pool: str, workers: int) -> None:
+        """``workers`` more are in use by a batch of ``pool`` (negative: given back)."""
+        if self.total is not None:
+            self.total -= workers
+        if pool in self.pools:
+            self.pools[pool] -= workers
+
+    def copy(self) -> Budgets:
+        return Budgets(self.total, dict(self.pools))
+
+
+def allocate(claims: Iterable[Claim], budget: int | None, pools: Mapping[str, int] | None = None) -> dict[str, int]:
+    """Each batch's worker count under ``budget`` (None: no global budget) and each pool's own budget."""
     claims = list(claims)
-    if budget is None:
+    if budget is None and not pools:
         return {c.batch_id: c.want for c in claims}
     shares = {c.batch_id: 0 for c in claims}
     heap = [(Fraction(1, c.weight), rank, c) for rank, c in enumerate(_by_arrival(claims)) if c.want > 0]
     heapq.heapify(heap)
-    left = max(0, budget)
-    while left and heap:
+    left = Budgets(budget, dict(pools or {}))
+    while heap and (left.total is None or left.total > 0):
         _, rank, claim = heapq.heappop(heap)
+        if not left.room(claim.pool):
+            continue  # its pool is spent: it takes no more, the others go on
         shares[claim.batch_id] += 1
-        left -= 1
+        left.take(claim.pool, 1)
         held = shares[claim.batch_id]
         if held < claim.want:
             heapq.heappush(heap, (Fraction(held + 1, claim.weight), rank, claim))
     return shares
 
 
-def allocate_pools(claims: Iterable[Claim], budgets: Mapping[str, int | None],
-                   default: int | None) -> dict[str, int]:
-    """``allocate`` within each pool: a claim draws on ``budgets[claim.pool]``, else on ``default``."""
-    pools: dict[str, list[Claim]] = {}
-    for claim in claims:
-        pools.setdefault(claim.pool, []).append(claim)
-    shares: dict[str, int] = {}
-    for pool, members in pools.items():
-        shares.update(allocate(members, budgets.get(pool, default)))
-    return shares
+def allocate_pools(claims: Iterable[Claim], budgets: Mapping[str, int], default: int | None) -> dict[str, int]:
+    """``allocate`` with pool budgets: each pool within ``budgets[pool]``, all within ``default``."""
+    return allocate(claims, default, budgets)
 
 
 def queue_positions(claims: Iterable[Claim], shares: Mapping[str, int]) -> dict[str, int]:
@@ -133,25 +161,29 @@ class Running:
     """Sum of ``spec.parallelism`` over the batch's unfinished Jobs."""
     growable: bool = True
     """False when patching it up would start nothing (a pod already succeeded) or is not ours to do (Kueue)."""
+    pool: str = ""
 
 
-def resizes(shares: Mapping[str, int], running: Mapping[str, Running], free: int) -> tuple[list[tuple[str, int]], int]:
-    """The ``(batch_id, parallelism)`` patches that bring running Jobs to their shares, and the budget left.
+def resizes(shares: Mapping[str, int], running: Mapping[str, Running],
+            free: int | Budgets) -> tuple[list[tuple[str, int]], Budgets]:
+    """The ``(batch_id, parallelism)`` patches that bring running Jobs to their shares, and the budgets left.
 
-    ``free`` is the budget minus every unfinished Job's parallelism now (negative when over). Shrinks
-    come first and grows take only what is free after them, so applying the list in order keeps the
-    sum within the budget at every step, even if it stops half-way. A Job that cannot grow keeps its size.
+    ``free`` is each budget minus every unfinished Job's parallelism drawing on it now (negative when
+    over; an int is the global budget alone). Shrinks come first and grows take only what is free in
+    both the global budget and the Job's pool after them, so applying the list in order keeps every
+    sum within its budget at every step, even if it stops half-way. A Job that cannot grow keeps its size.
     """
+    left = Budgets(free) if isinstance(free, int) else free.copy()
     steps: list[tuple[str, int]] = []
     for batch_id, job in sorted(running.items()):
         share = shares.get(batch_id, 0)
         if share < job.parallelism:
             steps.append((batch_id, share))
-            free += job.parallelism - share
+            left.take(job.pool, share - job.parallelism)
     for batch_id, job in sorted(running.items()):
         share = shares.get(batch_id, 0)
-        grown = min(share, job.parallelism + max(0, free))
+        grown = min(share, job.parallelism + left.room(job.pool))
         if job.growable and grown > job.parallelism:
             steps.append((batch_id, grown))
-            free -= grown - job.parallelism
-    return steps, free
+            left.take(job.pool, grown - job.parallelism)
+    return steps, left

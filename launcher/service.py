@@ -71,15 +71,16 @@ class Launcher:
         self.backend = FencedBackend(backend, elector)
         self.metrics = metrics or Metrics()
         self.batches: dict[str, BatchState] = {}
-        budget = budget_from_env(settings.environ)
-        kueue = bool(settings.environ.get("BATCHCTL_KUEUE_QUEUE", "").strip())  # Kueue owns admitted Jobs
-        self.sharing = (Sharing(budget, self.backend, self.store, self.metrics, resize=not kueue)
-                        if budget is not None else None)
-        self.reconciler = Reconciler(settings, pubsub, self.store, self.backend, self.metrics, sharing=self.sharing)
         if profiles is None:
             from batchctl.launcher.app import open_profiles
 
             profiles = open_profiles(settings)
+        budget = budget_from_env(settings.environ)
+        pools = {name: p.max_workers for name, p in profiles.items() if p.max_workers is not None}
+        kueue = bool(settings.environ.get("BATCHCTL_KUEUE_QUEUE", "").strip())  # Kueue owns admitted Jobs
+        self.sharing = (Sharing(budget, self.backend, self.store, self.metrics, resize=not kueue, pools=pools)
+                        if budget is not None or pools else None)
+        self.reconciler = Reconciler(settings, pubsub, self.store, self.backend, self.metrics, sharing=self.sharing)
         self.controller = Controller(pubsub, self.store, self.backend, self.batches, profiles=profiles,
                                      metrics=self.metrics)
         self.retention = Retention(pubsub, self.store, self.backend, retention_from_env(settings.environ))
@@ -290,7 +291,7 @@ class Launcher:
         try:
             self.sharing.rebalance(list(self.batches.values()), self.reconciler.observe)
         except Exception as exc:
-            self.sharing.free = 0
+            self.sharing.freeze()
             self.metrics.reconcile_errors.inc()
             if isinstance(exc, BatchctlError):
                 self.log.warning("rebalance_failed", error=str(exc))

@@ -17,6 +17,7 @@ File format::
         images: [ghcr.io/acme/etl:1.4.2]        # alternatives a request may name
         handlers: ["acme.etl.*:handle"]          # fnmatch patterns over MODULE:FUNC
         max_parallelism: 20
+        max_workers: 40                          # worker pods at once over all its batches
         resources:
           requests: {cpu: 500m, memory: 512Mi}
           limits: {cpu: "1", memory: 512Mi, nvidia.com/gpu: 1}
@@ -104,6 +105,9 @@ class Profile:
     priority_classes: Mapping[str, str] = field(default_factory=dict)
     """PriorityClass of the workers per ``submit --priority`` (``{high: batch-high}``); others use
     ``priority_class``."""
+    max_workers: int | None = None
+    """Worker pods at once over all of this profile's batches (its own budget, within any global
+    ``BATCHCTL_MAX_WORKERS``); None: the global budget alone applies (uncapped when unset)."""
 
     @property
     def allowed_images(self) -> tuple[str, ...]:
@@ -336,6 +340,7 @@ KEYS: dict[str, Callable[[object, Profile], dict[str, Any]]] = {
     "images": _images,
     "handlers": _handlers,
     "max_parallelism": lambda value, _: {"max_parallelism": _integer(value, Bounds(1, 10_000))},
+    "max_workers": lambda value, _: {"max_workers": None if value is None else _integer(value, Bounds(1, 100_000))},
     "resources": _resources,
     "node_selector": _node_selector,
     "tolerations": _tolerations,

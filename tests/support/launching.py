@@ -74,10 +74,10 @@ def write_records(path: Path, records: list[dict[str, Any]]) -> Path:
 
 def submit_records(pubsub: PubSub, path: Path, batch_id: str, *, records_per_part: int = 1,
                    handler: str = "tests.support.handlers:scripted", parts_per_worker: int = 5,
-                   max_parallelism: int = 2, priority: str = "normal") -> Submitted:
+                   max_parallelism: int = 2, priority: str = "normal", profile: str = "default") -> Submitted:
     return submit(pubsub, SubmitOptions(
         [str(path)], batch_id=batch_id, limits=PartLimits(records_per_part), handler=handler,
-        parts_per_worker=parts_per_worker, max_parallelism=max_parallelism, priority=priority,
+        parts_per_worker=parts_per_worker, max_parallelism=max_parallelism, priority=priority, profile=profile,
         topology=BatchTopology(ack_deadline_s=10, max_delivery_attempts=5, min_backoff_s=1, max_backoff_s=2),
     ))
 

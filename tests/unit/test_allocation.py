@@ -26,6 +26,7 @@ import pytest
 from batchctl.core.errors import BadInput
 from batchctl.launcher.allocation import (
     PRIORITY_WEIGHTS,
+    Budgets,
     Claim,
     Running,
     allocate,
@@ -149,9 +150,11 @@ def test_budget_zero_or_nothing_wanted() -> None:
 
 
 def test_pools_divide_separately() -> None:
-    """Each pool spends its own budget; a pool with no budget of its own uses the default (None: no cap)."""
+    """Each pool spends its own budget, all within the global one; a pool with no budget of its own
+    draws on the global budget alone (None: no cap)."""
     claims = [claim("a", 4, pool="gpu"), claim("b", 4, pool="gpu", arrival=1.0), claim("c", 4, pool="cpu")]
-    assert allocate_pools(claims, {"gpu": 2}, 3) == {"a": 1, "b": 1, "c": 3}
+    assert allocate_pools(claims, {"gpu": 2}, 3) == {"a": 1, "b": 1, "c": 1}
+    assert allocate_pools(claims, {"gpu": 2}, 5) == {"a": 1, "b": 1, "c": 3}
     assert allocate_pools(claims, {"gpu": 2}, None) == {"a": 1, "b": 1, "c": 4}
 
 
@@ -205,18 +208,62 @@ def test_resizes_never_exceed_the_budget_at_any_step() -> None:
                 for batch_id, size in steps:
                     now[batch_id] = size
                     assert sum(now.values()) <= budget, (sizes, shares, budget, steps)
-                assert now == shares and free == budget - sum(shares.values())
+                assert now == shares and free.total == budget - sum(shares.values())
 
 
 def test_resizes_shrink_first_and_grow_only_what_is_free() -> None:
     """Over budget (free < 0): shrinks come first; a grow takes only what the shrinks freed."""
     running = {"a": Running("ja", 4), "b": Running("jb", 1)}
     steps, free = resizes({"a": 2, "b": 3}, running, free=-1)  # budget 4, 5 in use
-    assert steps == [("a", 2), ("b", 2)] and free == 0
+    assert steps == [("a", 2), ("b", 2)] and free.total == 0
 
 
 def test_resizes_leave_jobs_that_cannot_grow() -> None:
     """A Job that cannot grow (a pod succeeded, or Kueue owns it) is only ever shrunk."""
     running = {"a": Running("ja", 1, growable=False), "b": Running("jb", 3, growable=False)}
     steps, free = resizes({"a": 2, "b": 2}, running, free=0)
-    assert steps == [("b", 2)] and free == 1
+    assert steps == [("b", 2)] and free.total == 1
+
+
+POOL_BUDGETS = ({}, {"p": 0}, {"p": 1}, {"p": 2}, {"p": 1, "q": 2}, {"p": 3, "q": 0})
+
+
+@pytest.mark.parametrize("pools", POOL_BUDGETS, ids=str)
+def test_pools_exhaustive(pools: dict[str, int]) -> None:
+    """Every small case, every pool assignment (p, q, or no profile budget), global budget None or 0..6:
+    each pool's shares sum to at most its budget, all shares to at most the global budget, nobody
+    above its want, and no worker left over while a batch wants more and neither budget is spent."""
+    for case in CASES[::7]:
+        for names in itertools.product(("p", "q", ""), repeat=len(case)):
+            claims = [Claim(c.batch_id, c.remaining, 1, 10, c.priority, c.arrival, pool=n)
+                      for c, n in zip(case, names, strict=True)]
+            for budget in (None, *range(7)):
+                shares = allocate(claims, budget, pools)
+                for pool, cap in pools.items():
+                    assert sum(shares[c.batch_id] for c in claims if c.pool == pool) <= cap
+                if budget is not None:
+                    assert sum(shares.values()) <= budget
+                for c in claims:
+                    assert shares[c.batch_id] <= c.want
+                    pool_spent = c.pool in pools and sum(
+                        shares[o.batch_id] for o in claims if o.pool == c.pool) == pools[c.pool]
+                    global_spent = budget is not None and sum(shares.values()) == budget
+                    assert shares[c.batch_id] == c.want or pool_spent or global_spent
+
+
+def test_pools_held_independently() -> None:
+    """One pool's spent budget never holds another back; without a global budget an uncapped pool
+    gets its want."""
+    claims = [claim("a", 5, pool="etl"), claim("b", 5, pool="gpu", arrival=1.0), claim("c", 5, arrival=2.0)]
+    assert allocate(claims, None, {"etl": 2, "gpu": 3}) == {"a": 2, "b": 3, "c": 5}
+    assert allocate(claims, 6, {"etl": 2, "gpu": 3}) == {"a": 2, "b": 2, "c": 2}
+    assert allocate(claims, 9, {"etl": 2, "gpu": 3}) == {"a": 2, "b": 3, "c": 4}
+
+
+def test_resizes_respect_pool_budgets() -> None:
+    """A grow takes only what is free in its pool, even with the global budget free."""
+    running = {"a": Running("ja", 1, pool="etl"), "b": Running("jb", 1, pool="gpu")}
+    steps, free = resizes({"a": 3, "b": 3}, running, Budgets(None, {"etl": 1, "gpu": 0}))
+    assert steps == [("a", 2)] and free.pools == {"etl": 0, "gpu": 0}
+    steps, free = resizes({"a": 3, "b": 3}, running, Budgets(1, {"etl": 5, "gpu": 5}))
+    assert steps == [("a", 2)] and free.total == 0

@@ -34,6 +34,7 @@ FULL = {
     "images": ["reg.example/etl:1.4.2"],
     "handlers": ["acme.etl.*:handle", "acme.report:*"],
     "max_parallelism": 20,
+    "max_workers": 40,
     "resources": {"requests": {"cpu": "2", "memory": "4Gi"},
                   "limits": {"cpu": 4, "memory": "4Gi", "nvidia.com/gpu": 1}},
     "node_selector": {"cloud.google.com/gke-accelerator": "nvidia-l4"},
@@ -69,7 +70,7 @@ def test_a_full_profile_reads_every_key() -> None:
     assert etl.image == FULL["image"] and etl.images == ("reg.example/etl:1.4.2",)
     assert etl.allowed_images == (FULL["image"], "reg.example/etl:1.4.2")
     assert etl.handlers == ("acme.etl.*:handle", "acme.report:*")
-    assert etl.max_parallelism == 20
+    assert etl.max_parallelism == 20 and etl.max_workers == 40
     assert (etl.cpu_request, etl.memory_request, etl.cpu_limit, etl.memory_limit) == ("2", "4Gi", "4", "4Gi")
     assert etl.extended_resources == {"nvidia.com/gpu": "1"}
     assert etl.node_selector == {"cloud.google.com/gke-accelerator": "nvidia-l4"}
@@ -174,6 +175,9 @@ BAD_VALUES = [
     ("tolerations", [{"key": "k", "value": "v", "effect": "NoSchedule", "operator": "Exists"}], "Exists takes no"),
     ("tolerations", [{"key": "k", "effect": "NoSchedule", "seconds": 3}], "seconds not known"),
     ("service_account", "Not_A_Name", "not a Kubernetes object name"),
+    ("max_workers", 0, "within 1..100000"),
+    ("max_workers", "ten", "must be an integer"),
+    ("max_workers", True, "must be an integer"),
     ("concurrency", 0, "within 1..256"),
     ("concurrency", 257, "within 1..256"),
     ("drain_budget_s", -1, "within 0..3600"),
