@@ -6,6 +6,9 @@ depends on the error's class (see ``batchctl.launcher.kube`` for the API's):
 - ``Throttled`` (429): every API call waits out the server's Retry-After; the try is not counted.
 - ``Unreachable`` (API or Pub/Sub down, 5xx): retried with backoff for as long as it lasts; not
   the batch's fault, never fails it.
+- ``ProfileGone`` (the batch's profile was removed from the profiles file after admission): no
+  retry brings it back (the file is read at start), so the batch ends ``failed`` at once, the
+  reason naming the profile.
 - anything else (a 401/403/422 such as a quota or an admission policy, bad input such as an
   untagged image, or a bug): retried with backoff, and after ``MAX_TRIES`` in a row the batch
   ends ``failed`` with the error as its reason (``retry`` starts it again).
@@ -15,7 +18,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from batchctl.core.errors import Unreachable
+from batchctl.core.errors import ProfileGone, Unreachable
 from batchctl.launcher.kube import Throttled
 
 MAX_TRIES = 3
@@ -40,6 +43,8 @@ def judge(error: BaseException, tries: int) -> Verdict:
         return Verdict(give_up=False, wait_s=error.retry_after_s, everyone=True)
     if isinstance(error, Unreachable):
         return Verdict(give_up=False, wait_s=backoff)
+    if isinstance(error, ProfileGone):
+        return Verdict(give_up=True, wait_s=0.0)
     return Verdict(give_up=tries >= MAX_TRIES, wait_s=backoff)
 
 

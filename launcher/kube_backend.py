@@ -14,7 +14,7 @@ from dataclasses import replace
 from typing import Any
 
 from batchctl.core import logs
-from batchctl.core.errors import BadInput, BatchctlError
+from batchctl.core.errors import BatchctlError, ProfileGone
 from batchctl.core.names import LABEL_BATCH, LABEL_COMPONENT, LABEL_NAME
 from batchctl.core.profiles import DEFAULT_PROFILE, Profile
 from batchctl.core.settings import Settings
@@ -53,11 +53,11 @@ def job_config(config: JobConfig, profiles: Mapping[str, Profile], batch: BatchS
     """The Job shape of ``batch``: its profile's, with the image it chose among the allowed ones.
 
     Admission checked both when the batch was accepted; a profile since removed from the file
-    is BadInput (the batch's error, logged each pass) rather than a guess.
+    is ProfileGone (the batch ends ``failed`` naming it, ``launcher.failures``) rather than a guess.
     """
     profile = profiles.get(batch.request.profile)
     if profile is None:
-        raise BadInput(f"profile {batch.request.profile!r} of batch {batch.batch_id} is no longer offered")
+        raise ProfileGone(f"profile {batch.request.profile!r} of batch {batch.batch_id} is no longer offered")
     shaped = config.for_profile(profile).with_image(batch.request.image)
     chosen = profile.priority_classes.get(batch.request.priority)  # submit --priority, where the profile says so
     return replace(shaped, priority_class=chosen) if chosen else shaped

@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from batchctl.core import logs
+from batchctl.core.errors import ProfileGone
 from batchctl.core.profiles import Profile
 from batchctl.core.settings import Settings
 from batchctl.launcher.backend import inherited_env, worker_env
@@ -52,6 +53,16 @@ class LocalJob:
     @property
     def active(self) -> int:
         return sum(1 for p in self.procs if p.poll() is None)
+
+
+def profile_of(profiles: Mapping[str, Profile], batch: BatchState) -> Profile | None:
+    """The batch's profile; None when no profiles are given; ProfileGone when it is no longer offered."""
+    if not profiles:
+        return None
+    profile = profiles.get(batch.request.profile)
+    if profile is None:
+        raise ProfileGone(f"profile {batch.request.profile!r} of batch {batch.batch_id} is no longer offered")
+    return profile
 
 
 class LocalBackend:
@@ -87,7 +98,7 @@ class LocalBackend:
 
     def _profile_env(self, batch: BatchState) -> dict[str, str]:
         """The worker knobs of the batch's profile (concurrency, drain budget); none if it has none."""
-        profile = self.profiles.get(batch.request.profile)
+        profile = profile_of(self.profiles, batch)
         return JobConfig().for_profile(profile).worker_env() if profile is not None else {}
 
     def observe(self, batch_id: str) -> list[ObservedJob]:

@@ -38,6 +38,11 @@ class BatchExists(BadInput):
     """Raised when a submit names a batch id whose topics already exist."""
 
 
+class ProfileGone(BadInput):
+    """Raised when an admitted batch names a profile the launcher no longer offers (removed from
+    the profiles file since): no retry brings it back, so the batch ends ``failed`` at once."""
+
+
 class Unreachable(BatchctlError):
     """Raised when Pub/Sub or the Kubernetes API does not answer; names the endpoint."""
 
