@@ -15,13 +15,16 @@ from batchctl.core.admission import Rejection, check_request
 from batchctl.core.errors import BatchctlError
 from batchctl.core.messages import BatchRequest, Control
 from batchctl.core.profiles import Profile
-from batchctl.core.pubsub import PubSub
+from batchctl.core.pubsub import PubSub, ResourceMissing
 from batchctl.launcher.backend import Backend
 from batchctl.launcher.metrics import Metrics
 from batchctl.launcher.state import CANCELLED, FAILED, REJECTED, RUNNING, TERMINAL, BatchState, reverting
 from batchctl.launcher.store import StateStore
 
 DEAD_LETTER_WAIT_S = 10.0
+PERMANENT = (ResourceMissing,)
+"""Errors a control message meets again on every delivery (a topic or subscription that is gone):
+recorded on the batch and acked, not given back to come back for the 7 days of retention."""
 
 
 class Controller:
@@ -57,6 +60,18 @@ class Controller:
                 self.cancel(batch, log)
             elif control.action == "retry":
                 self.retry(batch, log)
+
+    def record_failure(self, control: Control, exc: Exception) -> None:
+        """Store why ``control`` can never take effect as its batch's reason (state unchanged)."""
+        log = logs.get("control", batch_id=control.batch_id, action=control.action)
+        log.warning("control_failed_permanently", error=str(exc))
+        batch = self.batches.get(control.batch_id) or self.store.load(control.batch_id)
+        if batch is None:
+            return
+        self.batches[batch.batch_id] = batch
+        with reverting(batch):
+            batch.reason = f"{control.action} failed: {exc}"
+            self.store.save(batch)
 
     def refuse(self, batch_id: str | None, rejection: Rejection, message_id: str,
                request: BatchRequest | None = None) -> None:

@@ -25,7 +25,7 @@ from batchctl.core.settings import Settings
 from batchctl.launcher import failures
 from batchctl.launcher.allocation import budget_from_env
 from batchctl.launcher.backend import Backend
-from batchctl.launcher.control import Controller
+from batchctl.launcher.control import PERMANENT, Controller
 from batchctl.launcher.fence import FencedBackend, FencedStore
 from batchctl.launcher.inbox import Inbox
 from batchctl.launcher.kube import Conflict
@@ -217,7 +217,10 @@ class Launcher:
             self.pubsub.ack(sub, [msg.ack_id])
             return
         try:
-            self.controller.handle(control, msg.message_id)
+            try:
+                self.controller.handle(control, msg.message_id)
+            except PERMANENT as exc:  # the same on every delivery: record it, then ack
+                self.controller.record_failure(control, exc)
         except Exception as exc:
             self._control_failed(control.batch_id, exc, msg)
             return

@@ -58,6 +58,18 @@ class Names:
     def events_subscription(self) -> str:
         return f"{self.prefix}-events-launcher"
 
+    @property
+    def requests_dead_letters(self) -> str:
+        """Topic and subscription for control messages the launcher failed to handle too often.
+
+        Not ``P-requests-dead``: that is batch ``requests``'s dead-letter topic (and gc's to delete)."""
+        return f"{self.prefix}-requests-dead-letters"
+
+    @property
+    def events_dead_letters(self) -> str:
+        """Topic and subscription for events the launcher failed to apply too often."""
+        return f"{self.prefix}-events-dead-letters"
+
     def work(self, batch_id: str) -> str:
         """Work topic and subscription share this name."""
         return f"{self.prefix}-{batch_id}-work"

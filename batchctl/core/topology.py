@@ -96,21 +96,37 @@ LAUNCHER_ACK_DEADLINE_S = 20
 gets them after at most this long."""
 
 
-def ensure_shared(pubsub: PubSub) -> None:
-    """Create the control and events topics and the launcher's subscriptions if missing."""
+LAUNCHER_MAX_DELIVERY_ATTEMPTS = 10
+"""Deliveries of a control message or event before Pub/Sub moves it to its dead-letter topic: a
+message that fails every time (a bug, a permanent error not yet known as one) stops coming back."""
+
+
+def ensure_shared(pubsub: PubSub, *, max_backoff_s: int = 10) -> None:
+    """Create the control and events topics and the launcher's subscriptions if missing.
+
+    Each launcher subscription dead-letters to its own topic (``P-requests-dead-letters``,
+    ``P-events-dead-letters``, each with a subscription of that name keeping what lands there
+    for inspection) after ``LAUNCHER_MAX_DELIVERY_ATTEMPTS``. A subscription that exists already
+    is left as it is (``gcloud pubsub subscriptions update --dead-letter-topic`` adds the policy).
+    ``max_backoff_s`` caps the redelivery delay after a nack (tests shorten it, to see ten deliveries fast).
+    """
     names = pubsub.settings.names
     shared = names.pubsub_labels()
-    pubsub.create_topic(names.requests_topic, exist_ok=True, labels=shared)
-    pubsub.create_topic(names.events_topic, exist_ok=True, labels=shared)
-    pubsub.create_subscription(
-        names.requests_subscription,
-        names.requests_topic,
-        SubscriptionSpec(ack_deadline_s=LAUNCHER_ACK_DEADLINE_S, min_backoff_s=1, max_backoff_s=10, labels=shared),
-        exist_ok=True,
-    )
-    pubsub.create_subscription(
-        names.events_subscription,
-        names.events_topic,
-        SubscriptionSpec(ack_deadline_s=LAUNCHER_ACK_DEADLINE_S, min_backoff_s=1, max_backoff_s=10, labels=shared),
-        exist_ok=True,
-    )
+    for topic, subscription, dead in (
+        (names.requests_topic, names.requests_subscription, names.requests_dead_letters),
+        (names.events_topic, names.events_subscription, names.events_dead_letters),
+    ):
+        pubsub.create_topic(topic, exist_ok=True, labels=shared)
+        pubsub.create_topic(dead, exist_ok=True, labels=shared)
+        pubsub.create_subscription(
+            dead, dead, SubscriptionSpec(ack_deadline_s=60, expiration_ttl_days=None, labels=shared), exist_ok=True
+        )
+        spec = SubscriptionSpec(
+            ack_deadline_s=LAUNCHER_ACK_DEADLINE_S,
+            dead_letter_topic=dead,
+            max_delivery_attempts=LAUNCHER_MAX_DELIVERY_ATTEMPTS,
+            min_backoff_s=1,
+            max_backoff_s=max_backoff_s,
+            labels=shared,
+        )
+        pubsub.create_subscription(subscription, topic, spec, exist_ok=True)

@@ -14,10 +14,13 @@ import threading
 import time
 from pathlib import Path
 
+from pytest_mock import MockerFixture
+
 from batchctl.core import topology
 from batchctl.core.messages import BatchRequest, Control, Event, encode_control, encode_event
 from batchctl.core.pubsub import PubSub
 from batchctl.core.settings import Settings
+from batchctl.launcher import control as control_module
 from batchctl.launcher.app import Parts
 from batchctl.launcher.service import Launcher
 from batchctl.launcher.state import CANCELLED, FAILED, RUNNING, SUCCEEDED, BatchState, JobRecord
@@ -167,3 +170,24 @@ def test_a_dead_background_thread_fails_healthz(settings: Settings, pubsub: PubS
         run.launcher._elector_thread.join(5)  # type: ignore[union-attr]
         assert time.monotonic() - run.launcher.last_loop < 5
         assert run.launcher.healthy() is False
+
+
+def test_a_retry_that_can_never_succeed_is_recorded_and_acked(settings: Settings, pubsub: PubSub,
+                                                              mocker: MockerFixture) -> None:
+    """A retry of a batch whose dead-letter subscription is gone (expired) fails the same way on
+    every delivery: it is handled once, its reason stored on the batch, and acked (before: given
+    back and redelivered for the 7 days of retention, issue 18, finding 8)."""
+    store = FileStore(settings.state_dir)
+    request = BatchRequest(batch_id="gone", parts=2, records=2, bytes=2, handler="m:f")
+    assert store.create(BatchState(request, state=FAILED, created=request.created, finished=time.time(),
+                                   reason="1 part failed", done={0}, dead={1}))
+    moves = mocker.spy(control_module, "republish_dead")
+    with running_launcher(settings, pubsub, parts=launcher_parts(pubsub, FlakyStore(store), ActiveBackend())):
+        pubsub.publish(settings.names.requests_topic, *encode_control(Control("retry", "gone"))).result(timeout=30)
+        wait_for(lambda: moves.call_count >= 3 or "does not exist" in (((b := store.load("gone")) and b.reason) or ""),
+                 timeout=20, what="the retry recorded, or delivered 3 times")
+        deliveries = moves.call_count
+    batch = store.load("gone")
+    assert deliveries == 1, f"retry delivered {deliveries} times"
+    assert batch is not None and batch.state == FAILED and batch.dead == {1}
+    assert batch.reason.startswith("retry failed:") and "does not exist" in batch.reason

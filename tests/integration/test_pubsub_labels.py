@@ -37,7 +37,8 @@ def test_a_batchs_topics_and_subscriptions_carry_its_labels(pubsub: PubSub) -> N
 def test_shared_topics_and_subscriptions_carry_the_managed_by_label(pubsub: PubSub) -> None:
     names = pubsub.settings.names
     topology.ensure_shared(pubsub)
-    for name in (names.requests_topic, names.events_topic):
+    for name in (names.requests_topic, names.events_topic, names.requests_dead_letters, names.events_dead_letters):
         assert labels(pubsub, name, topic=True) == {"managed-by": "batchctl"}, name
-    for name in (names.requests_subscription, names.events_subscription):
+    for name in (names.requests_subscription, names.events_subscription, names.requests_dead_letters,
+                 names.events_dead_letters):
         assert labels(pubsub, name, topic=False) == {"managed-by": "batchctl"}, name

@@ -1,0 +1,49 @@
+"""The launcher's requests and events subscriptions dead-letter, on the real Pub/Sub emulator.
+
+Checks: each has a dead-letter policy to its own topic (``P-requests-dead-letters``,
+``P-events-dead-letters``, names gc never takes for a batch's), after 10 deliveries; a control
+message given back on every delivery stops coming back and lands, intact, on the dead-letter
+subscription (before: it came back for the 7 days of retention, issue 18, finding 8).
+"""
+
+from __future__ import annotations
+
+import time
+
+from batchctl.core import topology
+from batchctl.core.messages import Control, encode_control
+from batchctl.core.pubsub import PubSub
+from batchctl.launcher.gc import batch_of
+
+
+def test_launcher_subscriptions_dead_letter_to_their_own_topics(pubsub: PubSub) -> None:
+    names = pubsub.settings.names
+    topology.ensure_shared(pubsub)
+    for sub, dead in ((names.requests_subscription, names.requests_dead_letters),
+                      (names.events_subscription, names.events_dead_letters)):
+        spec = pubsub.subscription_spec(sub)
+        assert spec.dead_letter_topic == pubsub.topic_path(dead), sub
+        assert spec.max_delivery_attempts == topology.LAUNCHER_MAX_DELIVERY_ATTEMPTS
+        assert pubsub.subscription_spec(dead).dead_letter_topic is None
+        assert batch_of(dead, names.prefix) is None, f"gc would take {dead} for a batch's"
+
+
+def test_a_poison_control_message_stops_coming_back(pubsub: PubSub) -> None:
+    """Given back on every delivery (what the launcher does with a failing message), it is delivered
+    at most 10 times, then found on ``P-requests-dead-letters``."""
+    names = pubsub.settings.names
+    topology.ensure_shared(pubsub, max_backoff_s=1)  # the policy under test, its delays short
+    pubsub.publish(names.requests_topic, *encode_control(Control("retry", "poison"))).result(timeout=30)
+    deliveries, deadline = 0, time.monotonic() + 60
+    while time.monotonic() < deadline:
+        msgs = pubsub.pull(names.requests_subscription, max_messages=10, timeout_s=0.3)
+        deliveries += len(msgs)
+        assert deliveries <= topology.LAUNCHER_MAX_DELIVERY_ATTEMPTS, f"delivered {deliveries} times"
+        if msgs:
+            pubsub.nack(names.requests_subscription, [m.ack_id for m in msgs])
+        elif dead := pubsub.pull(names.requests_dead_letters, max_messages=10, timeout_s=0.2):
+            break
+    else:
+        raise AssertionError(f"not dead-lettered after {deliveries} deliveries")
+    assert [m.data for m in dead] == [encode_control(Control("retry", "poison"))[0]]
+    assert deliveries == topology.LAUNCHER_MAX_DELIVERY_ATTEMPTS
