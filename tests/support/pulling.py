@@ -30,7 +30,8 @@ def drain(
 
 def leftovers(pubsub: PubSub, prefix: str) -> tuple[list[str], list[str]]:
     """Topics and subscriptions of this prefix, other than the shared control/events ones."""
-    shared = {f"{prefix}-requests", f"{prefix}-events", f"{prefix}-requests-launcher", f"{prefix}-events-launcher"}
+    shared = {f"{prefix}-requests", f"{prefix}-events", f"{prefix}-requests-launcher", f"{prefix}-events-launcher",
+              f"{prefix}-requests-dead-letters", f"{prefix}-events-dead-letters"}
     topics = [t for t in pubsub.list_topics() if t.startswith(prefix + "-") and t not in shared]
     subs = [s for s in pubsub.list_subscriptions() if s.startswith(prefix + "-") and s not in shared]
     return topics, subs

@@ -28,7 +28,8 @@ def test_resources_of_a_batch_without_state_are_orphans() -> None:
 
 
 def test_shared_names_other_prefixes_and_odd_names_are_never_touched() -> None:
-    names = ["p-requests", "p-events", "p-requests-launcher", "p-events-launcher", "q-gone-work", "pgone-work",
+    names = ["p-requests", "p-events", "p-requests-launcher", "p-events-launcher", "p-requests-dead-letters",
+             "p-events-dead-letters", "q-gone-work", "pgone-work",
              "p-gone", "p-gone-work-x", "p-Gone-work", "p--work", "p-gone_1-work", "p-" + "a" * 41 + "-work"]
     assert not orphans({n: {} for n in names})
 
