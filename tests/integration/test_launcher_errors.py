@@ -191,3 +191,20 @@ def test_a_retry_that_can_never_succeed_is_recorded_and_acked(settings: Settings
     assert deliveries == 1, f"retry delivered {deliveries} times"
     assert batch is not None and batch.state == FAILED and batch.dead == {1}
     assert batch.reason.startswith("retry failed:") and "does not exist" in batch.reason
+
+
+def test_a_permanent_failure_whose_save_failed_is_given_back_then_recorded(settings: Settings,
+                                                                           pubsub: PubSub) -> None:
+    """Storing the retry's permanent failure fails once: the message is given back (nothing acked
+    unstored), and its next delivery stores the reason."""
+    store = FileStore(settings.state_dir)
+    request = BatchRequest(batch_id="gone2", parts=1, records=1, bytes=1, handler="m:f")
+    assert store.create(BatchState(request, state=FAILED, created=request.created, finished=time.time(),
+                                   reason="1 part failed", dead={0}))
+    flaky = FlakyStore(store)
+    flaky.fail_save(lambda s: s.reason.startswith("retry failed:"))
+    with running_launcher(settings, pubsub, parts=launcher_parts(pubsub, flaky, ActiveBackend())):
+        pubsub.publish(settings.names.requests_topic, *encode_control(Control("retry", "gone2"))).result(timeout=30)
+        wait_for(lambda: "does not exist" in (((b := store.load("gone2")) and b.reason) or ""), timeout=20,
+                 what="the retry's failure stored on its second delivery")
+    assert flaky.failed == ["save gone2 failed"]
