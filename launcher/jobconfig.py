@@ -35,7 +35,8 @@ PULL_POLICIES = ("Always", "IfNotPresent", "Never")
 DRAIN_VAR = "BATCHCTL_DRAIN_BUDGET_S"
 CONCURRENCY_VAR = "BATCHCTL_CONCURRENCY"
 EMPTY_PULLS_VAR = "BATCHCTL_EMPTY_PULLS"
-PROFILE_ONLY_FIELDS = ("extended_resources",)
+PART_TIMEOUT_VAR = "BATCHCTL_PART_TIMEOUT_S"
+PROFILE_ONLY_FIELDS = ("extended_resources", "part_timeout_s")
 """Fields set only by a worker profile (``core.profiles``), never by a variable."""
 
 
@@ -88,6 +89,9 @@ class JobConfig:
     """BATCHCTL_ACTIVE_DEADLINE_SECONDS (s): none by default; a healthy batch may run for hours."""
     drain_budget_s: int = 20
     """BATCHCTL_DRAIN_BUDGET_S (s, 0..3600): how long a SIGTERMed worker lets in-flight parts finish."""
+    part_timeout_s: int | None = None
+    """From the profile (``part_timeout_s``): BATCHCTL_PART_TIMEOUT_S of the workers; unset leaves
+    the worker's default (2 h)."""
     worker_concurrency: int | None = None
     """BATCHCTL_CONCURRENCY (parts, 1..256): unset leaves the worker's default (1)."""
     worker_empty_pulls: int | None = None
@@ -111,6 +115,8 @@ class JobConfig:
             env[CONCURRENCY_VAR] = str(self.worker_concurrency)
         if self.worker_empty_pulls is not None:
             env[EMPTY_PULLS_VAR] = str(self.worker_empty_pulls)
+        if self.part_timeout_s is not None:
+            env[PART_TIMEOUT_VAR] = str(self.part_timeout_s)
         return env
 
     def default_profile(self) -> Profile:
@@ -123,6 +129,7 @@ class JobConfig:
             tolerations=self.tolerations, service_account=self.service_account,
             drain_budget_s=self.drain_budget_s, priority_class=self.priority_class,
             concurrency=self.worker_concurrency, extended_resources=dict(self.extended_resources),
+            part_timeout_s=self.part_timeout_s,
         )
 
     def for_profile(self, profile: Profile) -> JobConfig:
@@ -134,7 +141,7 @@ class JobConfig:
             extended_resources=dict(profile.extended_resources), node_selector=dict(profile.node_selector),
             tolerations=profile.tolerations, service_account=profile.service_account,
             drain_budget_s=profile.drain_budget_s, priority_class=profile.priority_class,
-            worker_concurrency=profile.concurrency,
+            worker_concurrency=profile.concurrency, part_timeout_s=profile.part_timeout_s,
         )
 
     def with_image(self, image: str | None) -> JobConfig:

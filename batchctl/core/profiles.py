@@ -26,6 +26,7 @@ File format::
         service_account: batchctl-worker
         concurrency: 4
         drain_budget_s: 20
+        part_timeout_s: 3600                     # longest run of one part (worker default 7200)
         priority_class: batchctl-worker
         priority_classes: {high: batchctl-worker-high}   # per submit --priority; others above
         ack_deadline_s: {min: 10, max: 600}
@@ -105,6 +106,9 @@ class Profile:
     priority_classes: Mapping[str, str] = field(default_factory=dict)
     """PriorityClass of the workers per ``submit --priority`` (``{high: batch-high}``); others use
     ``priority_class``."""
+    part_timeout_s: int | None = None
+    """Longest a handler may run on one part before it is nacked as a failed attempt (seconds,
+    1..604800, the worker's own range); None: the worker's default (2 h)."""
     max_workers: int | None = None
     """Worker pods at once over all of this profile's batches (its own budget, within any global
     ``BATCHCTL_MAX_WORKERS``); None: the global budget alone applies (uncapped when unset)."""
@@ -347,6 +351,8 @@ KEYS: dict[str, Callable[[object, Profile], dict[str, Any]]] = {
     "service_account": lambda value, _: {"service_account": kubevalues.object_name(_text(value))},
     "concurrency": lambda value, _: {"concurrency": None if value is None else _integer(value, Bounds(1, 256))},
     "drain_budget_s": lambda value, _: {"drain_budget_s": _integer(value, Bounds(0, 3600))},
+    "part_timeout_s": lambda value, _: {
+        "part_timeout_s": None if value is None else _integer(value, Bounds(1, 7 * 86400))},
     "priority_class": _optional_name("priority_class"),
     "priority_classes": _priority_classes,
     "ack_deadline_s": _bounds("ack_deadline_s", ACK_DEADLINE_RANGE),

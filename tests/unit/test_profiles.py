@@ -43,6 +43,7 @@ FULL = {
     "service_account": "etl-worker",
     "concurrency": 4,
     "drain_budget_s": 45,
+    "part_timeout_s": 900,
     "priority_class": None,
     "ack_deadline_s": {"min": 30, "max": 120},
     "max_delivery_attempts": {"max": 10},
@@ -77,6 +78,7 @@ def test_a_full_profile_reads_every_key() -> None:
     assert etl.tolerations == (Toleration("nvidia.com/gpu", None, "NoSchedule"), Toleration("pool", "gpu", "NoExecute"))
     assert etl.service_account == "etl-worker"
     assert (etl.concurrency, etl.drain_budget_s, etl.priority_class) == (4, 45, None)
+    assert etl.part_timeout_s == 900
     assert etl.ack_deadline_s == Bounds(30, 120)
     assert etl.max_delivery_attempts == Bounds(5, 10)
 
@@ -182,6 +184,8 @@ BAD_VALUES = [
     ("concurrency", 257, "within 1..256"),
     ("drain_budget_s", -1, "within 0..3600"),
     ("drain_budget_s", 3601, "within 0..3600"),
+    ("part_timeout_s", 0, "within 1..604800"),
+    ("part_timeout_s", 604801, "within 1..604800"),
     ("priority_class", "UPPER", "not a Kubernetes object name"),
     ("ack_deadline_s", {"min": 5}, "within 10..600"),
     ("ack_deadline_s", {"max": 601}, "within 10..600"),
@@ -310,3 +314,13 @@ def test_launcher_start_with_a_bad_file_exits_2_naming_it(tmp_path: Path, capsys
     assert main(["launcher", "--backend", "local", "--port", "1"], environ=environ) == 2
     err = capsys.readouterr().err.strip()
     assert err == f"batchctl: error: {path}: profile 'etl': key 'max_parallelism': must be within 1..10000"
+
+
+def test_part_timeout_reaches_the_workers_env() -> None:
+    """A profile's ``part_timeout_s`` becomes the workers' BATCHCTL_PART_TIMEOUT_S; unset, none is set."""
+    from batchctl.launcher.jobconfig import JobConfig
+
+    etl = parse({"etl": FULL})["etl"]
+    assert JobConfig().for_profile(etl).worker_env()["BATCHCTL_PART_TIMEOUT_S"] == "900"
+    plain = parse({"plain": {"handlers": ["*"]}})["plain"]
+    assert "BATCHCTL_PART_TIMEOUT_S" not in JobConfig().for_profile(plain).worker_env()
