@@ -23,7 +23,7 @@ from google.api_core import exceptions as gexc
 from batchctl.core.errors import EXIT_FAILED, EXIT_OK, EXIT_UNREACHABLE
 from batchctl.core.pubsub import PubSub
 from batchctl.core.settings import Settings
-from tests.support.inprocess import InProcessWorker, worker_pubsub
+from tests.support.inprocess import InProcessWorker, run_to_exit, worker_pubsub
 from tests.support.parts import EventLog, encode_part, publish_batch
 from tests.support.proxy import FaultProxy
 from tests.support.pulling import drain
@@ -105,12 +105,7 @@ def test_a_part_whose_nack_failed_is_awaited_until_it_returns(
 
     client = worker_pubsub(settings)
     wrap(client.subscriber, "modify_ack_deadline", nack_fails_once)
-    worker = InProcessWorker.start(client, "nackfail", fail_first, tmp_path, lease_s=10)
-    try:
-        code = worker.wait(timeout=45)
-    finally:
-        worker.stop()
-        client.close()
+    code = run_to_exit(client, "nackfail", fail_first, tmp_path, lease_s=10, timeout=45)
     assert code == EXIT_OK
     assert len(tries) == 2
     assert events.done_parts() == {0}
@@ -156,12 +151,7 @@ def test_a_malformed_part_index_is_dead_lettered_and_no_slot_dies(
     data, attributes = encode_part("super", 1, 3, [{"n": 1}])
     pubsub.publish(work, data, {**attributes, "part": "²"}).result(timeout=10)
     client = worker_pubsub(settings)
-    worker = InProcessWorker.start(client, "super", noop, tmp_path, concurrency=1, empty_pulls=4)
-    try:
-        code = worker.wait(timeout=45)
-    finally:
-        worker.stop()
-        client.close()
+    code = run_to_exit(client, "super", noop, tmp_path, concurrency=1, empty_pulls=4, timeout=45)
     assert code == EXIT_OK
     assert events.done_parts() == {0, 1, 2}
     dead_letters = pubsub.settings.names.dead("super")
@@ -190,12 +180,7 @@ def test_transient_pull_errors_are_retried(pubsub: PubSub, settings: Settings, t
 
     client = worker_pubsub(settings)
     calls = wrap(client.subscriber, "pull", flaky)
-    worker = InProcessWorker.start(client, "flaky", noop, tmp_path)
-    try:
-        code = worker.wait(timeout=40)
-    finally:
-        worker.stop()
-        client.close()
+    code = run_to_exit(client, "flaky", noop, tmp_path, timeout=40)
     assert code == EXIT_OK
     assert calls[0] > len(codes)
     assert events.done_parts() == {0, 1, 2}
@@ -219,12 +204,7 @@ def test_a_fatal_pull_error_lets_the_running_part_finish(pubsub: PubSub, setting
 
     client = worker_pubsub(settings)
     wrap(client.subscriber, "pull", denied_once_running)
-    worker = InProcessWorker.start(client, "fatal", slow, tmp_path, concurrency=2)
-    try:
-        code = worker.wait(timeout=30)
-    finally:
-        worker.stop()
-        client.close()
+    code = run_to_exit(client, "fatal", slow, tmp_path, concurrency=2, timeout=30)
     assert code not in (None, EXIT_OK)
     assert events.done_parts() == {0}
     assert drain(pubsub, work, empty_pulls=2) == []

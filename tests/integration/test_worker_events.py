@@ -17,7 +17,7 @@ import pytest
 from batchctl.core.errors import EXIT_OK, EXIT_TERMINATED
 from batchctl.core.pubsub import PubSub
 from batchctl.core.settings import Settings
-from tests.support.inprocess import InProcessWorker, worker_pubsub
+from tests.support.inprocess import InProcessWorker, run_to_exit, worker_pubsub
 from tests.support.parts import EventLog, publish_batch
 from tests.support.pulling import drain
 from tests.support.waiting import wait_for
@@ -33,12 +33,7 @@ def test_finished_parts_share_part_done_events(pubsub: PubSub, settings: Setting
     events = EventLog.open(pubsub)
     work = publish_batch(pubsub, "agg", [[{"n": i}] for i in range(300)])
     client = worker_pubsub(settings)
-    worker = InProcessWorker.start(client, "agg", noop, tmp_path, concurrency=8)
-    try:
-        code = worker.wait(timeout=45)
-    finally:
-        worker.stop()
-        client.close()
+    code = run_to_exit(client, "agg", noop, tmp_path, concurrency=8, timeout=45)
     assert code == EXIT_OK
     done = events.of("part_done")
     assert sorted(p for e in done for p in e.done_parts) == list(range(300))

@@ -90,3 +90,17 @@ class InProcessWorker:
         """Ask it to stop (test cleanup) and wait for it briefly."""
         self.worker.shutdown.request("test cleanup")
         self.thread.join(15)
+
+
+def run_to_exit(
+    pubsub: PubSub, batch_id: str, handler: Callable[[Any], object], results: Path, *, timeout: float,
+    **overrides: Any,
+) -> int | None:
+    """Run a worker on ``pubsub`` (its own client, closed afterwards) until it exits: its exit code,
+    or None if it still runs after ``timeout`` seconds; it is stopped either way."""
+    worker = InProcessWorker.start(pubsub, batch_id, handler, results, **overrides)
+    try:
+        return worker.wait(timeout=timeout)
+    finally:
+        worker.stop()
+        pubsub.close()
