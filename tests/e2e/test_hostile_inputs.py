@@ -49,9 +49,9 @@ from batchctl.core.settings import Settings
 from batchctl.frontend.cli import main
 from batchctl.launcher.app import Parts, open_profiles
 from batchctl.launcher.leader import FileElector
-from batchctl.launcher.planner import Launch, ObservedJob
 from batchctl.launcher.state import RUNNING, BatchState
 from batchctl.launcher.store import FileStore
+from tests.support.faults import ActiveBackend
 from tests.support.handlers import markers
 from tests.support.launching import (
     Running,
@@ -540,33 +540,12 @@ class AckLedger(PubSub):
             self.acked.update(self._ids.get(a, a) for a in ack_ids)
 
 
-class IdleBackend:
-    """A backend whose Jobs run nothing and never end: a batch stays running while messages arrive."""
-
-    def __init__(self) -> None:
-        self.launched: dict[str, list[str]] = {}
-        self.changed = threading.Event()
-
-    def launch(self, batch: BatchState, launch: Launch) -> bool:
-        self.launched.setdefault(batch.batch_id, []).append(launch.name)
-        return True
-
-    def observe(self, batch_id: str) -> list[ObservedJob]:
-        return [ObservedJob(name, active=1, finished=False) for name in self.launched.get(batch_id, [])]
-
-    def delete_jobs(self, batch_id: str) -> None:
-        self.launched.pop(batch_id, None)
-
-    def close(self) -> None:
-        """Nothing to release."""
-
-
 @contextmanager
-def idle_launcher(settings: Settings, pubsub: PubSub) -> Iterator[tuple[Running, AckLedger, IdleBackend]]:
+def idle_launcher(settings: Settings, pubsub: PubSub) -> Iterator[tuple[Running, AckLedger, ActiveBackend]]:
     """A launcher on the local store whose Jobs do nothing, its acks recorded."""
     topology.ensure_shared(pubsub)
     ledger = AckLedger(settings)
-    backend = IdleBackend()
+    backend = ActiveBackend()
     parts = Parts(FileStore(settings.state_dir), backend, FileElector(settings.state_dir), None,
                   open_profiles(settings))
     try:
