@@ -133,6 +133,20 @@ class SubscriptionSpec:
     """Pub/Sub labels (billing reports and ``gcloud --filter`` select by them)."""
 
 
+def _delivery_policy(pubsub: PubSub, spec: SubscriptionSpec) -> dict[str, Any]:
+    """The retry policy of ``spec`` and, if it names a dead-letter topic, its dead-letter policy."""
+    policy: dict[str, Any] = {"retry_policy": {
+        "minimum_backoff": duration_pb2.Duration(seconds=spec.min_backoff_s),
+        "maximum_backoff": duration_pb2.Duration(seconds=spec.max_backoff_s),
+    }}
+    if spec.dead_letter_topic:
+        policy["dead_letter_policy"] = {
+            "dead_letter_topic": pubsub.topic_path(spec.dead_letter_topic),
+            "max_delivery_attempts": spec.max_delivery_attempts,
+        }
+    return policy
+
+
 class PubSub:
     """Pub/Sub for one project: admin calls, a batching publisher, synchronous pull."""
 
@@ -261,16 +275,8 @@ class PubSub:
             "ack_deadline_seconds": spec.ack_deadline_s,
             "retain_acked_messages": spec.retain_acked,
             "labels": dict(spec.labels),
-            "retry_policy": {
-                "minimum_backoff": duration_pb2.Duration(seconds=spec.min_backoff_s),
-                "maximum_backoff": duration_pb2.Duration(seconds=spec.max_backoff_s),
-            },
+            **_delivery_policy(self, spec),
         }
-        if spec.dead_letter_topic:
-            request["dead_letter_policy"] = {
-                "dead_letter_topic": self.topic_path(spec.dead_letter_topic),
-                "max_delivery_attempts": spec.max_delivery_attempts,
-            }
         if spec.expiration_ttl_days is not None:
             request["expiration_policy"] = {"ttl": duration_pb2.Duration(seconds=spec.expiration_ttl_days * 86400)}
         try:
@@ -280,6 +286,17 @@ class PubSub:
                 return False
             raise BatchExists(f"subscription {name} already exists: choose another batch id") from exc
         return True
+
+    def set_delivery_policy(self, name: str, spec: SubscriptionSpec) -> None:
+        """Give an existing subscription ``spec``'s dead-letter and retry policies, in place: what it
+        holds stays (``UpdateSubscription`` with an update mask; needs ``pubsub.subscriptions.update``)."""
+        request = _delivery_policy(self, spec)
+        request["name"] = self.subscription_path(name)
+        try:
+            self._admin(self.subscriber.update_subscription,
+                        {"subscription": request, "update_mask": {"paths": sorted(set(request) - {"name"})}})
+        except gexc.NotFound as exc:
+            raise ResourceMissing(f"subscription {name} does not exist") from exc
 
     def delete_topic(self, name: str) -> None:
         """Delete a topic; a missing one is not an error."""

@@ -10,6 +10,7 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass
 
+from batchctl.core import logs
 from batchctl.core.pubsub import PubSub, SubscriptionSpec
 from batchctl.core.settings import WORK_ACK_DEADLINE_S
 
@@ -107,7 +108,8 @@ def ensure_shared(pubsub: PubSub, *, max_backoff_s: int = 10) -> None:
     Each launcher subscription dead-letters to its own topic (``P-requests-dead-letters``,
     ``P-events-dead-letters``, each with a subscription of that name keeping what lands there
     for inspection) after ``LAUNCHER_MAX_DELIVERY_ATTEMPTS``. A subscription that exists already
-    is left as it is (``gcloud pubsub subscriptions update --dead-letter-topic`` adds the policy).
+    that lacks the dead-letter policy (a deployment from before it existed) is given it in place,
+    keeping what it holds; one that has a policy is left as it is.
     ``max_backoff_s`` caps the redelivery delay after a nack (tests shorten it, to see ten deliveries fast).
     """
     names = pubsub.settings.names
@@ -129,4 +131,13 @@ def ensure_shared(pubsub: PubSub, *, max_backoff_s: int = 10) -> None:
             max_backoff_s=max_backoff_s,
             labels=shared,
         )
-        pubsub.create_subscription(subscription, topic, spec, exist_ok=True)
+        if not pubsub.create_subscription(subscription, topic, spec, exist_ok=True):
+            _upgrade(pubsub, subscription, spec)
+
+
+def _upgrade(pubsub: PubSub, subscription: str, spec: SubscriptionSpec) -> None:
+    """Give an existing launcher subscription with no dead-letter policy the one ``spec`` has."""
+    if pubsub.subscription_spec(subscription).dead_letter_topic is None:
+        pubsub.set_delivery_policy(subscription, spec)
+        logs.get("topology").info("dead_letter_policy_added", subscription=subscription,
+                                  dead_letter_topic=spec.dead_letter_topic)

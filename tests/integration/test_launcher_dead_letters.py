@@ -12,7 +12,7 @@ import time
 
 from batchctl.core import topology
 from batchctl.core.messages import Control, encode_control
-from batchctl.core.pubsub import PubSub
+from batchctl.core.pubsub import PubSub, SubscriptionSpec
 from batchctl.launcher.gc import batch_of
 
 
@@ -47,3 +47,25 @@ def test_a_poison_control_message_stops_coming_back(pubsub: PubSub) -> None:
         raise AssertionError(f"not dead-lettered after {deliveries} deliveries")
     assert [m.data for m in dead] == [encode_control(Control("retry", "poison"))[0]]
     assert deliveries == topology.LAUNCHER_MAX_DELIVERY_ATTEMPTS
+
+
+def test_an_existing_subscription_without_the_policy_gets_it(pubsub: PubSub) -> None:
+    """A deployment from before the policy existed has its requests and events subscriptions with
+    no dead-letter policy; the launcher's start gives them the policy (and the retry policy it
+    needs) in place, keeping what they hold (issue 18, finding 8, for existing deployments)."""
+    names = pubsub.settings.names
+    for topic, sub in ((names.requests_topic, names.requests_subscription),
+                       (names.events_topic, names.events_subscription)):
+        pubsub.create_topic(topic, exist_ok=True)
+        pubsub.create_subscription(sub, topic, SubscriptionSpec(ack_deadline_s=20), exist_ok=False)
+        assert pubsub.subscription_spec(sub).dead_letter_topic is None
+    pubsub.publish(names.requests_topic, *encode_control(Control("retry", "kept"))).result(timeout=30)
+    topology.ensure_shared(pubsub)
+    for sub, dead in ((names.requests_subscription, names.requests_dead_letters),
+                      (names.events_subscription, names.events_dead_letters)):
+        spec = pubsub.subscription_spec(sub)
+        assert spec.dead_letter_topic == pubsub.topic_path(dead), sub
+        assert spec.max_delivery_attempts == topology.LAUNCHER_MAX_DELIVERY_ATTEMPTS
+        assert (spec.min_backoff_s, spec.max_backoff_s) == (1, 10)
+    held = pubsub.pull(names.requests_subscription, max_messages=10, timeout_s=5)
+    assert [m.data for m in held] == [encode_control(Control("retry", "kept"))[0]]
