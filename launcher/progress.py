@@ -15,11 +15,12 @@ def apply_events(batches: Mapping[str, BatchState], events: Iterable[Event]) -> 
     A part is done once any delivery of it is done (a ``part_done`` event may name many
     parts). A failure on the last allowed delivery attempt means Pub/Sub dead-letters it, so it is counted dead (unless
     it is, or later becomes, done). Part events of unknown or finished batches, or
-    with a part index outside the batch, are ignored.
+    with a part index outside the batch, are ignored; so is every event of a batch whose stored
+    state was unreadable.
     """
     changed: set[str] = set()
     for event in events:
-        batch = batches.get(event.batch_id)
+        batch = _readable(batches, event.batch_id)
         if batch is not None and event.type == "worker_exited" and event.reason.startswith(EXIT_ERROR_PREFIX):
             if _note_worker_error(batch, event.reason.removeprefix(EXIT_ERROR_PREFIX)):
                 changed.add(batch.batch_id)
@@ -44,6 +45,13 @@ def apply_events(batches: Mapping[str, BatchState], events: Iterable[Event]) -> 
             batch.dead.add(event.part)
             changed.add(batch.batch_id)
     return changed
+
+
+def _readable(batches: Mapping[str, BatchState], batch_id: str) -> BatchState | None:
+    """The batch, unless it is unknown or was loaded from an unreadable document (a save would
+    overwrite the document a human must look at)."""
+    batch = batches.get(batch_id)
+    return None if batch is None or batch.corrupt else batch
 
 
 def _record_done(batch: BatchState, parts: tuple[int, ...]) -> bool:

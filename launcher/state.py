@@ -164,9 +164,11 @@ UNREADABLE = (ValueError, KeyError, TypeError, zlib.error, binascii.Error)
 """What decoding a corrupt state document can raise (JSON, fields, base64, zlib)."""
 
 
-def decode(text: str, *, version: str | None, where: str) -> BatchState | None:
-    """A stored batch; a corrupt one comes back ``failed`` naming what is wrong (None if even its
-    request is unreadable). The launcher does not rewrite it: it stays for a human to look at."""
+def decode(text: str, *, version: str | None, where: str, batch_id: str | None = None) -> BatchState | None:
+    """A stored batch; a corrupt one comes back ``failed`` naming what is wrong. If even its request
+    is unreadable (a document cut short, garbage), the store's own name for it (``batch_id``: the
+    object's label or file name) stands in, with a request of 0 parts; without one, None. The
+    launcher does not rewrite it: it stays for a human to look at."""
     try:
         return BatchState.from_json(text, version=version)
     except UNREADABLE as exc:
@@ -175,7 +177,9 @@ def decode(text: str, *, version: str | None, where: str) -> BatchState | None:
         body = json.loads(text)
         request = BatchRequest(**body["request"])
     except UNREADABLE:
-        return None
+        if not batch_id:
+            return None
+        request = BatchRequest(batch_id=batch_id, parts=0, records=0, bytes=0, handler="", created=0.0)
     return BatchState(request, state=FAILED, created=request.created, version=version, corrupt=True,
                       reason=f"stored state unreadable ({where}: {problem})"[:500])
 

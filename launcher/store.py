@@ -85,7 +85,7 @@ class FileStore:
             text = path.read_text()
         except FileNotFoundError:
             return self.load(batch_id)  # moved between the two folders meanwhile
-        state = decode(text, version=None, where=str(path))
+        state = decode(text, version=None, where=str(path), batch_id=batch_id)
         if state is None:
             raise BadInput(f"{path}: unreadable batch state")
         return state
@@ -107,7 +107,7 @@ class FileStore:
         states = []
         for path in folder.glob("*.json"):
             try:
-                state = decode(path.read_text(), version=None, where=str(path))
+                state = decode(path.read_text(), version=None, where=str(path), batch_id=path.stem)
             except OSError:
                 continue
             if state is not None:
@@ -225,5 +225,8 @@ class ConfigMapStore:
         data = cm.get("data") or {}
         if not name.startswith(self.names.prefix + "-") or STATE_KEY not in data:
             return None
-        return decode(str(data[STATE_KEY]), version=meta.get("resourceVersion"), where=f"ConfigMap {name}")
+        batch_id = str((meta.get("labels") or {}).get(LABEL_BATCH, ""))
+        known = batch_id if name == self.names.state_object(batch_id) else None
+        return decode(str(data[STATE_KEY]), version=meta.get("resourceVersion"), where=f"ConfigMap {name}",
+                      batch_id=known)
 

@@ -24,7 +24,7 @@ import os
 import tempfile
 import time
 from collections.abc import Callable, Iterable, Iterator, Mapping
-from dataclasses import dataclass, fields
+from dataclasses import MISSING, dataclass, fields
 from pathlib import Path
 from typing import Any, BinaryIO
 
@@ -68,6 +68,10 @@ class BatchStatus:
     finished: str | None
     queue_position: int | None = None
     """1-based place in line while ``queued`` for the worker budget (``BATCHCTL_MAX_WORKERS``), else None."""
+    job_count: int = 0
+    """Jobs launched for the batch so far (``len(jobs)``)."""
+    pods: int = 0
+    """Pods its Jobs ran: the most the launcher saw each Job have, summed."""
 
     @property
     def finished_ok(self) -> bool:
@@ -82,7 +86,8 @@ class BatchStatus:
 
     @classmethod
     def from_dict(cls, raw: Mapping[str, Any]) -> BatchStatus:
-        values: dict[str, Any] = {f.name: raw.get(f.name) for f in fields(cls)}
+        values: dict[str, Any] = {f.name: raw.get(f.name, None if f.default is MISSING else f.default)
+                                  for f in fields(cls)}
         return cls(**values)
 
 

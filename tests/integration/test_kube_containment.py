@@ -99,3 +99,24 @@ def test_corrupt_state_configmap_loads_as_a_failed_batch(ksettings: Settings, ku
     assert loaded["ok"].state == "pending"
     assert loaded["broken"].state == FAILED and loaded["broken"].corrupt
     assert f"ConfigMap {name}" in loaded["broken"].reason and "error" in loaded["broken"].reason
+
+
+def test_state_configmap_cut_short_is_a_failed_batch_naming_it(ksettings: Settings, kube_api: KubeApi) -> None:
+    """A state ConfigMap whose document is cut short (not JSON, so not even its request reads): load
+    and load_all still give that batch, failed and corrupt, naming the ConfigMap (before: load said
+    no such batch, load_all left it out, and a launcher that held it running dropped it, Jobs and all)."""
+    store = assemble(ksettings, elect=False).store
+    assert store.create(pending("ok")) and store.create(pending("cut"))
+    name = ksettings.names.state_object("cut")
+    cm = kube_api.server.read_object(CONFIGMAPS, kube_api.namespace, name)
+    assert cm is not None
+    text = cm["data"]["state.json"]
+    kube_api.core.patch_namespaced_config_map(name, kube_api.namespace, {"data": {"state.json": text[:40]}})
+    shown = store.load("cut")
+    assert shown is not None and shown.batch_id == "cut"
+    assert shown.state == FAILED and shown.corrupt
+    assert "stored state unreadable" in shown.reason and f"ConfigMap {name}" in shown.reason
+    loaded = {b.batch_id: b for b in store.load_unsettled()}
+    assert loaded["ok"].state == "pending" and loaded["cut"].corrupt
+    after = kube_api.server.read_object(CONFIGMAPS, kube_api.namespace, name)
+    assert after is not None and after["data"]["state.json"] == text[:40]  # left for a human to look at

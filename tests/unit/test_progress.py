@@ -87,3 +87,12 @@ def test_a_flood_of_aggregated_events_counts_every_part() -> None:
               for i in range(100)]
     assert apply_events({"b1": big}, events) == {"b1"}
     assert len(big.done) == 100_000
+
+
+def test_an_unreadable_batch_takes_no_event() -> None:
+    """A batch loaded from a corrupt state document changes on no event, not even a worker's exit
+    error: a save would overwrite the document a human must look at."""
+    b = BatchState(request=request(10), state=FAILED, reason="stored state unreadable (x)", corrupt=True)
+    events = [event("worker_exited", reason="error: handler 'x:y' cannot be imported"), event("part_done", 1)]
+    assert apply_events({"b1": b}, events) == set()
+    assert b.worker_error == "" and b.reason == "stored state unreadable (x)"
