@@ -8,7 +8,7 @@ Checks:
 - a launcher SIGKILLed between its Job create and its state save: the next one re-creates the
   same Job name, gets 409 AlreadyExists, records it, and finishes the batch with no third Job;
 - Job watches closed and compacted (410 on resume) all through a batch: the launcher re-lists and
-  still sees its Job finish (the batch gets cleaned up);
+  still sees its Job finish (the batch gets cleaned up), with one Job;
 - ``cancel`` deletes the batch's Jobs and their pods; ``retry`` of a batch failed on a dead-lettered
   part republishes it and launches a Job that finishes it;
 - parts that never arrive: three idle Jobs in a row fail the batch, with the reason.
@@ -197,6 +197,7 @@ def test_watch_closed_and_compacted_mid_batch_misses_no_completion(
     lists = [r for r in kube_api.server.request_log()
              if r.rbac == ("batch", "jobs", "list") and r.user_agent != USER_AGENT]
     assert len(lists) >= 3, "the launcher should re-list after its watches were ended"
+    assert kube_api.jobs_created() == [f"{settings.prefix}-churn-1"], "one Job for a batch that needed one"
 
 
 @pytest.mark.timeout(180)

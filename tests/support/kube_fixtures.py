@@ -14,7 +14,7 @@ import pytest
 from kubernetes import client, config
 
 from tests.support.kube import ApiServer, running_api_server
-from tests.support.kubelet import Kubelet
+from tests.support.kubelet import USER_AGENT, Kubelet
 
 
 @dataclasses.dataclass(frozen=True)
@@ -37,6 +37,15 @@ class KubeApi:
     @property
     def coordination(self) -> client.CoordinationV1Api:
         return client.CoordinationV1Api(self.api_client)
+
+    def job_creates(self) -> list[tuple[str, int | None]]:
+        """(name, status) of every Job create not made by a test kubelet: the launcher's Jobs, 409s included."""
+        return [(r.body["metadata"]["name"], r.status) for r in self.server.request_log()
+                if r.rbac == ("batch", "jobs", "create") and r.user_agent != USER_AGENT]
+
+    def jobs_created(self) -> list[str]:
+        """Names of the Jobs the launcher created (answered 201): the Job count of a batch."""
+        return [name for name, status in self.job_creates() if status == 201]
 
 
 @pytest.fixture

@@ -11,6 +11,7 @@ from __future__ import annotations
 import dataclasses
 import datetime
 import re
+import time
 from collections.abc import Callable, Mapping
 from typing import Any
 
@@ -53,6 +54,7 @@ class ApiRequest:
     user_agent: str
     status: int | None = None  # filled when the response is ready (a watch: when it ends)
     body: Any = None  # what a create, replace or patch sent, as the client serialised it
+    received: float = dataclasses.field(default_factory=time.monotonic)  # when it arrived (monotonic)
 
     @property
     def rbac(self) -> tuple[str, str, str] | None:
