@@ -194,7 +194,7 @@ def _admit(options: SubmitOptions, batch_id: str) -> None:
         batch_id=batch_id, parts=1, records=0, bytes=0, handler=options.handler,
         parts_per_worker=options.parts_per_worker, max_parallelism=options.max_parallelism, image=options.image,
         max_delivery_attempts=options.topology.max_delivery_attempts,
-        ack_deadline_s=options.topology.ack_deadline_s, profile=options.profile,
+        ack_deadline_s=options.topology.ack_deadline_s, profile=options.profile, output=options.output,
     )
     rejection = check_request(preview, options.profiles)
     if rejection is not None:

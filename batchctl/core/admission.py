@@ -15,6 +15,7 @@ Rules, in the order they are checked:
     parallelism  its max_parallelism is above the profile's cap
     attempts     its max_delivery_attempts is outside the profile's bounds
     ack_deadline its ack_deadline_s is outside the profile's bounds
+    output       its output is not under one of the profile's ``outputs``
 """
 
 from __future__ import annotations
@@ -28,9 +29,9 @@ from typing import Any
 from batchctl.core.errors import BadInput
 from batchctl.core.messages import BatchRequest
 from batchctl.core.names import BATCH_ID_RE
-from batchctl.core.profiles import Profile
+from batchctl.core.profiles import Profile, dest_prefix
 
-RULES = ("size", "malformed", "profile", "handler", "image", "parallelism", "attempts", "ack_deadline")
+RULES = ("size", "malformed", "profile", "handler", "image", "parallelism", "attempts", "ack_deadline", "output")
 MAX_REQUEST_BYTES = 64 * 1024
 """A real request is a few hundred bytes; anything near Pub/Sub's 10 MB is not one."""
 
@@ -78,7 +79,24 @@ def check_against(request: BatchRequest, profile: Profile) -> Rejection | None:
     if request.ack_deadline_s not in profile.ack_deadline_s:
         return Rejection("ack_deadline", f"ack_deadline_s {request.ack_deadline_s} is outside profile {name!r}'s "
                                          f"bounds {profile.ack_deadline_s}")
-    return None
+    return _check_output(request.output, profile)
+
+
+def _check_output(output: str | None, profile: Profile) -> Rejection | None:
+    """Workers write results with their own identity: only under a destination the operator listed."""
+    if output is None or profile.outputs is None:
+        return None
+    if not profile.outputs:
+        return Rejection("output", f"output {output!r} is not allowed: profile {profile.name!r} lists no outputs")
+    try:
+        dest = dest_prefix(output)
+    except ValueError as exc:
+        return Rejection("output", f"output {output!r} is not allowed: {exc}")
+    allowed = [dest_prefix(prefix) for prefix in profile.outputs]
+    if any(dest.startswith(prefix) for prefix in allowed):
+        return None
+    return Rejection("output", f"output {output!r} is not under profile {profile.name!r}'s outputs "
+                               f"({', '.join(allowed)})")
 
 
 def batch_named(data: bytes, attributes: Mapping[str, str] | Any) -> str | None:

@@ -31,10 +31,12 @@ File format::
         priority_classes: {high: batchctl-worker-high}   # per submit --priority; others above
         ack_deadline_s: {min: 10, max: 600}
         max_delivery_attempts: {min: 5, max: 100}
+        outputs: ["gs://acme-results/etl/"]      # where --output may point (left out: nowhere)
 """
 
 from __future__ import annotations
 
+import posixpath
 import re
 from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass, field, replace
@@ -113,6 +115,11 @@ class Profile:
     """Worker pods at once over all of this profile's batches (its own budget, within any global
     ``BATCHCTL_MAX_WORKERS``); None: the global budget alone applies (uncapped when unset)."""
 
+    outputs: tuple[str, ...] | None = None
+    """Destinations a request's ``--output`` may point under (``gs://BUCKET/PREFIX/`` or an absolute
+    folder, each normalised by ``dest_prefix``); None: anywhere (the file-less ``default`` profile);
+    a profile in a file that leaves the key out allows none, since workers write with their identity."""
+
     @property
     def allowed_images(self) -> tuple[str, ...]:
         return (self.image, *self.images)
@@ -126,6 +133,7 @@ class Profile:
         body["tolerations"] = [{"key": t.key, "operator": t.operator, "value": t.value, "effect": t.effect}
                                for t in self.tolerations]
         body["handlers"], body["images"] = list(self.handlers), list(self.images)
+        body["outputs"] = None if self.outputs is None else list(self.outputs)
         return body
 
     @classmethod
@@ -136,6 +144,7 @@ class Profile:
             **body, "handlers": tuple(body["handlers"]), "images": tuple(body["images"]), "tolerations": tolerations,
             "ack_deadline_s": Bounds(**body["ack_deadline_s"]),
             "max_delivery_attempts": Bounds(**body["max_delivery_attempts"]),
+            "outputs": None if body.get("outputs") is None else tuple(body["outputs"]),
         })
 
 
@@ -196,6 +205,7 @@ def _profile(name: object, body: object, base: Profile, problems: list[str]) -> 
             problems.append(f"key {key!r}: {exc}")
     if "handlers" not in body:
         problems.append("key 'handlers' is required (the handlers this profile may run)")
+    values.setdefault("outputs", ())  # not the base's "anywhere": an operator lists where workers may write
     if problems:
         return None
     profile = replace(base, **values)
@@ -250,6 +260,26 @@ def _handlers(value: object, _: Profile) -> dict[str, Any]:
     if bad:
         raise ValueError(f"{bad[0]!r} is not a MODULE:FUNC pattern")
     return {"handlers": tuple(patterns)}
+
+
+def dest_prefix(value: str) -> str:
+    """``gs://BUCKET/PREFIX`` or an absolute folder as a prefix ending in ``/`` (a folder's ``..`` resolved),
+    so that ``a.startswith(b)`` means "a is b or inside it"; ValueError for anything else."""
+    if value.startswith("gs://"):
+        bucket = value[len("gs://"):].split("/", 1)[0]
+        if not bucket:
+            raise ValueError(f"{value!r} names no bucket")
+        return value if value.endswith("/") else value + "/"
+    if value.startswith("/") and "\0" not in value:
+        folder = posixpath.normpath(value)
+        return folder if folder.endswith("/") else folder + "/"
+    raise ValueError(f"{value!r} is neither gs://BUCKET/PREFIX/ nor an absolute folder")
+
+
+def _outputs(value: object, _: Profile) -> dict[str, Any]:
+    if value == []:
+        return {"outputs": ()}
+    return {"outputs": tuple(dict.fromkeys(dest_prefix(v) for v in _text_list(value)))}
 
 
 def _images(value: object, _: Profile) -> dict[str, Any]:
@@ -357,5 +387,6 @@ KEYS: dict[str, Callable[[object, Profile], dict[str, Any]]] = {
     "priority_classes": _priority_classes,
     "ack_deadline_s": _bounds("ack_deadline_s", ACK_DEADLINE_RANGE),
     "max_delivery_attempts": _bounds("max_delivery_attempts", DELIVERY_ATTEMPTS_RANGE),
+    "outputs": _outputs,
 }
 """Every key a profile may set -> its parser (ValueError/TypeError name what is wrong)."""

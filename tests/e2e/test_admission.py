@@ -3,7 +3,8 @@
 Checks, against a running launcher whose profiles file offers ``cpu`` and ``gpu``: a request
 naming an unknown profile, a handler outside the profile's patterns, an image the profile
 does not list, parallelism above the cap, the GPU pool's profile with a CPU handler, a
-placement of its own, 10 MB of data, invalid UTF-8. Each ends ``rejected`` with a reason
+placement of its own, an ``--output`` outside the profile's ``outputs`` (or for a profile that
+lists none), 10 MB of data, invalid UTF-8. Each ends ``rejected`` with a reason
 naming the rule, is counted in ``batchctl_requests_rejected_total{rule}`` and logged with its
 message id; no Job is created; the batch's topics and subscriptions (created first, as a
 submitter does) are deleted; ``status`` exits 2 with the reason. A message that names no
@@ -35,7 +36,8 @@ from tests.support.waiting import wait_for
 HANDLER = "batchctl.worker.demo:handle"
 PROFILES = {"profiles": {
     "cpu": {"handlers": ["batchctl.worker.demo:*"], "max_parallelism": 4, "image": "reg.example/batchctl:1.0.0",
-            "images": ["reg.example/batchctl:1.0.1"], "node_selector": {"pool": "cpu"}, "tolerations": []},
+            "images": ["reg.example/batchctl:1.0.1"], "node_selector": {"pool": "cpu"}, "tolerations": [],
+            "outputs": ["gs://acme-results/cpu/"]},
     "gpu": {"handlers": ["acme.models:*"], "max_parallelism": 2, "image": "reg.example/gpu@sha256:" + "b" * 64,
             "node_selector": {"pool": "gpu"}, "resources": {"limits": {"nvidia.com/gpu": 1}},
             "tolerations": [{"key": "nvidia.com/gpu", "effect": "NoSchedule"}]},
@@ -67,6 +69,12 @@ HOSTILE = [
                  id="other-pool-profile"),
     pytest.param(dict(node_selector={"pool": "gpu"}), "malformed",
                  "field 'request.node_selector' is not known", id="own-node-pool"),
+    pytest.param(dict(output="gs://other-bucket/x/"), "output",
+                 "output 'gs://other-bucket/x/' is not under profile 'cpu''s outputs (gs://acme-results/cpu/)",
+                 id="output-outside-the-profiles-outputs"),
+    pytest.param(dict(profile="gpu", handler="acme.models:run", output="gs://acme-results/cpu/"), "output",
+                 "output 'gs://acme-results/cpu/' is not allowed: profile 'gpu' lists no outputs",
+                 id="output-for-a-profile-without-outputs"),
     pytest.param(b"{" * TEN_MB, "size", f"request of {TEN_MB} bytes is larger than", id="10mb"),
     pytest.param(b"\xff\xfe{\"action\": \"launch\"}", "malformed", "not JSON", id="invalid-utf8"),
 ]

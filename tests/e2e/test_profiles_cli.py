@@ -70,6 +70,9 @@ def test_without_a_file_the_default_profile_is_offered(env: dict[str, str], caps
      "image 'evil.example/x:1' is not allowed by profile 'cpu'"),
     (["--profile", "cpu", "--handler", "batchctl.worker.demo:handle", "--max-parallelism", "5"],
      "max_parallelism 5 is above profile 'cpu''s cap of 4"),
+    (["--profile", "cpu", "--handler", "batchctl.worker.demo:handle", "--max-parallelism", "4", "--output",
+      "/tmp/anywhere"],
+     "output '/tmp/anywhere' is not under profile 'cpu''s outputs (gs://acme-results/cpu/)"),
 ])
 def test_submit_refused_by_the_profiles_fails_before_anything_exists(
     flags: list[str], reason: str, local_env: dict[str, str], settings: Settings, pubsub: PubSub, tmp_path: Path,

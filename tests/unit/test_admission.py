@@ -31,7 +31,8 @@ from batchctl.launcher.jobconfig import JobConfig
 
 ETL = replace(JobConfig().default_profile(), name="etl", image="reg.example/etl:1", images=("reg.example/etl:2",),
               handlers=("acme.etl.*:handle", "acme.report:run"), max_parallelism=8,
-              ack_deadline_s=Bounds(30, 120), max_delivery_attempts=Bounds(5, 10))
+              ack_deadline_s=Bounds(30, 120), max_delivery_attempts=Bounds(5, 10),
+              outputs=("gs://acme-results/etl/", "/srv/results"))
 PROFILES = {"etl": ETL, "default": JobConfig().default_profile()}
 
 
@@ -44,7 +45,9 @@ def request(**fields: Any) -> BatchRequest:
 @pytest.mark.parametrize("fields", [
     {}, {"max_parallelism": 1}, {"max_delivery_attempts": 10}, {"ack_deadline_s": 30}, {"ack_deadline_s": 120},
     {"image": "reg.example/etl:1"}, {"image": "reg.example/etl:2"}, {"handler": "acme.report:run"},
-    {"handler": "acme.etl.a.b:handle"},
+    {"handler": "acme.etl.a.b:handle"}, {"output": "gs://acme-results/etl/"},
+    {"output": "gs://acme-results/etl/2026/run-1/"}, {"output": "gs://acme-results/etl"},
+    {"output": "/srv/results"}, {"output": "/srv/results/b1/"}, {"output": "/srv/x/../results/b1"},
 ])
 def test_a_request_within_its_profile_is_admitted(fields: dict[str, Any]) -> None:
     assert check_request(request(**fields), PROFILES) is None
@@ -67,6 +70,12 @@ REFUSED = [
     ({"max_delivery_attempts": 11}, "attempts", "max_delivery_attempts 11 is outside profile 'etl''s bounds 5..10"),
     ({"ack_deadline_s": 29}, "ack_deadline", "ack_deadline_s 29 is outside profile 'etl''s bounds 30..120"),
     ({"ack_deadline_s": 121}, "ack_deadline", "ack_deadline_s 121 is outside profile 'etl''s bounds 30..120"),
+    ({"output": "gs://other-bucket/etl/"}, "output", "output 'gs://other-bucket/etl/' is not under profile 'etl''s "
+                                                     "outputs (gs://acme-results/etl/, /srv/results/)"),
+    ({"output": "gs://acme-results/etl2/"}, "output", "is not under profile 'etl''s outputs"),
+    ({"output": "gs://acme-results/"}, "output", "is not under profile 'etl''s outputs"),
+    ({"output": "/srv/results/../secrets/"}, "output", "is not under profile 'etl''s outputs"),
+    ({"output": "/srv/results-other"}, "output", "is not under profile 'etl''s outputs"),
 ]
 
 
@@ -81,6 +90,15 @@ def test_rules_are_checked_in_order() -> None:
     """Everything wrong at once: the handler is named first (the profile exists)."""
     rejection = check_request(request(handler="x:y", image="e.example/x:1", max_parallelism=99), PROFILES)
     assert rejection == Rejection("handler", "handler 'x:y' is not allowed by profile 'etl'")
+
+
+def test_a_profile_without_outputs_allows_no_output_and_the_default_any() -> None:
+    closed = {"etl": replace(ETL, outputs=())}
+    rejection = check_request(request(output="gs://acme-results/etl/"), closed)
+    assert rejection == Rejection("output", "output 'gs://acme-results/etl/' is not allowed: profile 'etl' lists "
+                                            "no outputs")
+    assert check_request(request(), closed) is None  # no --output: nothing to check
+    assert check_request(request(profile="default", output="gs://anywhere/x/"), PROFILES) is None
 
 
 def test_no_profiles_offers_none() -> None:

@@ -13,6 +13,7 @@ and the Job (extended resource in requests and limits).
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 from typing import Any
 
@@ -84,11 +85,35 @@ def test_a_full_profile_reads_every_key() -> None:
 
 
 def test_keys_left_out_take_the_base() -> None:
-    """A profile with only handlers is the base (the launcher's variables) under its own name."""
+    """A profile with only handlers is the base (the launcher's variables) under its own name, except
+    ``outputs``: the base allows any destination, a profile in a file that leaves it out none."""
     base = JobConfig.from_env({"BATCHCTL_WORKER_IMAGE": "reg.example/w:9", "BATCHCTL_MAX_PARALLELISM": "7"})
     small = parse({"small": {"handlers": ["m:f"]}}, base.default_profile())["small"]
     assert small.image == "reg.example/w:9" and small.max_parallelism == 7
-    assert small == Profile(**{**base.default_profile().__dict__, "name": "small", "handlers": ("m:f",)})
+    assert base.default_profile().outputs is None and small.outputs == ()
+    assert small == Profile(**{**base.default_profile().__dict__, "name": "small", "handlers": ("m:f",), "outputs": ()})
+
+
+@pytest.mark.parametrize(("given", "kept"), [
+    (["gs://acme/etl"], ("gs://acme/etl/",)),
+    (["gs://acme/etl/", "gs://acme/etl"], ("gs://acme/etl/",)),
+    (["/srv/results/../out/"], ("/srv/out/",)),
+    ([], ()),
+])
+def test_outputs_are_kept_as_prefixes(given: list[str], kept: tuple[str, ...]) -> None:
+    profile = parse({"p": {"handlers": ["m:f"], "outputs": given}}, JobConfig().default_profile())["p"]
+    assert profile.outputs == kept
+    assert Profile.from_description(profile.describe()) == profile
+
+
+@pytest.mark.parametrize(("given", "says"), [
+    (["relative/folder"], "'relative/folder' is neither gs://BUCKET/PREFIX/ nor an absolute folder"),
+    (["gs://"], "'gs://' names no bucket"),
+    ("gs://acme/etl/", "must be a non-empty list of strings"),
+])
+def test_bad_outputs_are_named(given: object, says: str) -> None:
+    with pytest.raises(BadInput, match="profile 'p': key 'outputs': " + re.escape(says)):
+        parse({"p": {"handlers": ["m:f"], "outputs": given}}, JobConfig().default_profile())
 
 
 def test_a_limit_left_out_keeps_the_base_limit() -> None:
