@@ -1,10 +1,10 @@
 """The fault-injecting proxy (``tests/support/proxy.py``) does each fault it claims, and no more.
 
-Checks: bytes pass both ways; ``refuse`` refuses new connections; ``cut`` resets an open one
-mid-stream; ``blackhole`` accepts and never answers; ``delay`` holds each chunk; ``restore``
-listens again on the same port. Then with the real Pub/Sub emulator behind it: while ``down``,
-the client reports it unreachable; after ``restore`` a message published before the outage is
-still there (an outage without amnesia).
+Checks: bytes pass both ways; ``refuse`` refuses new connections; ``reject`` accepts and resets
+each new one, counting it; ``cut`` resets an open one mid-stream; ``blackhole`` accepts and never
+answers; ``delay`` holds each chunk; ``restore`` listens again on the same port. Then with the real
+Pub/Sub emulator behind it: while ``down``, the client reports it unreachable; after ``restore`` a
+message published before the outage is still there (an outage without amnesia).
 """
 
 from __future__ import annotations
@@ -69,6 +69,20 @@ def test_refuse_then_restore_on_the_same_port(echo: str) -> None:
         proxy.refuse()
         with pytest.raises(ConnectionRefusedError):
             _connect(proxy)
+        proxy.restore()
+        with _connect(proxy) as conn:
+            conn.sendall(b"back")
+            assert conn.recv(100) == b"back"
+
+
+def test_reject_resets_each_new_connection_and_counts_it(echo: str) -> None:
+    """``reject`` accepts a connection and resets it before any answer; ``restore`` forwards again."""
+    with fault_proxy(echo) as proxy:
+        proxy.reject()
+        for _ in range(2):
+            with _connect(proxy) as conn, pytest.raises(ConnectionResetError):
+                conn.recv(100)  # a reset, not an orderly close (that would read b"")
+        assert proxy.stats.rejected == 2 and proxy.stats.forwarded == 0
         proxy.restore()
         with _connect(proxy) as conn:
             conn.sendall(b"back")

@@ -9,8 +9,10 @@ thread of its own, so a synchronous test drives it with plain calls:
 - ``blackhole()``: accept new connections but never answer them, and stop forwarding on open ones
   (what a dead host behind a live load balancer looks like: the client waits for its deadline).
 - ``delay(seconds)``: hold each chunk that long before forwarding it, in both directions.
+- ``reject()``: accept each new connection and reset it at once (ECONNRESET, as a load balancer
+  with no live backend answers); unlike a refusal, each attempt is counted (``stats.rejected``).
 - ``down()``: ``refuse()`` and ``cut()``: the server is gone, as far as any client can tell.
-- ``restore()``: listen again on the same port and forward normally, without delay.
+- ``restore()``: listen again on the same port and forward normally, without delay or rejection.
 
 The upstream server keeps all its state through any of these, so a "down" made here is an outage
 without amnesia, unlike a restart of an in-memory emulator. ``stats`` counts connections.
@@ -40,6 +42,8 @@ class ProxyStats:
     """Connections that reached the upstream server."""
     cut: int = 0
     """Connections reset by ``cut()``."""
+    rejected: int = 0
+    """Connections accepted and reset at once by ``reject()``."""
 
 
 class FaultProxy:
@@ -53,6 +57,7 @@ class FaultProxy:
         self._timeout = timeout
         self._delay = 0.0
         self._blackholed = False
+        self._rejecting = False
         self._loop = asyncio.new_event_loop()
         self._thread = threading.Thread(target=self._loop.run_forever, name="fault-proxy", daemon=True)
         self._server: asyncio.Server | None = None
@@ -101,6 +106,11 @@ class FaultProxy:
         """Accept but never answer; open connections stop forwarding (their bytes are dropped)."""
         self._blackholed = True
 
+    def reject(self) -> None:
+        """Accept every new connection and reset it before reading a byte; open ones are left alone."""
+        self._rejecting = True
+        self._call(self._listen)
+
     def delay(self, seconds: float) -> None:
         """Hold every chunk ``seconds`` before forwarding it (0 to stop delaying)."""
         self._delay = seconds
@@ -112,7 +122,7 @@ class FaultProxy:
 
     def restore(self) -> None:
         """Listen again (same port) and forward everything at once."""
-        self._blackholed, self._delay = False, 0.0
+        self._blackholed, self._rejecting, self._delay = False, False, 0.0
         self._call(self._listen)
 
     # ---- the loop's side ------------------------------------------------------------------------
@@ -150,6 +160,10 @@ class FaultProxy:
         self.stats.accepted += 1
         self._writers.add(writer)
         try:
+            if self._rejecting:
+                self.stats.rejected += 1
+                _reset(writer)
+                return
             if self._blackholed:
                 await self._swallow(reader)
                 return
