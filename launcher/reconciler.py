@@ -16,6 +16,7 @@ from batchctl.core import logs, topology
 from batchctl.core.messages import Event, encode_event
 from batchctl.core.pubsub import PubSub, ResourceMissing
 from batchctl.core.settings import Settings
+from batchctl.launcher import failpoints
 from batchctl.launcher.backend import Backend
 from batchctl.launcher.control import nudge
 from batchctl.launcher.kueue import admission_change
@@ -148,6 +149,7 @@ class Reconciler:
 
     def _launch(self, batch: BatchState, action: Launch, log: Any) -> None:
         created = self.backend.launch(batch, action)
+        failpoints.hit(failpoints.JOB_CREATED_BEFORE_SAVE, batch_id=batch.batch_id, job=action.name)
         now = time.time()
         if not batch.jobs:
             self.metrics.launch_latency.observe(max(0.0, now - batch.request.created))

@@ -22,7 +22,7 @@ from batchctl.core.messages import decode_control, decode_event
 from batchctl.core.profiles import Profile
 from batchctl.core.pubsub import PubSub, Received
 from batchctl.core.settings import Settings
-from batchctl.launcher import failures
+from batchctl.launcher import failpoints, failures
 from batchctl.launcher.allocation import budget_from_env
 from batchctl.launcher.backend import Backend
 from batchctl.launcher.control import PERMANENT, Controller
@@ -224,6 +224,7 @@ class Launcher:
         except Exception as exc:
             self._control_failed(control.batch_id, exc, msg)
             return
+        failpoints.hit(failpoints.REQUEST_SAVED_BEFORE_ACK, batch_id=control.batch_id)
         self.pubsub.ack(sub, [msg.ack_id])
         self._tries.pop(control.batch_id, None)
         self._not_before.pop(control.batch_id, None)
@@ -231,6 +232,8 @@ class Launcher:
         if batch is not None and batch.state not in TERMINAL:
             self._rebalance()
             self._reconcile_one(batch)
+        self.log.info("request_applied", batch_id=control.batch_id, action=control.action,
+                      delivery_attempt=msg.delivery_attempt)
 
     def _control_failed(self, batch_id: str, exc: Exception, msg: Received) -> None:
         self.metrics.reconcile_errors.inc()
@@ -266,11 +269,22 @@ class Launcher:
         back = [(sub, m) for m, e in decoded if e.batch_id in failed]
         if back:
             self.inbox.give_back(back)
+        if changed - failed:
+            failpoints.hit(failpoints.EVENT_SAVED_BEFORE_ACK, batch_ids=sorted(changed - failed))
         kept = {m.ack_id for _, m in back}
-        ack_ids = [m.ack_id for m in msgs if m.ack_id not in kept]
-        for i in range(0, len(ack_ids), 1000):
-            self.pubsub.ack(sub, ack_ids[i : i + 1000])
+        batch_of = {m.ack_id: e.batch_id for m, e in decoded}
+        self._ack_events([(m, batch_of.get(m.ack_id, "")) for m in msgs if m.ack_id not in kept])
         return not back
+
+    def _ack_events(self, acked: list[tuple[Received, str]]) -> None:
+        """Ack stored events (undecodable ones too); log those that came again: a leader died (or
+        was slow) between applying them and acking them, or a dead leader's last pull held them."""
+        sub = self.settings.names.events_subscription
+        for i in range(0, len(acked), 1000):
+            self.pubsub.ack(sub, [m.ack_id for m, _ in acked[i : i + 1000]])
+        again = [batch_id for m, batch_id in acked if m.delivery_attempt > 1]
+        if again:
+            self.log.info("events_redelivered", messages=len(again), batch_ids=sorted(set(again) - {""}))
 
     def _save_events(self, batch: BatchState, before: BatchState) -> bool:
         try:
