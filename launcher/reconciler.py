@@ -28,7 +28,8 @@ from batchctl.launcher.state import QUEUED, RUNNING, SUCCEEDED, BatchState, JobR
 from batchctl.launcher.store import StateStore
 
 UNSEEN_GRACE_S = 60.0
-"""A Job recorded but not yet observed (watch lag) counts as running for this long."""
+"""A Job recorded but not yet observed (watch lag) counts as running for this long; one this
+launcher saw and then no longer sees was deleted (from outside, or by its TTL) and counts no more."""
 MAX_ROUNDS = 4
 
 
@@ -47,12 +48,15 @@ class Reconciler:
         """Batch id -> workers (pod names) that sent ``worker_exited`` this term."""
         self._seen_ended: dict[str, tuple[float, float]] = {}
         """Job name -> (monotonic, wall) time this launcher first saw it ended."""
+        self._seen: set[str] = set()
+        """Jobs observed at least once this term: one of them missing now was deleted, not lagging."""
 
     def new_term(self) -> None:
         """Taking over: nothing is accounted for until the events subscription is drained."""
         self.accounted_until = 0.0
         self.exits.clear()
         self._seen_ended.clear()
+        self._seen.clear()
 
     def awaits_events(self) -> bool:
         """A Job was seen ended after the last drain of the events subscription."""
@@ -90,9 +94,10 @@ class Reconciler:
     def observe(self, batch: BatchState) -> list[ObservedJob]:
         jobs = [self._facts(batch.batch_id, j) for j in self.backend.observe(batch.batch_id)]
         seen = {j.name for j in jobs}
+        self._seen |= seen
         now = time.time()
         for record in batch.jobs:
-            if record.name not in seen and now - record.launched < UNSEEN_GRACE_S:
+            if record.name not in self._seen and now - record.launched < UNSEEN_GRACE_S:
                 jobs.append(ObservedJob(record.name, active=0, finished=False, parallelism=record.parallelism))
         return jobs
 

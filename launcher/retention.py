@@ -54,8 +54,9 @@ def retention_from_env(environ: Mapping[str, str]) -> float:
 
 
 def ends_of(batches: Iterable[BatchState]) -> dict[str, float]:
-    """Finished batch id -> when it ended, for the batches in memory."""
-    return {b.batch_id: ended(b) for b in batches if b.state in TERMINAL}
+    """Finished batch id -> when it ended, for the batches in memory. A batch loaded from an
+    unreadable state document is left out: it has no trustworthy end, and it stays for a human."""
+    return {b.batch_id: ended(b) for b in batches if b.state in TERMINAL and not b.corrupt}
 
 
 def expired(ends: Mapping[str, float], *, now: float, retention_s: float) -> list[str]:

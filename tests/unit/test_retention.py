@@ -71,3 +71,13 @@ def test_ends_read_from_the_store_count_like_those_in_memory() -> None:
 @pytest.mark.parametrize(("retention", "interval"), [(3.0, 1.0), (30.0, 3.0), (7 * 86400.0, 60.0)])
 def test_sweeps_run_at_a_tenth_of_the_retention_within_bounds(retention: float, interval: float) -> None:
     assert sweep_interval(retention) == interval
+
+
+def test_an_unreadable_batch_is_never_forgotten_by_retention() -> None:
+    """A batch loaded from a corrupt state document has no trustworthy end (a document cut short
+    gives none at all): retention leaves it, and its object, for a human (before: the chaos run's
+    cut-short ConfigMap was forgotten, object and all, on the first sweep after the reload)."""
+    broken = BatchState(request=request(10, created=0.0), state=FAILED, corrupt=True,
+                        reason="stored state unreadable (ConfigMap p-b1-state: ...)")
+    fine = BatchState(request=request(10, batch_id="b2", created=5.0), state=FAILED, finished=10.0)
+    assert ends_of([broken, fine]) == {"b2": 10.0}
