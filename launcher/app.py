@@ -7,11 +7,12 @@ import signal
 import socket
 import threading
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from functools import partial
 from typing import Any
 
 from batchctl.core import logs
-from batchctl.core.errors import BadInput
+from batchctl.core.errors import BadInput, Unreachable
 from batchctl.core.profiles import DEFAULT_PROFILE, Profile, load_profiles
 from batchctl.core.pubsub import PubSub
 from batchctl.core.settings import Settings
@@ -34,6 +35,9 @@ class Parts:
     profiles: dict[str, Profile]
     jobs_kube: Kube | None = None
     """The workers' namespace (BATCHCTL_JOBS_NAMESPACE): Jobs only."""
+    chores: list[Callable[[], object]] = field(default_factory=list)
+    """Start-up steps that met an outage (publishing the profiles catalog): the launcher's loop
+    retries them until they succeed, rather than the process exiting (and crash-looping)."""
 
 
 def open_store(settings: Settings) -> StateStore:
@@ -86,9 +90,15 @@ def assemble(settings: Settings, *, elect: bool = True, worker_env: dict[str, st
         elector = LeaseElector(kube, settings.names.lease, identity)
     else:
         elector = _AlwaysLeader()
+    parts = Parts(ConfigMapStore(kube, settings.names), backend, elector, kube, profiles, jobs_kube)
     if elect:  # a launcher: say what it offers where `batchctl profiles` reads it
-        catalog.publish(kube, settings.names, profiles)
-    return Parts(ConfigMapStore(kube, settings.names), backend, elector, kube, profiles, jobs_kube)
+        publish = partial(catalog.publish, kube, settings.names, profiles)
+        try:
+            publish()
+        except Unreachable as exc:
+            logs.get("launcher").warning("profiles_not_published", error=str(exc))
+            parts.chores.append(publish)
+    return parts
 
 
 class _AlwaysLeader:
@@ -116,7 +126,7 @@ def serve(settings: Settings, *, port: int, tuning: Tuning | None = None) -> int
     parts = assemble(settings)  # first: a bad profiles file stops the start before anything connects
     pubsub = PubSub(settings)
     launcher = Launcher(settings, pubsub, parts.store, parts.backend, parts.elector, tuning=tuning or Tuning(),
-                        profiles=parts.profiles)
+                        profiles=parts.profiles, chores=parts.chores)
     checks: list[Callable[[], object]] = [pubsub.check_reachable]
     if parts.jobs_kube is not None:
         jobs_kube = parts.jobs_kube

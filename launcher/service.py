@@ -13,11 +13,12 @@ import threading
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from functools import partial
 from typing import Protocol
 
 from batchctl.core import logs, topology
 from batchctl.core.admission import Rejection, batch_named, check_size, malformed
-from batchctl.core.errors import BadInput, BatchctlError
+from batchctl.core.errors import BadInput, BatchctlError, Unreachable
 from batchctl.core.messages import decode_control, decode_event
 from batchctl.core.profiles import Profile
 from batchctl.core.pubsub import PubSub, Received
@@ -38,6 +39,8 @@ from batchctl.launcher.sharing import Sharing
 from batchctl.launcher.state import CANCELLED, FAILED, REJECTED, SUCCEEDED, TERMINAL, BatchState
 from batchctl.launcher.store import StateStore, ended, settled
 
+CHORE_RETRY_S = 2.0
+"""How often a start-up step that met an outage is tried again."""
 SETTLED_HELD_S = 300.0
 """How long a settled batch (finished, cleaned up) stays in memory: a worker's late exit error
 still reaches its reason; after that only the store keeps it, so history costs no memory or tick."""
@@ -65,8 +68,12 @@ class Tuning:
 class Launcher:
     def __init__(self, settings: Settings, pubsub: PubSub, store: StateStore, backend: Backend,
                  elector: Elector, *, metrics: Metrics | None = None, tuning: Tuning = Tuning(),
-                 wake: threading.Event | None = None, profiles: Mapping[str, Profile] | None = None) -> None:
+                 wake: threading.Event | None = None, profiles: Mapping[str, Profile] | None = None,
+                 chores: list[Callable[[], object]] | None = None) -> None:
         self.settings, self.pubsub, self.elector, self.tuning = settings, pubsub, elector, tuning
+        self.chores: list[Callable[[], object]] = [partial(topology.ensure_shared, pubsub), *(chores or [])]
+        """Start-up steps that need Pub/Sub or the API, done in order, each retried until it succeeds."""
+        self._chores_at = 0.0
         self.store = FencedStore(store, elector)
         self.backend = FencedBackend(backend, elector)
         self.metrics = metrics or Metrics()
@@ -102,7 +109,7 @@ class Launcher:
     # ---- lifecycle -------------------------------------------------------------------
     def run(self) -> None:
         """Run until ``stop()``; returns after a clean shutdown."""
-        topology.ensure_shared(self.pubsub)
+        self._do_chores()
         self._elector_thread = self.elector.start()
         self.inbox.start()
         self.log.info("launcher_started", backend=self.settings.backend, namespace=self.settings.namespace)
@@ -136,8 +143,25 @@ class Launcher:
             return False
         return bool(self.elector.watching)
 
+    def _do_chores(self) -> None:
+        """The start-up steps not done yet, in order; one that meets an outage waits for a later pass
+        (at most every ``CHORE_RETRY_S``): a launcher started while Pub/Sub or the API is away runs on."""
+        if time.monotonic() < self._chores_at:
+            return
+        while self.chores:
+            try:
+                self.chores[0]()
+            except Unreachable as exc:
+                self._chores_at = time.monotonic() + CHORE_RETRY_S
+                self.log.warning("startup_step_deferred", step=getattr(self.chores[0], "func", self.chores[0]).__name__,
+                                 error=str(exc))
+                return
+            self.chores.pop(0)
+
     # ---- one pass --------------------------------------------------------------------
     def _step(self) -> None:
+        if self.chores:
+            self._do_chores()
         leading = self.elector.is_leader
         self.metrics.is_leader.set(1 if leading else 0)
         if leading != self._leading:

@@ -54,7 +54,7 @@ def running_launcher(settings: Settings, pubsub: PubSub, *, worker_env: dict[str
                      parts: Parts | None = None) -> Iterator[Running]:
     parts = parts or assemble(settings, worker_env=worker_env)
     launcher = Launcher(settings, pubsub, parts.store, parts.backend, parts.elector, tuning=FAST_TUNING,
-                        profiles=parts.profiles)
+                        profiles=parts.profiles, chores=parts.chores)
     thread = threading.Thread(target=launcher.run, name="test-launcher", daemon=True)
     thread.start()
     running = Running(launcher, thread, parts)
