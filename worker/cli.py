@@ -20,6 +20,7 @@ the same variables and these flags work by hand (a flag wins over its variable):
     BATCHCTL_WORKER_ID       --worker-id      name in events (hostname-pid)
     BATCHCTL_RESULTS_DIR     --results-dir    where the demo handler writes (./batchctl-results)
     BATCHCTL_OUTPUT          --output         the batch's results: DEST/part-NNNNNN.jsonl (gs:// or folder)
+    BATCHCTL_WRITERS         --writers        results written at once, off the handler's slots (4)
 
 Exit codes: 0 drained (the queue is empty), 143 stopped by SIGTERM/SIGINT after
 finishing or nacking its parts (not drained, so a Job replaces it), 1 crash or a
@@ -70,6 +71,7 @@ FLAG_HELP = {
     "worker_id": "name in events and logs (BATCHCTL_WORKER_ID, default hostname-pid)",
     "results_dir": "demo handler output folder (BATCHCTL_RESULTS_DIR, default ./batchctl-results)",
     "output": "where returned results go, gs://BUCKET/PREFIX/ or a folder (BATCHCTL_OUTPUT, default none)",
+    "writers": "results written at once, beside the handler slots (BATCHCTL_WRITERS, 1..10, default 4)",
 }
 
 
@@ -92,7 +94,7 @@ def run(args: argparse.Namespace, environ: Mapping[str, str]) -> int:
         sys.stderr.write(f"batchctl: error: worker: {exc}\n")
         return exc.exit_code
     try:
-        handler = results.wrap(load_handler(config.handler), _sink(config, settings))
+        handler = results.wrap(load_handler(config.handler), output=config.output is not None)
     except BadInput as exc:
         sys.stderr.write(f"batchctl: error: worker: {exc}\n")
         _report_exit_error(settings, config, exc)
@@ -102,7 +104,7 @@ def run(args: argparse.Namespace, environ: Mapping[str, str]) -> int:
     shutdown.install()
     pubsub = PubSub(settings)
     try:
-        return Worker(config, pubsub, handler, shutdown=shutdown, log=log).run()
+        return Worker(config, pubsub, handler, shutdown=shutdown, log=log, sink=_sink(config, settings)).run()
     finally:
         _close(pubsub, log)
 

@@ -30,6 +30,7 @@ from typing import Any
 from batchctl.core.errors import EXIT_FAILED, EXIT_OK, EXIT_TERMINATED, BatchctlError, Unreachable
 from batchctl.core.messages import EXIT_ERROR_PREFIX
 from batchctl.core.pubsub import PubSub, PullUnanswered, Received
+from batchctl.core.sink import Sink
 from batchctl.core.topology import BatchTopology
 from batchctl.worker import prefetch
 from batchctl.worker.config import WorkerConfig
@@ -38,9 +39,11 @@ from batchctl.worker.events import Events
 from batchctl.worker.handler import Handler
 from batchctl.worker.lease import Held, Leases
 from batchctl.worker.part import Part, PartRejected, decode_part, part_index
+from batchctl.worker.results import result_of
 from batchctl.worker.settlement import Settler
 from batchctl.worker.shutdown import Shutdown
 from batchctl.worker.slots import Slots
+from batchctl.worker.writer import Job, ResultWriter
 
 MAX_SETTLING = 500
 """Handled parts awaiting their event and ack, beyond the busy slots, before pulling pauses."""
@@ -68,6 +71,7 @@ class Worker:
         *,
         shutdown: Shutdown,
         log: Any,
+        sink: Sink | None = None,
     ) -> None:
         self.config = config
         self.pubsub = pubsub
@@ -85,6 +89,10 @@ class Worker:
         self.slots: Slots[Held] = Slots(
             config.concurrency, self._process, on_crash=self._slot_crashed, queued=self._window()
         )
+        self.writer = None if sink is None else ResultWriter(
+            sink.write_part, written=self._written, failed=self._write_failed, log=log, writers=config.writers
+        )
+        """With ``--output``: writes each part's result, off its slot, before the part is reported done."""
         self._unanswered_since: float | None = None
         self._unanswered = 0
         self._timed_out: list[int | None] = []
@@ -109,6 +117,8 @@ class Worker:
         self.leases.start()
         self.settler.start()
         self.slots.start()
+        if self.writer is not None:
+            self.writer.start()
         self.drain.policy = self._retry_policy()
         self.events.started(timeout_s=EVENT_TIMEOUT_S)
         self.log.info(
@@ -240,7 +250,8 @@ class Worker:
             return
         log = self.log.bind(part=part.index, attempt=part.attempt)
         try:
-            self._run_handler(part)
+            value = self._run_handler(part)
+            job = None if self.writer is None else Job(held, part.index, part.attempt, result_of(value))
         except BaseException as exc:  # a handler's SystemExit must not kill its slot
             reason = f"{type(exc).__name__}: {exc}"
             log.warning("part_failed", reason=reason, seconds=round(time.monotonic() - held.started_at, 3))
@@ -248,9 +259,24 @@ class Worker:
             return
         seconds = time.monotonic() - held.started_at
         self.part_times.add(seconds)
+        if job is not None and self.writer is not None:
+            self.writer.submit(job)  # blocks while the writers are full; ``_written`` reports it done
+            return
         log.info("part_done", seconds=round(seconds, 3))
         if self.leases.claim(held):
             self.settler.done(held, part.index, part.attempt)
+
+    def _written(self, job: Job) -> None:
+        """A writer wrote the part's result: now it is done (its event, then its ack)."""
+        held = job.held
+        seconds = time.monotonic() - (held.started_at or held.pulled_at)
+        self.log.info("part_done", part=job.index, attempt=job.attempt, seconds=round(seconds, 3))
+        if self.leases.claim(held):
+            self.settler.done(held, job.index, job.attempt)
+
+    def _write_failed(self, job: Job, reason: str) -> None:
+        self.log.warning("part_failed", part=job.index, attempt=job.attempt, reason=reason)
+        self._failed(job.held, job.index, reason)
 
     def _run_handler(self, part: Part) -> object:
         """The one place the user's handler is called; returns what it returned."""
@@ -285,6 +311,8 @@ class Worker:
             budget = self.shutdown.remaining() if self.shutdown.requested else self.config.drain_budget_s
             self.leases.wait_below(1, timeout=budget)
         abandoned = self.leases.abandon_all()
+        if self.writer is not None:
+            self.writer.stop()  # parts still waiting were just nacked; a write under way ends unacked
         self.settler.stop()
         self.leases.stop()
         try:

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import contextlib
 import io
+import os
 import queue
 import threading
 from collections.abc import Callable, Iterator, Mapping
@@ -33,6 +34,7 @@ from google.cloud import storage
 from google.cloud.storage.retry import DEFAULT_RETRY
 from requests.exceptions import ConnectionError as RequestsConnectionError
 from requests.exceptions import Timeout as RequestsTimeout
+from requests.utils import get_environ_proxies
 
 from batchctl.core.errors import BadInput, Unreachable
 from batchctl.core.gsurl import SCHEME, split_url
@@ -71,13 +73,25 @@ class Storage:
         self._project = project
         self._retry: Retry = DEFAULT_RETRY.with_timeout(retry_s)
         self._client: Any = None
+        self._buckets: dict[str, Any] = {}
+        self._lock = threading.Lock()
 
     @property
     def client(self) -> Any:
         if self._client is None:
-            with mapped("Cloud Storage"):
-                self._client = _client(self._environ, self._project)
+            with self._lock, mapped("Cloud Storage"):
+                if self._client is None:
+                    client = _client(self._environ, self._project)
+                    environment_read_once(client._http, client._connection.API_BASE_URL)
+                    self._client = client
         return self._client
+
+    def _bucket(self, name: str) -> Any:
+        """The client's ``Bucket`` for ``name``, built once (no request: a handle, not a lookup)."""
+        bucket = self._buckets.get(name)
+        if bucket is None:
+            bucket = self._buckets[name] = self.client.bucket(name)
+        return bucket
 
     def list(self, url: str) -> list[StoredObject]:
         """An object, or every object under the folder ``url`` names, in name order.
@@ -117,9 +131,13 @@ class Storage:
 
     def write(self, url: str, data: bytes | IO[bytes], *, content_type: str = "application/x-ndjson",
               metadata: Mapping[str, str] | None = None) -> None:
-        """Create or overwrite the object ``url`` with ``data`` (bytes or a file positioned at 0)."""
+        """Create or overwrite the object ``url`` with ``data`` (bytes or a file positioned at 0).
+
+        Bytes go up in one request (a multipart upload: their size is known); the client's
+        checksum (crc32c, in C) is kept, so Cloud Storage refuses a body damaged on the way.
+        """
         bucket, name = split_url(url)
-        blob = self.client.bucket(bucket).blob(name)
+        blob = self._bucket(bucket).blob(name)
         if metadata:
             blob.metadata = dict(metadata)
         with mapped(url):
@@ -266,6 +284,22 @@ def _client(environ: Mapping[str, str], project: str | None) -> Any:
     endpoint = host if host.startswith(("http://", "https://")) else f"http://{host}"
     return storage.Client(project=project or "batchctl-local", credentials=AnonymousCredentials(),
                           client_options={"api_endpoint": endpoint})
+
+
+def environment_read_once(session: Any, endpoint: str) -> None:
+    """Take the proxy and CA-bundle settings of the environment once, for the client's one endpoint.
+
+    ``requests`` otherwise reads them on every request (twice: ``get_environ_proxies`` and
+    ``should_bypass_proxies`` scan ``os.environ``): a third of an upload's CPU in the worker
+    (bench/results_sink.py). ``HTTPS_PROXY``, ``NO_PROXY``, ``REQUESTS_CA_BUNDLE`` and
+    ``CURL_CA_BUNDLE`` keep their meaning; ``.netrc`` is no longer read (its basic auth would
+    replace the client's bearer token anyway).
+    """
+    session.proxies.update(get_environ_proxies(endpoint))
+    bundle = os.environ.get("REQUESTS_CA_BUNDLE") or os.environ.get("CURL_CA_BUNDLE")
+    if bundle and session.verify is True:
+        session.verify = bundle
+    session.trust_env = False
 
 
 def _stored(blob: Any) -> StoredObject:

@@ -1,6 +1,7 @@
 """What a handler's return value becomes (``worker/results.py``): every accepted kind of value,
 generators and coroutines run (with or without an output), anything else refused with a
-reason; ``wrap`` writes the part's result to ``DEST/part-NNNNNN.jsonl`` only when DEST is set."""
+reason; ``wrap`` returns the encoded result (for the worker's writers) only when DEST is set;
+a part's result object is overwritten by a second write (``Sink.write_part``), never torn."""
 
 from __future__ import annotations
 
@@ -13,7 +14,7 @@ from typing import Any
 import pytest
 
 from batchctl.core.sink import Sink
-from batchctl.worker.results import HandlerResultRejected, encode, outcome, wrap
+from batchctl.worker.results import HandlerResultRejected, PartResult, encode, outcome, result_of, wrap
 
 
 def gen() -> Iterator[dict[str, int]]:
@@ -93,7 +94,7 @@ def test_wrap_runs_a_generator_handler_without_output() -> None:
         ran.append(p.index)
         yield p.index
 
-    assert wrap(handler, None)(part(3)) is None
+    assert wrap(handler, output=False)(part(3)) is None
     assert ran == [3]
 
 
@@ -103,20 +104,39 @@ def test_wrap_runs_an_async_handler_without_output() -> None:
     async def handler(p: Any) -> None:
         ran.append(p.index)
 
-    wrap(handler, None)(part(4))
+    wrap(handler, output=False)(part(4))
     assert ran == [4]
 
 
 def test_wrap_refuses_a_number_even_without_output() -> None:
     with pytest.raises(HandlerResultRejected):
-        wrap(lambda p: 7, None)(part(0))
+        wrap(lambda p: 7, output=False)(part(0))
 
 
-def test_wrap_writes_the_part_result_to_its_object(tmp_path: Path) -> None:
-    """DEST set: part 42's records go to DEST/part-000042.jsonl; a second call overwrites it."""
-    sink = Sink(str(tmp_path))
-    handler = wrap(lambda p: ({"out": r["i"]} for r in p.records), sink)
-    handler(part(42))
-    handler(part(42))
-    assert [json.loads(line) for line in (tmp_path / "part-000042.jsonl").read_text().splitlines()] == [{"out": 42}]
+def test_wrap_with_output_returns_the_encoded_result() -> None:
+    """DEST set: the handler's records come back encoded, for a writer; nothing is written here."""
+    handler = wrap(lambda p: ({"out": r["i"]} for r in p.records), output=True)
+    assert handler(part(42)) == PartResult(b'{"out":42}\n', 1)
+    assert result_of(PartResult(b"x\n", 1)) == PartResult(b"x\n", 1)
+    assert result_of(None) == PartResult(b"", 0)
+
+
+def test_plain_values_encode_as_with_the_options() -> None:
+    """``encode`` tries bare ``orjson.dumps`` first: what it accepts must come out byte for byte as
+    with the options, and what only the options accept (non-str keys, numpy) still works."""
+    from batchctl.worker.results import _DUMPS
+
+    records: list[Any] = [{"a": 1, "b": [1.5, None, True], "c": {"d": "é\n"}}, [1, "x"], "s", 2, None]
+    assert encode(records)[0] == b"\n".join(map(_DUMPS, records)) + b"\n"
+    assert encode([{1: "a"}, {"k": 2}]) == (b'{"1":"a"}\n{"k":2}\n', 2)
+
+
+def test_a_part_result_object_is_overwritten_whole(tmp_path: Path) -> None:
+    """DEST/part-000042.jsonl: a second write replaces the first; the folder is made when missing."""
+    sink = Sink(str(tmp_path / "out"))
+    sink.write_part(42, b'{"out":1}\n{"out":2}\n', 2)
+    sink.write_part(42, b'{"out":42}\n', 1)
+    path = tmp_path / "out" / "part-000042.jsonl"
+    assert [json.loads(line) for line in path.read_text().splitlines()] == [{"out": 42}]
     assert sink.records_out(43) == (1, list(range(42)))
+    assert sorted(p.name for p in path.parent.iterdir()) == ["part-000042.jsonl"]

@@ -1,0 +1,159 @@
+"""Writing part results off the handler's slot: a small, bounded pool of writer threads.
+
+A slot runs the handler and encodes its result (``results``), hands the part to this pool
+and takes the next part. A writer writes ``DEST/part-NNNNNN.jsonl`` and only then reports
+the part ``written``: its ``part_done`` event and, once that is confirmed, its ack follow.
+So uploads overlap handling, and the ack still never comes before the object (at least
+once: a part redelivered for any reason overwrites its own object). A write that fails,
+after the storage client's own bounded retries (``core.storage.RETRY_S``), reports the part
+``failed``: ``part_failed`` and a nack; it is redelivered and written again.
+
+Bounded: ``writers`` writes at once, ``queued`` more waiting, and at most ``max_bytes`` of
+waiting bodies (one body always goes, whatever its size). When full, ``submit`` blocks the
+slot: the slots stay busy and the pull loop stops pulling. A waiting part is still held
+(``lease``): its lease is renewed, it counts as in flight for drain and for the part timeout.
+
+Stop: ``stop()`` drops the parts still waiting (the worker has nacked everything it held by
+then, so none of them is acked) and lets running writes end on their own: the threads are
+daemons, and a part whose write ends after the stop finds its outcome taken, so it is not
+acked. ``wait_idle`` lets the worker give writes the drain budget first.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import threading
+import time
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from batchctl.worker.lease import Held
+from batchctl.worker.results import PartResult
+
+MAX_BYTES = 64 * 1024 * 1024
+"""Bodies waiting for a writer beyond which ``submit`` blocks."""
+
+
+@dataclass(eq=False)
+class Job:
+    """One part's encoded result, from its slot to its writer."""
+
+    held: Held
+    index: int
+    attempt: int
+    result: PartResult
+
+    @property
+    def body(self) -> bytes:
+        return self.result.body
+
+
+Write = Callable[[int, bytes, int], None]
+"""``write(index, body, records)``: create or overwrite the part's object (``Sink.write_part``)."""
+
+
+class ResultWriter:
+    """``writers`` daemon threads writing ``Job``s; ``written(job)`` or ``failed(job, reason)`` after each."""
+
+    def __init__(
+        self,
+        write: Write,
+        *,
+        written: Callable[[Job], None],
+        failed: Callable[[Job, str], None],
+        log: Any,
+        writers: int,
+        queued: int | None = None,
+        max_bytes: int = MAX_BYTES,
+    ) -> None:
+        self._write = write
+        self._written = written
+        self._failed = failed
+        self._log = log
+        self.writers = writers
+        self.queued = 2 * writers if queued is None else queued
+        self._max_bytes = max_bytes
+        self._waiting: deque[Job] = deque()
+        self._waiting_bytes = 0
+        self._running = 0
+        self._stopped = False
+        self._changed = threading.Condition()
+
+    def start(self) -> None:
+        for n in range(self.writers):
+            threading.Thread(target=self._run, name=f"writer-{n}", daemon=True).start()
+
+    def submit(self, job: Job) -> bool:
+        """Queue ``job``, blocking while the pool is full; False (not queued) once stopped."""
+        with self._changed:
+            self._changed.wait_for(lambda: self._stopped or self._has_room(len(job.body)))
+            if self._stopped:
+                return False
+            self._waiting.append(job)
+            self._waiting_bytes += len(job.body)
+            self._changed.notify_all()
+            return True
+
+    def _has_room(self, size: int) -> bool:
+        if not self._waiting:
+            return True
+        return len(self._waiting) < self.queued and self._waiting_bytes + size <= self._max_bytes
+
+    def pending(self) -> int:
+        """Parts waiting for a writer or being written."""
+        with self._changed:
+            return len(self._waiting) + self._running
+
+    def wait_idle(self, timeout: float) -> bool:
+        """Wait until no part waits or is being written; False on timeout."""
+        with self._changed:
+            return self._changed.wait_for(lambda: not self._waiting and not self._running, timeout=max(0.0, timeout))
+
+    def stop(self) -> int:
+        """Drop the waiting parts (returns how many) and end the threads after their current write."""
+        with self._changed:
+            self._stopped = True
+            dropped = len(self._waiting)
+            self._waiting.clear()
+            self._waiting_bytes = 0
+            self._changed.notify_all()
+        return dropped
+
+    # ---- a writer thread ---------------------------------------------------------------
+    def _run(self) -> None:
+        while True:
+            with self._changed:
+                self._changed.wait_for(lambda: self._stopped or self._waiting)
+                if self._stopped:
+                    return
+                job = self._waiting.popleft()
+                self._waiting_bytes -= len(job.body)
+                self._running += 1
+                self._changed.notify_all()
+            try:
+                self._one(job)
+            finally:
+                with self._changed:
+                    self._running -= 1
+                    self._changed.notify_all()
+
+    def _one(self, job: Job) -> None:
+        """Write, then report; a writer outlives every exception (a report that raises is logged)."""
+        started = time.monotonic()
+        try:
+            self._write(job.index, job.body, job.result.records)
+        except BaseException as exc:  # any failure: the part is nacked, never acked
+            reason = f"result not written: {type(exc).__name__}: {exc}"
+            self._report(self._failed, job, reason)
+            return
+        self._log.debug("result_written", part=job.index, seconds=round(time.monotonic() - started, 4))
+        self._report(self._written, job)
+
+    def _report(self, report: Callable[..., None], job: Job, *args: str) -> None:
+        try:
+            report(job, *args)
+        except Exception as exc:  # a bug here must not end the writer (its part is given back at exit)
+            with contextlib.suppress(Exception):
+                self._log.error("writer_report_failed", part=job.index, error=f"{type(exc).__name__}: {exc}")
