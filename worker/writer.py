@@ -22,9 +22,8 @@ acked. ``wait_idle`` lets the worker give writes the drain budget first.
 from __future__ import annotations
 
 import contextlib
+import queue
 import threading
-import time
-from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -55,7 +54,12 @@ Write = Callable[[int, bytes, int], None]
 
 
 class ResultWriter:
-    """``writers`` daemon threads writing ``Job``s; ``written(job)`` or ``failed(job, reason)`` after each."""
+    """``writers`` daemon threads writing ``Job``s; ``written(job)`` or ``failed(job, reason)`` after each.
+
+    Jobs travel on a ``SimpleQueue`` (a put wakes one writer); one lock guards the counts, and
+    its condition wakes only those waiting for room or for idleness: a part costs two
+    uncontended lock round trips beside its queue hand-over.
+    """
 
     def __init__(
         self,
@@ -75,11 +79,12 @@ class ResultWriter:
         self.writers = writers
         self.queued = 2 * writers if queued is None else queued
         self._max_bytes = max_bytes
-        self._waiting: deque[Job] = deque()
+        self._jobs: queue.SimpleQueue[Job | None] = queue.SimpleQueue()
+        self._waiting = 0
         self._waiting_bytes = 0
         self._running = 0
         self._stopped = False
-        self._changed = threading.Condition()
+        self._changed = threading.Condition(threading.Lock())
 
     def start(self) -> None:
         for n in range(self.writers):
@@ -87,24 +92,24 @@ class ResultWriter:
 
     def submit(self, job: Job) -> bool:
         """Queue ``job``, blocking while the pool is full; False (not queued) once stopped."""
+        size = len(job.body)
         with self._changed:
-            self._changed.wait_for(lambda: self._stopped or self._has_room(len(job.body)))
+            if not self._has_room(size):
+                self._changed.wait_for(lambda: self._stopped or self._has_room(size))
             if self._stopped:
                 return False
-            self._waiting.append(job)
-            self._waiting_bytes += len(job.body)
-            self._changed.notify_all()
-            return True
+            self._waiting += 1
+            self._waiting_bytes += size
+        self._jobs.put(job)
+        return True
 
     def _has_room(self, size: int) -> bool:
-        if not self._waiting:
-            return True
-        return len(self._waiting) < self.queued and self._waiting_bytes + size <= self._max_bytes
+        return not self._waiting or (self._waiting < self.queued and self._waiting_bytes + size <= self._max_bytes)
 
     def pending(self) -> int:
         """Parts waiting for a writer or being written."""
         with self._changed:
-            return len(self._waiting) + self._running
+            return self._waiting + self._running
 
     def wait_idle(self, timeout: float) -> bool:
         """Wait until no part waits or is being written; False on timeout."""
@@ -115,20 +120,20 @@ class ResultWriter:
         """Drop the waiting parts (returns how many) and end the threads after their current write."""
         with self._changed:
             self._stopped = True
-            dropped = len(self._waiting)
-            self._waiting.clear()
-            self._waiting_bytes = 0
+            dropped = self._waiting
+            self._waiting = self._waiting_bytes = 0
             self._changed.notify_all()
+        for _ in range(self.writers):
+            self._jobs.put(None)
         return dropped
 
     # ---- a writer thread ---------------------------------------------------------------
     def _run(self) -> None:
-        while True:
+        while (job := self._jobs.get()) is not None:
             with self._changed:
-                self._changed.wait_for(lambda: self._stopped or self._waiting)
-                if self._stopped:
-                    return
-                job = self._waiting.popleft()
+                if self._stopped:  # dropped by ``stop``
+                    continue
+                self._waiting -= 1
                 self._waiting_bytes -= len(job.body)
                 self._running += 1
                 self._changed.notify_all()
@@ -141,14 +146,12 @@ class ResultWriter:
 
     def _one(self, job: Job) -> None:
         """Write, then report; a writer outlives every exception (a report that raises is logged)."""
-        started = time.monotonic()
         try:
             self._write(job.index, job.body, job.result.records)
         except BaseException as exc:  # any failure: the part is nacked, never acked
             reason = f"result not written: {type(exc).__name__}: {exc}"
             self._report(self._failed, job, reason)
             return
-        self._log.debug("result_written", part=job.index, seconds=round(time.monotonic() - started, 4))
         self._report(self._written, job)
 
     def _report(self, report: Callable[..., None], job: Job, *args: str) -> None:
