@@ -103,10 +103,11 @@ def test_a_failed_write_is_reported_failed_not_written() -> None:
 
     writer, written, failed = pool(refuse, writers=2)
     writer.submit(job(3))
-    wait_for(lambda: failed, timeout=5, what="the failure reported")
+    wait_for(lambda: failed or written, timeout=5, what="the write reported")
+    assert written == []
     assert failed == [(3, "result not written: Unreachable: gs://b/out/part-000003.jsonl: Cloud Storage "
                           "unreachable (503)")]
-    assert writer.wait_idle(5) and written == []
+    assert writer.wait_idle(5)
 
 
 def test_stop_drops_waiting_parts_and_refuses_new_ones() -> None:
@@ -118,8 +119,9 @@ def test_stop_drops_waiting_parts_and_refuses_new_ones() -> None:
     assert writer.stop() == 1
     assert writer.submit(job(2)) is False
     gate.opened.set()
-    wait_for(lambda: written == [0], timeout=5, what="the running write reported")
-    assert writer.wait_idle(5) and gate.started == [0]
+    wait_for(lambda: written, timeout=5, what="the running write reported")
+    assert writer.wait_idle(5)
+    assert gate.started == [0], "a part dropped by stop was written"
 
 
 # ---- the worker around its writers, on an in-memory Pub/Sub ----------------------------------
@@ -298,7 +300,7 @@ def test_a_stop_past_the_budget_nacks_unwritten_parts_and_acks_nothing() -> None
         assert code == [143]
         assert sorted(pubsub.entries("nack")) == ["0/1", "1/1"]
         gate.opened.set()
-        wait_for(lambda: worker.writer and worker.writer.pending() == 0 and gate.ended == [0], timeout=10,
+        wait_for(lambda: worker.writer and worker.writer.wait_idle(0) and gate.ended, timeout=10,
                  what="the stuck write ended")
     assert pubsub.entries("ack") == []
     assert gate.started == [0], "a part given back at the stop was written after it"
