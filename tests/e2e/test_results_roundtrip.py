@@ -5,7 +5,7 @@ Checks: JSONL, CSV and gzip objects come back as results, every record exactly o
 in part order, with a ``_SUCCESS`` manifest (batch id, parts, records in and out, timings);
 ``batchctl results`` streams them; a generator and an ``async def`` handler both produce
 results; a worker killed after writing a part's result and before acking it leaves one
-object for that part, not two; a failed batch writes no ``_SUCCESS`` and ``results``
+object for that part, not two (to a folder and to gs://); a failed batch writes no ``_SUCCESS`` and ``results``
 exits 1 unless ``--partial``.
 """
 
@@ -87,25 +87,64 @@ def test_async_handler_results_to_a_local_folder(
     assert json.loads((dest / "_SUCCESS").read_text())["records_out"] == 10
 
 
+def die_once_at_part_1(flag: Path) -> bytes:
+    """12 JSONL records, 3 per part: record 4 (part 1) arms ``echo_then_die_once``."""
+    records: list[dict[str, Any]] = [{"i": i} for i in range(12)]
+    records[4]["die_once"] = str(flag)
+    return "".join(json.dumps(r) + "\n" for r in records).encode()
+
+
+@pytest.mark.timeout(180)
 def test_worker_killed_between_result_and_ack_leaves_one_result(
     settings: Settings, env: dict[str, str], pubsub: PubSub, tmp_path: Path
 ) -> None:
-    """Part 1's worker dies (SIGKILL) right after writing its result, before the ack: the part is
-    redone and overwrites its own object; every record comes back exactly once, in order."""
+    """Part 1's worker dies (SIGKILL) as its result's write returns, before any ack: the part is
+    redone and overwrites its own object; every record comes back exactly once, in order. No timing:
+    the writer thread itself kills the worker once the write returned (``echo_then_die_once``)."""
     path = tmp_path / "in.jsonl"
     flag = tmp_path / "died"
-    records = [{"i": i} for i in range(12)]
-    records[4]["die_once"] = str(flag)
-    path.write_text("".join(json.dumps(r) + "\n" for r in records))
+    path.write_bytes(die_once_at_part_1(flag))
     marks = tmp_path / "marks"
     dest = tmp_path / "out"
     with running_launcher(settings, pubsub, worker_env=fast_worker_env(marks)) as run:
         send(pubsub, [str(path)], "kill", str(dest), handler="tests.support.handlers:echo_then_die_once")
         batch = wait_terminal(run.parts, "kill", timeout=120)
     assert batch.state == "succeeded", batch.reason
-    assert flag.exists() and markers(marks, "started").count(1) == 2, "part 1 ran twice"
+    first = Path(f"{flag}.written")
+    assert first.exists(), "the worker was not killed after writing part 1's result"
+    assert markers(marks, "started").count(1) == 2, "part 1 ran twice"
+    assert (dest / "part-000001.jsonl").stat().st_ino != int(first.read_text()), "part 1's file was not rewritten"
     assert [r["record"]["i"] for r in results_of(env, "kill", tmp_path)] == list(range(12))
-    assert sorted(p.name for p in dest.iterdir()) == ["_SUCCESS"] + [f"part-{i:06d}.jsonl" for i in range(4)]
+    visible = sorted(p.name for p in dest.iterdir() if not p.name.startswith("."))  # a killed write leaves .part-*.tmp
+    assert visible == ["_SUCCESS"] + [f"part-{i:06d}.jsonl" for i in range(4)]
+    assert json.loads((dest / "_SUCCESS").read_text())["records_out"] == 12
+
+
+@pytest.mark.timeout(180)
+def test_worker_killed_between_upload_and_ack_leaves_one_object(
+    gsettings: Settings, gcs_env: dict[str, str], pubsub: PubSub, gcs: Storage, bucket: str, tmp_path: Path
+) -> None:
+    """The same to gs://: part 1's object is uploaded, then its worker is SIGKILLed before the ack.
+    The redelivered part uploads it again (a new generation of the same object, not a second
+    object); ``results`` streams every record once, in part order; ``_SUCCESS`` counts 12."""
+    flag = tmp_path / "died"
+    gcs.write(f"gs://{bucket}/in/kill.jsonl", die_once_at_part_1(flag))
+    marks = tmp_path / "marks"
+    with running_launcher(gsettings, pubsub, worker_env=fast_worker_env(marks)) as run:
+        send(pubsub, [f"gs://{bucket}/in/kill.jsonl"], "gkill", f"gs://{bucket}/out",
+             handler="tests.support.handlers:echo_then_die_once", storage=gcs)
+        batch = wait_terminal(run.parts, "gkill", timeout=120)
+    assert batch.state == "succeeded", batch.reason
+    first = Path(f"{flag}.written")
+    assert first.exists(), "the worker was not killed after uploading part 1's result"
+    assert markers(marks, "started").count(1) == 2, "part 1 ran twice"
+    again = gcs.stat(f"gs://{bucket}/out/part-000001.jsonl")
+    assert again is not None and again.generation != int(first.read_text()), "part 1's object was not rewritten"
+    got = results_of(gcs_env, "gkill", tmp_path)
+    assert [(r["part"], r["record"]["i"]) for r in got] == [(i // 3, i) for i in range(12)]
+    names = sorted(b.name for b in gcs.client.list_blobs(bucket, prefix="out/"))
+    assert names == ["out/_SUCCESS"] + [f"out/part-{i:06d}.jsonl" for i in range(4)]
+    assert json.loads(gcs.read(f"gs://{bucket}/out/_SUCCESS"))["records_out"] == 12
 
 
 def test_failed_batch_writes_no_success_and_results_refuses(

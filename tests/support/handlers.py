@@ -73,23 +73,35 @@ async def echo_async(part: Any) -> list[dict[str, Any]]:
 
 
 def echo_then_die_once(part: Any) -> Any:
-    """``echo``; a record ``{"die_once": FILE}`` makes the worker SIGKILL itself right after this
-    part's result is written (its object appears) and before it is acked, on the first try only."""
-    import signal
-    import threading
-
+    """``echo``; a record ``{"die_once": FILE}`` makes the worker SIGKILL itself the moment this part's
+    result is written (its write returned) and before anything can ack it, on the first try only.
+    FILE is created when the kill is armed; ``FILE.written`` just before the kill, holding the
+    object's generation (``gs://``) or the file's inode (a folder): a rewrite changes either."""
     for record in part.records:
         if isinstance(record, dict) and record.get("die_once") and not Path(record["die_once"]).exists():
             Path(record["die_once"]).touch()
-            result = Path(os.environ["BATCHCTL_OUTPUT"]) / f"part-{part.index:06d}.jsonl"
-
-            def die_when_written(result: Path = result) -> None:
-                while not result.exists():
-                    time.sleep(0.001)
-                os.kill(os.getpid(), signal.SIGKILL)
-
-            threading.Thread(target=die_when_written, daemon=True).start()
+            _die_after_writing(part.index, Path(record["die_once"] + ".written"))
     return echo(part)
+
+
+def _die_after_writing(index: int, written: Path) -> None:
+    """Wrap the worker's ``Sink._write`` (looked up at every write, so the wrap holds for a worker
+    already running): once part ``index``'s write has returned, note it in ``written`` and SIGKILL.
+    No timing: the part's writer is the thread that dies, before it can report the part written."""
+    import signal
+
+    from batchctl.core.sink import Sink, part_name
+
+    original = Sink._write
+
+    def write_then_die(self: Sink, name: str, *args: Any, **kwargs: Any) -> None:
+        original(self, name, *args, **kwargs)
+        if name == part_name(index):
+            stat = self.storage.stat(self.url(name)) if self.remote else None
+            written.write_text(str(stat.generation if stat else os.stat(self.url(name)).st_ino))
+            os.kill(os.getpid(), signal.SIGKILL)
+
+    Sink._write = write_then_die  # type: ignore[method-assign]
 
 
 def gated(part: Any) -> None:
