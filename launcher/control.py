@@ -159,12 +159,16 @@ def republish_dead(pubsub: PubSub, batch_id: str, expected: set[int],
         moved.update(int(m.attributes["part"]) for m in msgs if m.attributes.get("part", "").isdigit())
 
 
-def nudge(pubsub: PubSub, subscription: str) -> None:
-    """Pull once and give everything back: makes Pub/Sub forward parts past their last attempt."""
+def nudge(pubsub: PubSub, subscription: str) -> list[int]:
+    """Pull once and give everything back: makes Pub/Sub forward parts past their last attempt.
+
+    Returns the delivery attempt of each part given back: each is now in its retry backoff, out
+    of any worker's sight for a while (``planner.redelivered_by``)."""
     try:
         msgs = pubsub.pull(subscription, max_messages=100, timeout_s=0.5)
     except BatchctlError:
-        return
+        return []
     pubsub.nack(subscription, [m.ack_id for m in msgs])
     if not msgs:
         time.sleep(0.2)
+    return [m.delivery_attempt for m in msgs]

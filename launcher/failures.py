@@ -24,6 +24,9 @@ from batchctl.launcher.kube import Throttled
 MAX_TRIES = 3
 """Consecutive failed passes of one batch before a permanent error fails it."""
 MAX_BACKOFF_S = 30.0
+API_MAX_BACKOFF_S = 8.0
+"""Longest wait between tries of what notices the API is back (the Job watch, taking requests and
+events): a minute's outage costs about ten tries of each, and the launcher resumes within 8 s."""
 
 
 @dataclass(frozen=True)
@@ -36,9 +39,22 @@ class Verdict:
     """The wait is the API server's (429): it applies to every batch."""
 
 
+def backoff_s(tries: int, *, cap: float = MAX_BACKOFF_S) -> float:
+    """Exponential backoff after the ``tries``-th consecutive failure (1-based): 1, 2, 4... s, at most ``cap``."""
+    return min(cap, 2.0 ** max(0, tries - 1))
+
+
+def retry_wait(error: BaseException, tries: int, *, cap: float = API_MAX_BACKOFF_S) -> float:
+    """How long to wait before trying an API call again: the server's Retry-After after a 429,
+    else ``backoff_s``."""
+    if isinstance(error, Throttled):
+        return error.retry_after_s
+    return backoff_s(tries, cap=cap)
+
+
 def judge(error: BaseException, tries: int) -> Verdict:
     """What to do after the ``tries``-th consecutive failure (1-based) of a batch's pass."""
-    backoff = min(MAX_BACKOFF_S, 2.0 ** (tries - 1))
+    backoff = backoff_s(tries)
     if isinstance(error, Throttled):
         return Verdict(give_up=False, wait_s=error.retry_after_s, everyone=True)
     if isinstance(error, Unreachable):

@@ -11,6 +11,11 @@ into one of batchctl's, so no ``ApiException`` escapes this module:
     │   └── Invalid     422: the object breaks validation or an admission policy
     └── Unreachable     0, 5xx, connection failures (retryable; exit 3)
         └── Throttled   429: API Priority and Fairness asks to come back after ``retry_after_s``
+
+A 429's Retry-After holds for every later call of the same kind (the same client method; a Job
+list and a Job watch are one kind): until it has passed, such a call raises ``Throttled`` at once,
+for the time left, without sending anything. So every path that meets a 429 honours it, whichever
+path retries first.
 """
 
 from __future__ import annotations
@@ -18,6 +23,8 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import threading
+import time
 from collections.abc import Iterator, Mapping
 from typing import Any
 
@@ -131,15 +138,34 @@ class Kube:
         self.batch = client.BatchV1Api(api_client)
         self.core = client.CoreV1Api(api_client)
         self.coordination = client.CoordinationV1Api(api_client)
+        self._not_before: dict[str, float] = {}
+        """Client method name -> monotonic time its last 429's Retry-After ends."""
+        self._throttle_lock = threading.Lock()
 
     def _call(self, fn: Any, *args: Any, **kwargs: Any) -> Any:
         kwargs.setdefault("_request_timeout", REQUEST_TIMEOUT_S)
+        self._wait_out(fn.__name__)
         try:
             return fn(*args, **kwargs)
         except ApiException as exc:
-            raise api_error(exc, fn.__name__, self.host) from exc
+            raise self._throttled(fn.__name__, api_error(exc, fn.__name__, self.host)) from exc
         except (urllib3.exceptions.HTTPError, OSError) as exc:
             raise Unreachable(f"cannot reach the Kubernetes API at {self.host}: {type(exc).__name__}") from exc
+
+    def _wait_out(self, kind: str) -> None:
+        """Throttled, for the time left, while a 429's Retry-After on this kind of call runs."""
+        with self._throttle_lock:
+            left = self._not_before.get(kind, 0.0) - time.monotonic()
+        if left > 0:
+            raise Throttled(f"Kubernetes API at {self.host} asked to wait before {kind} ({left:.1f}s left)",
+                            retry_after_s=left)
+
+    def _throttled(self, kind: str, error: BatchctlError) -> BatchctlError:
+        """Note a 429's Retry-After for later calls of ``kind``; the error, unchanged."""
+        if isinstance(error, Throttled):
+            with self._throttle_lock:
+                self._not_before[kind] = time.monotonic() + error.retry_after_s
+        return error
 
     # ---- Jobs ----------------------------------------------------------------------
     def create_job(self, body: dict[str, Any]) -> None:
@@ -158,6 +184,8 @@ class Kube:
 
     def watch_jobs(self, selector: str, *, timeout_s: int) -> Iterator[tuple[str, dict[str, Any]]]:
         """(event type, Job as a dict) until the server ends the watch or ``timeout_s`` passes."""
+        kind = self.batch.list_namespaced_job.__name__  # a watch is a list with ?watch=true
+        self._wait_out(kind)
         stream = watch.Watch().stream(
             self.batch.list_namespaced_job, self.namespace, label_selector=selector,
             timeout_seconds=timeout_s, _request_timeout=timeout_s + 5,
@@ -168,6 +196,8 @@ class Kube:
                 raw = obj if isinstance(obj, dict) else self.batch.api_client.sanitize_for_serialization(obj)
                 yield str(event["type"]), raw
         except ApiException as exc:  # 410 Gone: the caller re-lists
+            if exc.status == 429:
+                raise self._throttled(kind, api_error(exc, "watch_namespaced_job", self.host)) from exc
             raise Unreachable(f"watch on the Kubernetes API at {self.host} ended: {exc.status}") from exc
         except (urllib3.exceptions.HTTPError, OSError) as exc:
             raise Unreachable(f"watch on the Kubernetes API at {self.host} broke: {exc}") from exc

@@ -2,8 +2,10 @@
 
 The cache is filled by listing the launcher's Jobs (by label) and then watching
 them; when a watch ends or breaks it re-lists, so a missed event costs a re-list,
-never correctness. ``observe`` reads the cache; until the first list completes it
-reads the API server directly.
+never correctness. A failed list or watch is tried again after the server's Retry-After
+(429), else after 1, 2, 4... s, at most ``WATCH_MAX_BACKOFF_S``: an API that is down for
+long costs a few tries a minute, and is seen back within that long. ``observe`` reads the
+cache; until the first list completes it reads the API server directly.
 """
 
 from __future__ import annotations
@@ -18,7 +20,7 @@ from batchctl.core.errors import BatchctlError, ProfileGone
 from batchctl.core.names import LABEL_BATCH, LABEL_COMPONENT, LABEL_NAME
 from batchctl.core.profiles import DEFAULT_PROFILE, Profile
 from batchctl.core.settings import Settings
-from batchctl.launcher import jobspec
+from batchctl.launcher import failures, jobspec
 from batchctl.launcher.backend import worker_env
 from batchctl.launcher.jobconfig import JobConfig
 from batchctl.launcher.kube import Conflict, Kube
@@ -27,6 +29,7 @@ from batchctl.launcher.state import BatchState
 
 JOB_SELECTOR = f"{LABEL_NAME}=batchctl,{LABEL_COMPONENT}=worker"
 WATCH_TIMEOUT_S = 240
+WATCH_MAX_BACKOFF_S = failures.API_MAX_BACKOFF_S
 
 
 def observed(job: dict[str, Any]) -> ObservedJob:
@@ -125,16 +128,20 @@ class KubeBackend:
         self._stop.set()
 
     def _watch_loop(self) -> None:
+        tries = 0  # consecutive failures, each before a list and watch came through
         while not self._stop.is_set():
             try:
                 self._relist()
+                tries = 0
                 for kind, job in self.kube.watch_jobs(JOB_SELECTOR, timeout_s=WATCH_TIMEOUT_S):
                     self._apply(kind, job)
                     if self._stop.is_set():
                         return
             except BatchctlError as exc:
-                self.log.warning("job_watch_broken", error=str(exc))
-                self._stop.wait(1.0)
+                tries += 1
+                wait = failures.retry_wait(exc, tries, cap=WATCH_MAX_BACKOFF_S)
+                self.log.warning("job_watch_broken", error=str(exc), tries=tries, wait_s=wait)
+                self._stop.wait(wait)
             except Exception:  # a watch must never die silently; re-list and go on
                 self.log.exception("job_watch_failed")
                 self._stop.wait(1.0)

@@ -8,8 +8,10 @@ harmless (Job names are deterministic, so a repeated launch answers 409).
 from __future__ import annotations
 
 import math
+from collections.abc import Iterable
 from dataclasses import dataclass
 
+from batchctl.core.topology import BatchTopology
 from batchctl.launcher.state import CANCELLED, FAILED, SUCCEEDED, TERMINAL, BatchState
 
 MAX_IDLE_JOBS = 3
@@ -17,6 +19,13 @@ MAX_IDLE_JOBS = 3
 CONFIG_ERROR_REASON = "PodFailurePolicy"
 """Job condition reason when a worker exited with the configuration-error code."""
 MAX_WORKER_ERROR_CHARS = 500
+REDELIVERY_MARGIN = 1.5
+"""Pub/Sub's retry backoff is approximate: a nacked part is counted back after this many times
+its nominal backoff... (the worker awaits its own nacks alike, ``worker.drain``)"""
+REDELIVERY_SLACK_S = 2.0
+"""...plus this long."""
+DEFAULT_TOPOLOGY = BatchTopology()
+"""The retry backoff a batch's work subscription is created with (what the worker assumes too)."""
 
 
 def config_error_message(worker_error: str) -> str:
@@ -96,7 +105,8 @@ def plan(batch: BatchState, jobs: list[ObservedJob], *, job_name: str, now: floa
     the facts (``waiting_for_facts``). After an idle Job, the next one also waits until one
     ack deadline has passed since the idle one launched: parts leased by a killed worker come
     back only when their lease lapses, and a follow-up that drains an empty queue before then
-    proves nothing.
+    proves nothing. Likewise after the dead-letter check gave parts back: not before they are
+    out of their retry backoff (``batch.nudged_back_at``, ``redelivered_by``).
     """
     if batch.state in TERMINAL:
         return _plan_terminal(batch, jobs)
@@ -129,6 +139,16 @@ def leases_lapse_at(batch: BatchState, jobs: list[ObservedJob]) -> float:
     return max(ends) + batch.request.ack_deadline_s if ends else -math.inf
 
 
+def redelivered_by(nudged_at: float, attempts: Iterable[int], topology: BatchTopology = DEFAULT_TOPOLOGY) -> float:
+    """When parts nacked at ``nudged_at`` on these delivery attempts are deliverable again.
+
+    A nack puts a part in the work subscription's retry backoff (``min_backoff_s`` doubling per
+    delivery, at most ``max_backoff_s``), invisible to every pull until then. ``nudged_at`` when
+    nothing was nacked."""
+    backoffs = [min(topology.max_backoff_s, topology.min_backoff_s * 2.0 ** max(0, a - 1)) for a in attempts]
+    return nudged_at + (max(backoffs) * REDELIVERY_MARGIN + REDELIVERY_SLACK_S if backoffs else 0.0)
+
+
 def _plan_accounted(batch: BatchState, *, active: bool) -> list[Action]:
     """Every part is done or dead: the batch ends (cleanup waits for running Jobs)."""
     dead = batch.dead - batch.done
@@ -143,6 +163,8 @@ def _plan_follow_up(batch: BatchState, *, job_name: str, now: float, share: int 
     idle = _idle_streak(batch)
     if idle and batch.dead_checked < len(batch.jobs):
         return [CheckDead()]
+    if now < batch.nudged_back_at:  # the parts that check gave back are still in their backoff
+        return []
     if idle >= MAX_IDLE_JOBS:
         missing = batch.remaining
         return [Finish(FAILED, f"{idle} Jobs in a row ended without progress; {missing} parts missing")]

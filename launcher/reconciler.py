@@ -22,14 +22,23 @@ from batchctl.launcher.control import nudge
 from batchctl.launcher.kueue import admission_change
 from batchctl.launcher.manifest import Manifests
 from batchctl.launcher.metrics import Metrics
-from batchctl.launcher.planner import Action, CheckDead, Cleanup, Finish, Launch, ObservedJob, plan
+from batchctl.launcher.planner import (
+    Action,
+    CheckDead,
+    Cleanup,
+    Finish,
+    Launch,
+    ObservedJob,
+    plan,
+    redelivered_by,
+)
 from batchctl.launcher.sharing import Sharing
 from batchctl.launcher.state import QUEUED, RUNNING, SUCCEEDED, BatchState, JobRecord, reverting
 from batchctl.launcher.store import StateStore
 
 UNSEEN_GRACE_S = 60.0
-"""A Job recorded but not yet observed (watch lag) counts as running for this long; one this
-launcher saw and then no longer sees was deleted (from outside, or by its TTL) and counts no more."""
+"""A Job recorded but never observed this term (watch lag) counts as running for this long. A Job
+this launcher saw and then no longer sees was deleted (from outside, or by its TTL): it has ended."""
 MAX_ROUNDS = 4
 
 
@@ -48,15 +57,21 @@ class Reconciler:
         """Batch id -> workers (pod names) that sent ``worker_exited`` this term."""
         self._seen_ended: dict[str, tuple[float, float]] = {}
         """Job name -> (monotonic, wall) time this launcher first saw it ended."""
-        self._seen: set[str] = set()
-        """Jobs observed at least once this term: one of them missing now was deleted, not lagging."""
+        self._last_seen: dict[str, dict[str, ObservedJob]] = {}
+        """Batch id -> Job name -> the Job as last observed this term (a Job gone since has ended)."""
 
     def new_term(self) -> None:
         """Taking over: nothing is accounted for until the events subscription is drained."""
         self.accounted_until = 0.0
         self.exits.clear()
         self._seen_ended.clear()
-        self._seen.clear()
+        self._last_seen.clear()
+
+    def forget(self, batch_id: str) -> None:
+        """The batch left memory: drop what this term learnt of it and its Jobs."""
+        for name in self._last_seen.pop(batch_id, {}):
+            self._seen_ended.pop(name, None)
+        self.exits.pop(batch_id, None)
 
     def awaits_events(self) -> bool:
         """A Job was seen ended after the last drain of the events subscription."""
@@ -92,14 +107,19 @@ class Reconciler:
         log.info("kueue_admission", state=batch.state)
 
     def observe(self, batch: BatchState) -> list[ObservedJob]:
-        jobs = [self._facts(batch.batch_id, j) for j in self.backend.observe(batch.batch_id)]
-        seen = {j.name for j in jobs}
-        self._seen |= seen
+        observed = self.backend.observe(batch.batch_id)
+        last = self._last_seen.setdefault(batch.batch_id, {})
+        last.update({j.name: j for j in observed})
+        seen = {j.name for j in observed}
         now = time.time()
         for record in batch.jobs:
-            if record.name not in self._seen and now - record.launched < UNSEEN_GRACE_S:
-                jobs.append(ObservedJob(record.name, active=0, finished=False, parallelism=record.parallelism))
-        return jobs
+            if record.name in seen:
+                continue
+            if record.name in last:  # seen this term, gone now: deleted, its pods ended with it
+                observed.append(gone(last[record.name]))
+            elif now - record.launched < UNSEEN_GRACE_S:
+                observed.append(ObservedJob(record.name, active=0, finished=False, parallelism=record.parallelism))
+        return [self._facts(batch.batch_id, j) for j in observed]
 
     def _facts(self, batch_id: str, job: ObservedJob) -> ObservedJob:
         """Add what the launcher knows of an ended Job: when it saw the end, whether the events
@@ -107,13 +127,20 @@ class Reconciler:
         if not job.finished:
             return job
         mono, wall = self._seen_ended.setdefault(job.name, (time.monotonic(), time.time()))
-        reported = sum(1 for worker in self.exits.get(batch_id, ()) if worker.startswith(job.name + "-"))
         return replace(job, finished_at=wall, accounted=mono <= self.accounted_until,
-                       unreported_exits=max(0, job.succeeded + job.failed - reported))
+                       unreported_exits=max(0, job.succeeded + job.failed - self._reported(batch_id, job.name)))
+
+    def _reported(self, batch_id: str, job: str) -> int:
+        """Pods of ``job`` whose worker sent ``worker_exited`` this term."""
+        return sum(1 for worker in self.exits.get(batch_id, ()) if worker.startswith(job + "-"))
 
     def _note_pods(self, batch: BatchState, jobs: list[ObservedJob]) -> None:
-        """Keep the most pods seen per Job (Jobs vanish after their TTL): pods per batch."""
-        more = {j.name: j.pods for j in jobs if j.pods > batch.pods.get(j.name, 0)}
+        """Keep the most pods seen per Job (Jobs vanish after their TTL): pods per batch. The Job's
+        status leaves out pods the podFailurePolicy ignored (evicted, stopped); once the Job has
+        ended, each pod whose worker reported its exit counts (never twice: no pod is active then)."""
+        counts = {j.name: max(j.pods, self._reported(batch.batch_id, j.name)) if j.finished else j.pods
+                  for j in jobs}
+        more = {name: n for name, n in counts.items() if n > batch.pods.get(name, 0)}
         if not more or batch.corrupt:
             return
         with reverting(batch):
@@ -141,16 +168,18 @@ class Reconciler:
             self.store.save(batch)
             log.info("batch_cleaned_up")
         elif isinstance(action, CheckDead):
+            attempts: list[int] = []
             try:
-                nudge(self.pubsub, self.settings.names.work(batch.batch_id))
+                attempts = nudge(self.pubsub, self.settings.names.work(batch.batch_id))
                 dead = count_dead(self.pubsub, self.settings.names.dead(batch.batch_id))
             except ResourceMissing as exc:  # lost with its messages: nothing to count, the plan decides
                 log.warning("dead_letters_uncountable", error=str(exc))
                 dead = set()
             batch.dead |= dead - batch.done
             batch.dead_checked = len(batch.jobs)
+            batch.nudged_back_at = redelivered_by(time.time(), attempts)
             self.store.save(batch)
-            log.info("dead_letters_counted", dead=len(batch.dead))
+            log.info("dead_letters_counted", dead=len(batch.dead), parts_given_back=len(attempts))
 
     def _launch(self, batch: BatchState, action: Launch, log: Any) -> None:
         created = self.backend.launch(batch, action)
@@ -179,6 +208,12 @@ class Reconciler:
         level = log.info if action.state == SUCCEEDED else log.warning
         level("batch_finished", state=action.state, reason=action.reason, parts_done=len(batch.done),
               parts_dead=len(batch.dead))
+
+
+def gone(job: ObservedJob) -> ObservedJob:
+    """A Job observed, then deleted (its pods with it): ended, its active pods counted as failed
+    (they were stopped, gracefully or not; the ones whose worker reports its exit are not silent)."""
+    return replace(job, active=0, failed=job.failed + job.active, finished=True)
 
 
 def publish_event(pubsub: PubSub, event: Event) -> None:

@@ -4,7 +4,9 @@ Pullers (``launcher.inbox``) feed the loop; it applies requests and events in or
 changed, acks only what is stored, then reconciles every unfinished batch. The store is the
 truth: a change whose save fails is reverted in memory and its message given back. Errors are
 contained per message and per batch (``launcher.failures``); a lost leadership gives back what
-was pulled; every side effect is fenced on holding the Lease (``launcher.fence``).
+was pulled; every side effect is fenced on holding the Lease (``launcher.fence``). A message given
+back because a dependency was unreachable (the API down, or throttling) pauses the taking of
+messages for a backoff (``failures.retry_wait``: Retry-After, else 1, 2, 4... s up to 8 s).
 """
 
 from __future__ import annotations
@@ -95,7 +97,7 @@ class Launcher:
         self.stopping = threading.Event()
         names = settings.names
         self.inbox = Inbox(pubsub, (names.requests_subscription, names.events_subscription),
-                           active=lambda: self._leading, wake=self.wake, stopping=self.stopping,
+                           active=self._taking, wake=self.wake, stopping=self.stopping,
                            pull_timeout_s=tuning.pull_timeout_s, max_messages=tuning.max_events)
         self.last_loop = time.monotonic()
         self.log = logs.get("launcher")
@@ -105,6 +107,10 @@ class Launcher:
         self._tries: dict[str, int] = {}
         self._not_before: dict[str, float] = {}
         self._quiet_until = 0.0
+        self._intake_tries = 0
+        """Consecutive messages given back because a dependency was unreachable."""
+        self._intake_after = 0.0
+        """Monotonic time before which no request or event is taken (``_intake_failed``)."""
 
     # ---- lifecycle -------------------------------------------------------------------
     def run(self) -> None:
@@ -176,7 +182,8 @@ class Launcher:
         try:
             if not self._loaded:
                 self._take_over()
-            self._consume()
+            if self._taking():
+                self._consume()
             self._reconcile_all()
             self.retention.sweep(self.batches)
         except BatchctlError as exc:
@@ -198,6 +205,20 @@ class Launcher:
         running = [b.batch_id for b in loaded if b.state not in TERMINAL]
         corrupt = [b.batch_id for b in loaded if b.corrupt]
         self.log.info("batches_loaded", total=len(loaded), running=len(running), unreadable=corrupt)
+
+    def _taking(self) -> bool:
+        """Leading, and not pausing after a message was given back to an unreachable dependency."""
+        return self._leading and time.monotonic() >= self._intake_after
+
+    def _intake_failed(self, exc: Exception) -> None:
+        """A message was given back: if a dependency was unreachable, pause taking messages (what
+        comes back at once would meet the same outage, a tight loop of nacks and failed writes)."""
+        if not isinstance(exc, Unreachable):
+            return
+        self._intake_tries += 1
+        wait = failures.retry_wait(exc, self._intake_tries)
+        self._intake_after = time.monotonic() + wait
+        self.log.warning("intake_paused", tries=self._intake_tries, wait_s=wait, error=str(exc))
 
     def _reload(self, batch_id: str) -> None:
         """Someone else wrote this batch (Conflict): take the store's version."""
@@ -250,6 +271,7 @@ class Launcher:
             return
         failpoints.hit(failpoints.REQUEST_SAVED_BEFORE_ACK, batch_id=control.batch_id)
         self.pubsub.ack(sub, [msg.ack_id])
+        self._intake_tries = 0
         self._tries.pop(control.batch_id, None)
         self._not_before.pop(control.batch_id, None)
         batch = self.batches.get(control.batch_id)
@@ -269,6 +291,7 @@ class Launcher:
         if isinstance(exc, Conflict):
             self._reload(batch_id)
         self.inbox.give_back([(self.settings.names.requests_subscription, msg)])
+        self._intake_failed(exc)
 
     def _events(self, msgs: list[Received]) -> bool:
         """Apply events, save each changed batch, ack what is stored; a batch whose save fails is
@@ -319,7 +342,9 @@ class Launcher:
             self.log.warning("progress_not_saved", batch_id=batch.batch_id, error=str(exc))
             if isinstance(exc, Conflict):
                 self._reload(batch.batch_id)
+            self._intake_failed(exc)
             return False
+        self._intake_tries = 0
         self.metrics.parts_done.inc(len(batch.done) - len(before.done))
         self.metrics.parts_dead.inc(max(0, len(batch.dead) - len(before.dead)))
         return True
@@ -348,6 +373,7 @@ class Launcher:
                 self._reconcile_one(batch)
             elif settled(batch) and ended(batch) + SETTLED_HELD_S < now:
                 del self.batches[batch.batch_id]  # settled: the store keeps it; `retry` loads it again
+                self.reconciler.forget(batch.batch_id)
                 continue
             counts[batch.state] = counts.get(batch.state, 0) + 1
         for state in ("pending", "queued", "running", SUCCEEDED, FAILED, "cancelled", REJECTED):

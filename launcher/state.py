@@ -56,6 +56,9 @@ class BatchState:
     """part_failed events seen: attempts count as activity when judging a Job idle."""
     dead_checked: int = 0
     """Number of Jobs when the dead-letter subscription was last counted."""
+    nudged_back_at: float = 0.0
+    """Wall time by which the parts that count pulled and gave back are deliverable again (their
+    retry backoff): a follow-up launched sooner finds an empty queue and ends idle."""
     worker_error: str = ""
     """The last error a worker reported exiting on (``worker_exited`` with ``error: ...``)."""
     pods: dict[str, int] = field(default_factory=dict)
@@ -103,6 +106,7 @@ class BatchState:
             "cleaned": self.cleaned,
             "retries": self.retries,
             "dead_checked": self.dead_checked,
+            "nudged_back_at": self.nudged_back_at,
             "failures": self.failures,
             "retry_floor": self.retry_floor,
             "worker_error": self.worker_error,
@@ -127,6 +131,7 @@ class BatchState:
             cleaned=body.get("cleaned", False),
             retries=body.get("retries", 0),
             dead_checked=body.get("dead_checked", 0),
+            nudged_back_at=body.get("nudged_back_at", 0.0),
             failures=body.get("failures", 0),
             retry_floor=body.get("retry_floor", 0),
             worker_error=body.get("worker_error", ""),

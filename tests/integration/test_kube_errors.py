@@ -2,7 +2,9 @@
 
 Checks: 401/403/422/other 4xx/429/5xx answered by the strict API server become Forbidden, Invalid,
 Refused, Throttled (with the server's Retry-After) and Unreachable, never a raw ApiException;
-a Lease read answered 429 costs the elector one try (it waits Retry-After), not its thread.
+a Lease read answered 429 costs the elector one try (it waits Retry-After), not its thread; a 429's
+Retry-After holds for every later call of the same kind (a Job list and a Job watch are one kind):
+such a call is Throttled at once, for the time left, without a request; other kinds go on.
 """
 
 from __future__ import annotations
@@ -14,7 +16,7 @@ from batchctl.core.errors import BatchctlError, Unreachable
 from batchctl.launcher.kube import Forbidden, Invalid, Kube, Refused, Throttled
 from batchctl.launcher.leader import LeaseElector
 from tests.support.kube_fixtures import KubeApi
-from tests.support.kube_objects import CONFIGMAPS, LEASES
+from tests.support.kube_objects import CONFIGMAPS, JOBS, LEASES
 from tests.support.waiting import wait_for
 
 
@@ -60,3 +62,32 @@ def test_elector_survives_429_and_waits_retry_after(kube_api: KubeApi, kube: Kub
         assert thread.is_alive()
     finally:
         elector.stop()
+
+
+def test_retry_after_holds_for_later_calls_of_the_same_kind(kube_api: KubeApi, kube: Kube) -> None:
+    """A ConfigMap read answered 429 Retry-After 30: the next read is Throttled locally (no request,
+    ~30 s left), a create is sent; a Job list answered 429 holds back the Job watch too."""
+    kube_api.server["get", CONFIGMAPS][:1] << 429 << kmock.headers({"Retry-After": "30"})
+    kube_api.server[kmock.action.LIST, JOBS][:1] << 429 << kmock.headers({"Retry-After": "30"})
+    with pytest.raises(Throttled):
+        kube.get_configmap("any")
+    with pytest.raises(Throttled) as again:
+        kube.get_configmap("any")
+    assert 29 < again.value.retry_after_s <= 30
+    kube.create_configmap({"metadata": {"name": "x"}})
+    with pytest.raises(Throttled):
+        kube.list_jobs("a=b")
+    with pytest.raises(Throttled) as watch:
+        next(kube.watch_jobs("a=b", timeout_s=1))
+    assert watch.value.retry_after_s > 29
+    sent = [(r.verb, r.resource, r.status) for r in kube_api.server.request_log()]
+    assert sent == [("get", "configmaps", 429), ("create", "configmaps", 201), ("list", "jobs", 429)]
+
+
+def test_a_watch_answered_429_is_throttled_with_its_retry_after(kube_api: KubeApi, kube: Kube) -> None:
+    """The watch request itself answered 429: Throttled with the server's Retry-After (not a bare
+    Unreachable, which the watch loop would retry after 1 s)."""
+    kube_api.server[kmock.action.WATCH, JOBS][:1] << 429 << kmock.headers({"Retry-After": "3"})
+    with pytest.raises(Throttled) as caught:
+        next(kube.watch_jobs("a=b", timeout_s=1))
+    assert caught.value.retry_after_s == 3.0

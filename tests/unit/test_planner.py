@@ -24,7 +24,9 @@ Checks:
   is active and parts remain, numbered ``len(jobs) + 1``, parallelism within bounds;
   cleanup only with no Job active; success only with no dead part outstanding; never
   stuck (something to do whenever parts remain and nothing runs);
-- determinism (same input, same output) and purity (the input is not mutated).
+- determinism (same input, same output) and purity (the input is not mutated);
+- after the dead-letter check gave parts back, no follow-up until they are out of their retry
+  backoff (``nudged_back_at``, from ``redelivered_by``: the worst delivery attempt decides).
 """
 
 from __future__ import annotations
@@ -49,6 +51,7 @@ from batchctl.launcher.planner import (
     leases_lapse_at,
     parallelism,
     plan,
+    redelivered_by,
 )
 from batchctl.launcher.state import CANCELLED, FAILED, PENDING, RUNNING, SUCCEEDED, BatchState, JobRecord
 
@@ -665,3 +668,28 @@ def test_leases_lapse_at_the_latest_silent_death() -> None:
 def test_observed_job_counts_its_pods() -> None:
     """pods = active + succeeded + failed."""
     assert ObservedJob("j", active=2, finished=False, succeeded=3, failed=1).pods == 6
+
+
+# --- parts given back by the dead-letter check --------------------------------------------------
+
+
+@pytest.mark.parametrize(("after", "launches"), [(-5.0, False), (-0.001, False), (0.0, True), (30.0, True)])
+def test_follow_up_waits_for_parts_the_dead_letter_check_gave_back(after: float, launches: bool) -> None:
+    """The check pulled parts and nacked them: they are in their retry backoff until
+    ``nudged_back_at``. A follow-up launched sooner drains an empty queue and ends idle (a third Job)."""
+    state = batch(100, launched_at=[0], dead_checked=1)
+    state.nudged_back_at = 5000.0
+    actions = plan(state, [ended(1)], job_name=PATTERN, now=5000.0 + after)
+    assert actions == ([Launch(PATTERN.format(n=2), 2, 10)] if launches else [])
+
+
+@pytest.mark.parametrize(("attempts", "back_after"), [
+    ([], 0.0),  # nothing given back: no wait
+    ([1], 1 * 1.5 + 2),  # min backoff 1 s after a first delivery
+    ([2, 1], 2 * 1.5 + 2),  # the worst attempt decides: 2 s
+    ([4], 8 * 1.5 + 2),
+    ([9], 60 * 1.5 + 2),  # capped at the max backoff, 60 s
+])
+def test_redelivered_by_follows_the_retry_backoff(attempts: list[int], back_after: float) -> None:
+    """min(max_backoff, min_backoff * 2^(attempt-1)) with margin (x1.5 + 2 s), as the worker awaits its nacks."""
+    assert redelivered_by(100.0, attempts) == pytest.approx(100.0 + back_after)

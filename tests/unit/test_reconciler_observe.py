@@ -1,19 +1,25 @@
 """What the reconciler observes of a batch's Jobs: the backend's view, plus recorded Jobs not seen yet.
 
 Checks: a Job just launched but not in the watch cache yet (watch lag) counts as running for
-``UNSEEN_GRACE_S``; a Job that was seen and then vanished (deleted from outside: ``kubectl delete
-job``, a namespace cleanup) does not, so the follow-up is planned at once (before: the batch sat
-with no worker until 60 s after that Job's launch; found by the Kubernetes chaos run).
+``UNSEEN_GRACE_S``, then not at all; a Job that was seen and then vanished (deleted from outside:
+``kubectl delete job``, a namespace cleanup) has ended, so the follow-up is planned on its facts
+(before: the batch sat with no worker until 60 s after that Job's launch; found by the Kubernetes
+chaos run and by test_api_faults): its active pods count as stopped, silent until their workers
+report ``worker_exited`` (their parts are leased until then); a new term forgets what was seen.
+Pods per batch count the pods a Job's status leaves out once the Job has ended (each worker that
+reported its exit: evicted or stopped pods, which podFailurePolicy Ignores), never while pods run.
 """
 
 from __future__ import annotations
 
+import threading
 import time
 from pathlib import Path
 
 from batchctl.core.settings import Settings
 from batchctl.launcher.metrics import Metrics
-from batchctl.launcher.reconciler import Reconciler
+from batchctl.launcher.planner import Launch, ObservedJob
+from batchctl.launcher.reconciler import UNSEEN_GRACE_S, Reconciler
 from batchctl.launcher.state import RUNNING, BatchState, JobRecord
 from batchctl.launcher.store import FileStore
 from tests.support.faults import ActiveBackend
@@ -34,12 +40,77 @@ def test_a_job_not_seen_yet_counts_as_running(tmp_path: Path) -> None:
     assert [(j.name, j.finished) for j in observed] == [("j-1", False)]
 
 
-def test_a_job_seen_then_gone_is_gone(tmp_path: Path) -> None:
+def test_a_job_seen_then_gone_has_ended(tmp_path: Path) -> None:
     backend = ActiveBackend()
     backend.launched["b1"] = ["j-1"]
     rec, batch = reconciler(tmp_path, backend), running("j-1")
     assert [j.name for j in rec.observe(batch)] == ["j-1"]
     backend.launched.pop("b1")  # deleted from outside
-    assert rec.observe(batch) == []
+    assert [(j.name, j.finished) for j in rec.observe(batch)] == [("j-1", True)]
     rec.new_term()  # a new leader has not seen it: the watch may lag, so it waits out the grace
     assert [j.name for j in rec.observe(batch)] == ["j-1"]
+
+
+class ShownBackend:
+    """A backend that shows whatever Jobs the test sets in ``jobs``."""
+
+    def __init__(self) -> None:
+        self.jobs: list[ObservedJob] = []
+        self.changed = threading.Event()
+
+    def launch(self, batch: BatchState, launch: Launch) -> bool:
+        raise AssertionError("no launch expected")
+
+    def observe(self, batch_id: str) -> list[ObservedJob]:
+        return list(self.jobs)
+
+
+def shown(tmp_path: Path, *, launched: float) -> tuple[Reconciler, ShownBackend, BatchState]:
+    settings = Settings.from_env({"BATCHCTL_STATE_DIR": str(tmp_path), "GOOGLE_CLOUD_PROJECT": "p"})
+    backend = ShownBackend()
+    batch = BatchState(request(4), state=RUNNING, jobs=[JobRecord("j-1", 1, 2, launched, 0)])
+    store = FileStore(tmp_path)
+    assert store.create(batch)
+    reconciler = Reconciler(settings, None, store, backend, Metrics())  # type: ignore[arg-type]
+    reconciler.accounted_until = float("inf")
+    return reconciler, backend, batch
+
+
+def test_a_job_seen_then_gone_has_ended_with_its_pods_stopped(tmp_path: Path) -> None:
+    """Deleted from outside while two pods ran: ended, both pods silent until their workers report."""
+    reconciler, backend, batch = shown(tmp_path, launched=time.time())
+    backend.jobs = [ObservedJob("j-1", active=2, finished=False, parallelism=2)]
+    assert [j.finished for j in reconciler.observe(batch)] == [False]
+    backend.jobs = []
+    [gone] = reconciler.observe(batch)
+    assert (gone.name, gone.finished, gone.active, gone.failed, gone.unreported_exits) == ("j-1", True, 0, 2, 2)
+    reconciler.exits[batch.batch_id] = {"j-1-aaaaa", "j-1-bbbbb"}  # both workers nacked and said so
+    assert reconciler.observe(batch)[0].unreported_exits == 0
+
+
+def test_a_job_never_seen_counts_as_running_only_for_the_grace(tmp_path: Path) -> None:
+    """Recorded, not observed yet (watch lag): running while young; a new term forgets what it saw."""
+    reconciler, backend, batch = shown(tmp_path, launched=time.time())
+    assert [(j.name, j.finished) for j in reconciler.observe(batch)] == [("j-1", False)]
+    backend.jobs = [ObservedJob("j-1", active=1, finished=False)]
+    reconciler.observe(batch)
+    reconciler.new_term()
+    backend.jobs = []
+    assert [(j.name, j.finished) for j in reconciler.observe(batch)] == [("j-1", False)]
+    old = shown(tmp_path / "old", launched=time.time() - UNSEEN_GRACE_S - 1)
+    assert old[0].observe(old[2]) == []
+
+
+def test_pods_per_batch_count_ignored_pods_once_the_job_ended(tmp_path: Path) -> None:
+    """An evicted pod is neither succeeded nor failed in the Job's status; its worker's exit counts it,
+    once the Job has ended (while pods run, a stale status could count one twice)."""
+    reconciler, backend, batch = shown(tmp_path, launched=time.time())
+    reconciler.exits[batch.batch_id] = {"j-1-evict", "j-1-aaaaa"}
+    backend.jobs = [ObservedJob("j-1", active=2, finished=False, parallelism=2)]
+    batch.done = {0, 1, 2, 3}  # nothing left to plan but the finish
+    reconciler._note_pods(batch, reconciler.observe(batch))
+    assert batch.pods == {"j-1": 2}
+    reconciler.exits[batch.batch_id] |= {"j-1-bbbbb"}
+    backend.jobs = [ObservedJob("j-1", active=0, finished=True, parallelism=2, succeeded=2)]
+    reconciler._note_pods(batch, reconciler.observe(batch))
+    assert batch.pods == {"j-1": 3}

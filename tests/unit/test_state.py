@@ -75,6 +75,7 @@ def full_state() -> BatchState:
         cleaned=True,
         retries=2,
         dead_checked=2,
+        nudged_back_at=1_700_000_950.5,
         failures=11,
         retry_floor=1,
         worker_error="handler 'no.such:handle': No module named 'no'",
@@ -257,11 +258,12 @@ def test_a_million_random_parts_stay_under_a_configmap() -> None:
 def test_older_document_without_newer_fields_loads_with_defaults() -> None:
     """A document without the fields added since the first release loads with their defaults."""
     body = json.loads(full_state().to_json())
-    added = ("reason", "cleaned", "retries", "dead_checked", "failures", "retry_floor", "worker_error")
+    added = ("reason", "cleaned", "retries", "dead_checked", "failures", "retry_floor", "worker_error",
+             "nudged_back_at")
     for key in added:
         del body[key]
     restored = BatchState.from_json(json.dumps(body))
-    assert tuple(getattr(restored, key) for key in added) == ("", False, 0, 0, 0, 0, "")
+    assert tuple(getattr(restored, key) for key in added) == ("", False, 0, 0, 0, 0, "", 0.0)
     assert restored.done == full_state().done
 
 
