@@ -202,7 +202,8 @@ def test_api_unreachable_for_a_minute_mid_batch(
     waits = [e["wait_s"] for e in logged if e.get("event") == "job_watch_broken"]
     assert waits and max(waits) == WATCH_MAX_BACKOFF_S, f"the Job watch did not back off: {waits}"
     assert codes and set(codes) == {200}, f"/healthz answered {codes}"
-    print(f"outage {OUTAGE_S:.0f} s: {attempts} attempts, batch finished {recovered_s:.1f} s after the API came back")
+    print(f"outage {OUTAGE_S:.0f} s: {attempts} connection attempts ({dict(failed)}), batch finished "
+          f"{recovered_s:.1f} s after the API came back")
 
 
 def conditions(kube_api: KubeApi, name: str) -> set[str]:
