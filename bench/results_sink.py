@@ -3,6 +3,7 @@
 against returning nothing, same run, same parts.
 
     .venv/bin/python bench/results_sink.py [--parts 2000] [--gcs-parts 200] [--records-per-part 100] [--runs 3]
+                                           [--folder DIR]
 
 Publishes ``--parts`` parts of ``--records-per-part`` JSON records, then drains identical
 batches with ``python -m batchctl.worker`` (concurrency 1), alternating, ``--runs`` times each:
@@ -16,7 +17,13 @@ Per way: worker CPU seconds (``/usr/bin/time -v``) and drain time (first pull to
 worker's ``worker_exited`` line). Cost = extra CPU / baseline CPU (target <= 10 %, local sink).
 For gs://, the same run also times the raw Storage client uploading the same result objects one
 after another (``raw_upload``): the emulator answers an upload in tens of milliseconds, so the
-worker's extra drain time is set by that, and compared with it. One JSON line last.
+worker's extra drain time is set by that, and compared with it. Likewise for the folder, the same
+run times the sink's own file write (``raw_write``: open, write, close, rename of the same result
+bodies into a fresh folder beside the worker's): what the file system charges for a new file,
+which no worker change can remove. Per part, it prints the baseline's CPU (startup taken out:
+``none`` minus ``none-small`` over the parts between them) and each sink's extra CPU, and from
+them the handler CPU per part at which the extra would be 10 %. ``--folder`` puts the local
+results (and the raw writes) under DIR instead of the system's temporary folder. One JSON line last.
 """
 
 from __future__ import annotations
@@ -58,14 +65,29 @@ def drain(env: dict[str, str], batch_id: str, handler: str, output: str | None) 
             "drain_s": final["last_ack_at"] - final["first_pull_at"]}
 
 
-def raw_upload(storage: Storage, data: list[list[dict[str, Any]]], prefix: str) -> dict[str, float]:
-    """The raw client uploading the same result objects, one after another: (seconds, CPU seconds)."""
+def result_bodies(data: list[list[dict[str, Any]]]) -> list[bytes]:
+    """The result object of each part, as the worker writes it."""
     from types import SimpleNamespace
 
     from batchctl.worker.results import encode, outcome
     from tests.support.handlers import summaries
 
-    bodies = [encode(outcome(summaries(SimpleNamespace(records=records))))[0] for records in data]
+    return [encode(outcome(summaries(SimpleNamespace(records=records))))[0] for records in data]
+
+
+def raw_write(bodies: list[bytes], folder: str) -> dict[str, float]:
+    """The sink's own file write of the same result objects into a fresh folder: (seconds, CPU seconds)."""
+    from batchctl.core.sink import part_name, write_bytes_atomically
+
+    os.makedirs(folder)
+    started, cpu = time.perf_counter(), time.process_time()
+    for index, body in enumerate(bodies):
+        write_bytes_atomically(folder, part_name(index), body)
+    return {"seconds": time.perf_counter() - started, "cpu_s": time.process_time() - cpu}
+
+
+def raw_upload(storage: Storage, bodies: list[bytes], prefix: str) -> dict[str, float]:
+    """The raw client uploading the same result objects, one after another: (seconds, CPU seconds)."""
     bucket = storage.client.bucket(BUCKET)
     started, cpu = time.perf_counter(), time.process_time()
     for index, body in enumerate(bodies):
@@ -79,12 +101,15 @@ def main() -> int:
     parser.add_argument("--gcs-parts", type=int, default=200)
     parser.add_argument("--records-per-part", type=int, default=100)
     parser.add_argument("--runs", type=int, default=3)
+    parser.add_argument("--folder", default=None, help="where local results go (default: a temporary folder)")
     args = parser.parse_args()
     data = [[{"id": p * args.records_per_part + i, "text": f"record {i} of part {p}: some words to count"}
              for i in range(args.records_per_part)] for p in range(args.parts)]
     runs: dict[str, list[dict[str, float]]] = {way: [] for way in WAYS}
     uploads: list[dict[str, float]] = []
-    with common.emulator() as emu, storage_host() as host, tempfile.TemporaryDirectory() as tmp:
+    writes: list[dict[str, float]] = []
+    bodies = result_bodies(data)
+    with common.emulator() as emu, storage_host() as host, tempfile.TemporaryDirectory(dir=args.folder) as tmp:
         env = common.bench_env(emu.host, common.prefix_for("sink"), **{EMULATOR_VAR: host})
         storage = Storage(env)
         storage.client.create_bucket(BUCKET)
@@ -101,7 +126,8 @@ def main() -> int:
                     if n:
                         runs[way].append(drained)
                 if n:
-                    uploads.append(raw_upload(storage, data[: args.gcs_parts], f"raw-{n}"))
+                    uploads.append(raw_upload(storage, bodies[: args.gcs_parts], f"raw-{n}"))
+                    writes.append(raw_write(bodies, f"{tmp}/raw-{n}"))
         finally:
             common.cleanup_prefix(pubsub, pubsub.settings.prefix)
             pubsub.close()
@@ -114,8 +140,23 @@ def main() -> int:
         figures[f"{way}_cpu_cost"] = med[way]["cpu_s"] / bases[way]["cpu_s"] - 1
         figures[f"{way}_drain_cost"] = med[way]["drain_s"] / bases[way]["drain_s"] - 1
     figures["raw_upload"] = {k: common.median([u[k] for u in uploads]) for k in ("seconds", "cpu_s")}
+    figures["raw_write"] = {k: common.median([w[k] for w in writes]) for k in ("seconds", "cpu_s")}
+    per_part = {  # microseconds of worker CPU per part; the baseline without startup
+        "baseline": (med["none"]["cpu_s"] - med["none-small"]["cpu_s"]) / max(1, args.parts - args.gcs_parts) * 1e6,
+        "local_extra": (med["local"]["cpu_s"] - med["none"]["cpu_s"]) / args.parts * 1e6,
+        "gcs_extra": (med["gcs"]["cpu_s"] - med["none-small"]["cpu_s"]) / args.gcs_parts * 1e6,
+        "raw_write": figures["raw_write"]["cpu_s"] / args.parts * 1e6,
+        "raw_upload": figures["raw_upload"]["cpu_s"] / args.gcs_parts * 1e6,
+    }
+    figures["cpu_per_part_us"] = per_part
     extra_drain = med["gcs"]["drain_s"] - bases["gcs"]["drain_s"]
     figures["gcs_extra_drain_vs_raw_upload"] = figures["raw_upload"]["seconds"] / extra_drain if extra_drain > 0 else 0
+    say(figures, med, args)
+    return 0 if figures["local_cpu_cost"] <= COST_TARGET else 1
+
+
+def say(figures: dict[str, Any], med: dict[str, dict[str, float]], args: argparse.Namespace) -> None:
+    per_part = figures["cpu_per_part_us"]
     common.say(f"results sink, {args.parts} parts x {args.records_per_part} records, worker concurrency 1, "
                f"median of {args.runs}")
     for way in WAYS:
@@ -127,8 +168,12 @@ def main() -> int:
                f"({raw['seconds'] / args.gcs_parts * 1000:.0f} ms, "
                f"{raw['cpu_s'] / args.gcs_parts * 1000:.1f} ms CPU each); "
                f"raw upload time / gcs extra drain time = {figures['gcs_extra_drain_vs_raw_upload']:.2f}")
+    common.say(f"  the sink's own file write, the same {args.parts} objects into a fresh folder: "
+               f"{figures['raw_write']['seconds']:.2f} s, {per_part['raw_write']:.0f} us CPU each")
+    common.say(f"  worker CPU per part: baseline {per_part['baseline']:.0f} us (startup taken out); extra to a folder "
+               f"{per_part['local_extra']:.0f} us, to gs:// {per_part['gcs_extra']:.0f} us: 10 % of a handler's "
+               f"{per_part['local_extra'] * 10 / 1000:.1f} ms / {per_part['gcs_extra'] * 10 / 1000:.1f} ms per part")
     common.final_json(figures)
-    return 0 if figures["local_cpu_cost"] <= COST_TARGET else 1
 
 
 if __name__ == "__main__":

@@ -20,7 +20,7 @@ the same variables and these flags work by hand (a flag wins over its variable):
     BATCHCTL_WORKER_ID       --worker-id      name in events (hostname-pid)
     BATCHCTL_RESULTS_DIR     --results-dir    where the demo handler writes (./batchctl-results)
     BATCHCTL_OUTPUT          --output         the batch's results: DEST/part-NNNNNN.jsonl (gs:// or folder)
-    BATCHCTL_WRITERS         --writers        results written at once, off the handler's slots (4)
+    BATCHCTL_WRITERS         --writers        threads writing results (4 for gs://, 0 = on the slot for a folder)
 
 Exit codes: 0 drained (the queue is empty), 143 stopped by SIGTERM/SIGINT after
 finishing or nacking its parts (not drained, so a Job replaces it), 1 crash or a
@@ -71,7 +71,8 @@ FLAG_HELP = {
     "worker_id": "name in events and logs (BATCHCTL_WORKER_ID, default hostname-pid)",
     "results_dir": "demo handler output folder (BATCHCTL_RESULTS_DIR, default ./batchctl-results)",
     "output": "where returned results go, gs://BUCKET/PREFIX/ or a folder (BATCHCTL_OUTPUT, default none)",
-    "writers": "results written at once, beside the handler slots (BATCHCTL_WRITERS, 1..10, default 4)",
+    "writers": "threads writing results beside the handler slots, 0..10 (BATCHCTL_WRITERS, default 4 for gs://, "
+               "0 for a folder: written on the slot)",
 }
 
 

@@ -121,7 +121,7 @@ OPTIONS = (
     Option("worker_id", "BATCHCTL_WORKER_ID", "--worker-id", _text, "a non-empty name"),
     Option("results_dir", "BATCHCTL_RESULTS_DIR", "--results-dir", lambda t: Path(_text(t)), "a directory"),
     Option("output", "BATCHCTL_OUTPUT", "--output", _text, "gs://BUCKET/PREFIX/ or a folder"),
-    Option("writers", "BATCHCTL_WRITERS", "--writers", _int_between(1, 10), "an integer 1..10"),
+    Option("writers", "BATCHCTL_WRITERS", "--writers", _int_between(0, 10), "an integer 0..10"),
 )
 
 
@@ -175,11 +175,11 @@ class WorkerConfig:
     """Where handlers (the demo one) write per-part results."""
     output: str | None = None
     """The batch's ``--output DEST``: each part's returned result goes to ``DEST/part-NNNNNN.jsonl``."""
-    writers: int = 4
-    """Results written at once (``worker.writer``), beside the handler slots: uploads overlap
-    handling; each part is acked only once its object is written. 4: a real bucket's ~50 ms
-    per small object gives ~80 parts/s per worker; a folder or the emulator gain nothing from
-    more. At most 10: the Storage client keeps 10 connections per host."""
+    writers: int | None = None
+    """Threads writing results (``worker.writer``) beside the handler slots, so uploads overlap
+    handling; each part is acked only once its object is written. None: 4 for ``gs://``, 0 for
+    a folder (0: written on the handler's slot). At most 10: the Storage client keeps 10
+    connections per host."""
 
     @property
     def renew_every_s(self) -> float:

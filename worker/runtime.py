@@ -43,7 +43,7 @@ from batchctl.worker.results import result_of
 from batchctl.worker.settlement import Settler
 from batchctl.worker.shutdown import Shutdown
 from batchctl.worker.slots import Slots
-from batchctl.worker.writer import Job, ResultWriter
+from batchctl.worker.writer import Job, ResultWriter, writers_for
 
 MAX_SETTLING = 500
 """Handled parts awaiting their event and ack, beyond the busy slots, before pulling pauses."""
@@ -90,7 +90,8 @@ class Worker:
             config.concurrency, self._process, on_crash=self._slot_crashed, queued=self._window()
         )
         self.writer = None if sink is None else ResultWriter(
-            sink.write_part, written=self._written, failed=self._write_failed, log=log, writers=config.writers
+            sink.write_part, written=self._written, failed=self._write_failed, log=log,
+            writers=writers_for(remote=sink.remote, configured=config.writers),
         )
         """With ``--output``: writes each part's result, off its slot, before the part is reported done."""
         self._unanswered_since: float | None = None

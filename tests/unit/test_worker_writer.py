@@ -1,11 +1,12 @@
 """The worker's result writers (``worker/writer.py``) and how the worker settles a part around them.
 
-The pool alone: ``submit`` blocks while the pool is full (by count and by bytes), a failed write
-is reported failed and never written, ``stop`` drops the waiting parts. The real ``Worker``
-(leases, settler, slots, writers) against an in-memory Pub/Sub: a part is acked only after its
-result is written; a failed write nacks the part (redelivered, written, then acked); a stop waits
-for a write within the drain budget, and past it nacks the part, acks nothing and writes no
-waiting part.
+The pool alone: threads for a bucket, none (writes on the slot) for a folder; ``submit`` blocks
+while the pool is full (by count and by bytes), a failed write is reported failed and never
+written, ``stop`` drops the waiting parts. The real ``Worker`` (leases, settler, slots, writers)
+against an in-memory Pub/Sub: a part is acked only after its result is written (by a thread or
+on the slot); a failed write nacks the part (redelivered, written, then acked); a stop waits for
+a write within the drain budget, and past it nacks the part, acks nothing and writes no waiting
+part.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from concurrent.futures import Future
 from contextlib import contextmanager
 from typing import Any
 
+import pytest
 import structlog
 
 from batchctl.core.errors import Unreachable
@@ -28,7 +30,7 @@ from batchctl.worker.lease import Held
 from batchctl.worker.results import PartResult, wrap
 from batchctl.worker.runtime import Worker
 from batchctl.worker.shutdown import Shutdown
-from batchctl.worker.writer import Job, ResultWriter
+from batchctl.worker.writer import REMOTE_WRITERS, Job, ResultWriter, writers_for
 from tests.support.parts import encode_part
 from tests.support.waiting import wait_for
 
@@ -62,6 +64,22 @@ def pool(write: Callable[[int, bytes, int], None], **kw: Any) -> tuple[ResultWri
                           failed=lambda j, why: failed.append((j.index, why)), log=LOG, **kw)
     writer.start()
     return writer, written, failed
+
+
+def test_writer_threads_for_a_bucket_none_for_a_folder_unless_configured() -> None:
+    assert writers_for(remote=True, configured=None) == REMOTE_WRITERS == 4
+    assert writers_for(remote=False, configured=None) == 0
+    assert writers_for(remote=False, configured=3) == 3
+    assert writers_for(remote=True, configured=0) == 0
+
+
+def test_with_no_threads_submit_writes_on_the_callers_thread() -> None:
+    threads: list[str] = []
+    writer, written, _ = pool(lambda i, b, r: threads.append(threading.current_thread().name), writers=0)
+    assert writer.submit(job(5)) is True
+    assert written == [5] and threads == [threading.current_thread().name]
+    writer.stop()
+    assert writer.submit(job(6)) is False and written == [5]
 
 
 def test_submit_blocks_while_the_pool_is_full() -> None:
@@ -190,6 +208,8 @@ class MemoryPubSub:
 class Sink:
     """Stands in for ``core.sink.Sink``: ``write`` decides what each write does (it is told the attempt)."""
 
+    remote = True
+
     def __init__(self, write: Callable[[int, int], None]) -> None:
         self._write = write
         self.attempt: dict[int, int] = {}
@@ -225,8 +245,10 @@ def running(pubsub: MemoryPubSub, sink: Sink, **overrides: Any) -> Iterator[tupl
         assert not thread.is_alive(), "the worker did not exit"
 
 
-def test_a_part_is_acked_only_after_its_result_is_written() -> None:
-    """The write waits (up to 1 s) for the part's ack: none may come before the write returns."""
+@pytest.mark.parametrize("writers", [2, 0])
+def test_a_part_is_acked_only_after_its_result_is_written(writers: int) -> None:
+    """The write waits (up to 1 s) for the part's ack: none may come before the write returns,
+    whether a writer thread or the slot (0 writers, a folder's way) writes it."""
     pubsub = MemoryPubSub([[{"i": 0}, {"i": 1}]])
     acked = threading.Event()
     original = pubsub.record
@@ -243,7 +265,7 @@ def test_a_part_is_acked_only_after_its_result_is_written() -> None:
         pubsub.record("written", f"{index}/{attempt}")
 
     sink = Sink(write)
-    with running(pubsub, sink) as (_, code):
+    with running(pubsub, sink, writers=writers) as (_, code):
         wait_for(lambda: code, timeout=10, what="the worker drained")
     assert code == [0]
     assert [entry[:2] for entry in pubsub.log if entry[0] in ("written", "ack")] == [("written", "0/1"), ("ack", "0/1")]
@@ -268,12 +290,13 @@ def test_a_failed_write_nacks_the_part_which_is_written_and_acked_when_redeliver
     assert failed["reason"].startswith("result not written: Unreachable: gs://b/out/part-000000.jsonl")
 
 
-def test_a_stop_waits_for_a_write_within_the_drain_budget() -> None:
+@pytest.mark.parametrize("writers", [2, 0])
+def test_a_stop_waits_for_a_write_within_the_drain_budget(writers: int) -> None:
     """SIGTERM while a part's result is being written: the worker waits, then acks it, and exits 143."""
     gate = Gate()
     pubsub = MemoryPubSub([[{"i": 0}]])
     sink = Sink(lambda index, attempt: gate.write(index, b"", 0))
-    with running(pubsub, sink, drain_budget_s=10.0) as (worker, code):
+    with running(pubsub, sink, drain_budget_s=10.0, writers=writers) as (worker, code):
         wait_for(lambda: gate.started == [0], timeout=10, what="the write under way")
         finishing = threading.Event()
         give_back = worker.leases.give_back_waiting
