@@ -4,6 +4,11 @@ One puller thread per subscription feeds a queue while this replica leads, so a 
 the loop at once. Each puller notes when a pull that came back empty *began*: once the loop has
 taken everything queued before that moment, every event published before it has been seen
 (``accounted_since``), which is what a follow-up Job may be decided on.
+
+Except after a takeover: the previous leader's last pull, if it died with it pending, is held by
+Pub/Sub until that pull's deadline and takes messages published meanwhile with it; they come back
+one ack deadline later. So a new term counts only empty pulls that began after that
+(``forget_empty_pulls(until=...)``).
 """
 
 from __future__ import annotations
@@ -27,6 +32,7 @@ class Inbox:
         self.pull_timeout_s, self.max_messages = pull_timeout_s, max_messages
         self._queue: queue.Queue[tuple[str, Received]] = queue.Queue()
         self._empty_since: dict[str, float] = {}
+        self._count_from = 0.0
         self.threads: list[threading.Thread] = []
         self.want_empty = threading.Event()
         """Set by the loop while a batch waits to be accounted for: an empty pull then wakes it."""
@@ -50,8 +56,10 @@ class Inbox:
         """Monotonic time a pull of ``subscription`` that came back empty began (0: none yet)."""
         return self._empty_since.get(subscription, 0.0)
 
-    def forget_empty_pulls(self) -> None:
-        """A new term: nothing is accounted for until a pull of this term comes back empty."""
+    def forget_empty_pulls(self, until: float = 0.0) -> None:
+        """A new term: nothing is accounted for until a pull of this term that began at ``until``
+        (monotonic) or later comes back empty."""
+        self._count_from = until
         self._empty_since.clear()
 
     def take(self) -> list[tuple[str, Received]]:
@@ -95,7 +103,8 @@ class Inbox:
             if msgs:
                 self.wake.set()
                 continue
-            self._empty_since[subscription] = started
+            if started >= self._count_from:
+                self._empty_since[subscription] = started
             if self.want_empty.is_set():
                 self.want_empty.clear()
                 self.wake.set()

@@ -201,6 +201,7 @@ class Launcher:
         self._tries.clear()
         self._not_before.clear()
         self.reconciler.new_term()
+        self.inbox.forget_empty_pulls(until=time.monotonic() + self._stale_pull_s())
         self._loaded = True
         running = [b.batch_id for b in loaded if b.state not in TERMINAL]
         corrupt = [b.batch_id for b in loaded if b.corrupt]
@@ -219,6 +220,16 @@ class Launcher:
         wait = failures.retry_wait(exc, self._intake_tries)
         self._intake_after = time.monotonic() + wait
         self.log.warning("intake_paused", tries=self._intake_tries, wait_s=wait, error=str(exc))
+
+    def _stale_pull_s(self) -> float:
+        """How long events may stay out of sight after a takeover: the previous leader's last pull
+        may be pending (for its pull timeout) and lease what it takes for one ack deadline."""
+        try:
+            deadline = self.pubsub.subscription_spec(self.settings.names.events_subscription).ack_deadline_s
+        except BatchctlError as exc:
+            self.log.warning("events_deadline_unknown", error=str(exc))
+            deadline = topology.LAUNCHER_ACK_DEADLINE_S
+        return self.tuning.pull_timeout_s + deadline
 
     def _reload(self, batch_id: str) -> None:
         """Someone else wrote this batch (Conflict): take the store's version."""

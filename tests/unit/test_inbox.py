@@ -1,0 +1,57 @@
+"""``launcher.inbox``: an empty pull proves every earlier event seen, but after a takeover only once
+the previous leader's last pull (which Pub/Sub may still hold, with messages in it) has lapsed."""
+
+from __future__ import annotations
+
+import threading
+import time
+from typing import Any
+
+from batchctl.launcher.inbox import Inbox
+from tests.support.waiting import wait_for
+
+
+class EmptyPulls:
+    """A Pub/Sub whose pulls all come back empty after ``wait_s``."""
+
+    def __init__(self, wait_s: float = 0.01) -> None:
+        self.wait_s = wait_s
+        self.pulls = 0
+
+    def pull(self, subscription: str, **_: Any) -> list[Any]:
+        time.sleep(self.wait_s)
+        self.pulls += 1
+        return []
+
+
+def inbox() -> tuple[Inbox, threading.Event, EmptyPulls]:
+    stopping, pubsub = threading.Event(), EmptyPulls()
+    box = Inbox(pubsub, ("events",), active=lambda: True, wake=threading.Event(),  # type: ignore[arg-type]
+                stopping=stopping, pull_timeout_s=0.01, max_messages=10)
+    return box, stopping, pubsub
+
+
+def test_an_empty_pull_is_noted_with_when_it_began() -> None:
+    box, stopping, _ = inbox()
+    before = time.monotonic()
+    box.start()
+    try:
+        began = wait_for(lambda: box.empty_pull_started("events"), timeout=5, what="an empty pull")
+        assert began >= before
+    finally:
+        stopping.set()
+        box.join()
+
+
+def test_a_new_term_counts_no_empty_pull_that_began_before_until() -> None:
+    box, stopping, pubsub = inbox()
+    until = time.monotonic() + 1.0
+    box.forget_empty_pulls(until=until)
+    box.start()
+    try:
+        wait_for(lambda: pubsub.pulls >= 3, timeout=5, what="empty pulls before until")
+        assert box.empty_pull_started("events") == 0.0 and time.monotonic() < until
+        assert wait_for(lambda: box.empty_pull_started("events"), timeout=5, what="a counted empty pull") >= until
+    finally:
+        stopping.set()
+        box.join()
