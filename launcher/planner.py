@@ -110,6 +110,15 @@ def plan(batch: BatchState, jobs: list[ObservedJob], *, job_name: str, now: floa
     """
     if batch.state in TERMINAL:
         return _plan_terminal(batch, jobs)
+    unrecorded = _unrecorded(batch, jobs, job_name=job_name)
+    if unrecorded is not None:
+        return [unrecorded]
+    return _plan_open(batch, jobs, job_name=job_name, now=now, share=share)
+
+
+def _plan_open(batch: BatchState, jobs: list[ObservedJob], *, job_name: str, now: float,
+               share: int | None) -> list[Action]:
+    """An unfinished batch whose every Job is recorded."""
     active = any(not j.finished for j in jobs)
     if batch.remaining <= 0:
         return _plan_accounted(batch, active=active)
@@ -120,6 +129,19 @@ def plan(batch: BatchState, jobs: list[ObservedJob], *, job_name: str, now: floa
     if waiting_for_facts(batch, jobs, now=now):
         return []
     return _plan_follow_up(batch, job_name=job_name, now=now, share=share)
+
+
+def _unrecorded(batch: BatchState, jobs: list[ObservedJob], *, job_name: str) -> Launch | None:
+    """The batch's next Job exists but is not recorded: a launcher crashed between creating it
+    and saving its record. Launch it again, before anything else (running or not, parts left or
+    not): the create meets 409 and the Job is recorded, so the batch counts every Job it ran."""
+    n = len(batch.jobs) + 1
+    found = next((j for j in jobs if j.name == job_name.format(n=n)), None)
+    if found is None:
+        return None
+    size = found.parallelism or parallelism(batch.remaining, parts_per_worker=batch.request.parts_per_worker,
+                                            max_parallelism=batch.request.max_parallelism)
+    return Launch(found.name, n, size)
 
 
 def waiting_for_facts(batch: BatchState, jobs: list[ObservedJob], *, now: float) -> bool:

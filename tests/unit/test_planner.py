@@ -26,7 +26,9 @@ Checks:
   stuck (something to do whenever parts remain and nothing runs);
 - determinism (same input, same output) and purity (the input is not mutated);
 - after the dead-letter check gave parts back, no follow-up until they are out of their retry
-  backoff (``nudged_back_at``, from ``redelivered_by``: the worst delivery attempt decides).
+  backoff (``nudged_back_at``, from ``redelivered_by``: the worst delivery attempt decides);
+- a Job named next but not recorded (a crash between its create and its record) is launched
+  again first, running or ended, parts left or not: its 409 records it.
 """
 
 from __future__ import annotations
@@ -205,7 +207,6 @@ def test_first_launch_counts_parts_already_done() -> None:
         pytest.param(
             batch(100, launched_at=[0, 0]), [ended(1, CONFIG_ERROR_REASON), running(2)], id="config-error-old"
         ),
-        pytest.param(batch(100, launched_at=[0]), [running(1), ended(2)], id="untracked-ended"),
         pytest.param(batch(100, dead=range(10), launched_at=[0]), [running(1)], id="some-dead"),
     ],
 )
@@ -693,3 +694,28 @@ def test_follow_up_waits_for_parts_the_dead_letter_check_gave_back(after: float,
 def test_redelivered_by_follows_the_retry_backoff(attempts: list[int], back_after: float) -> None:
     """min(max_backoff, min_backoff * 2^(attempt-1)) with margin (x1.5 + 2 s), as the worker awaits its nacks."""
     assert redelivered_by(100.0, attempts) == pytest.approx(100.0 + back_after)
+
+
+# --- a Job created but not recorded ---------------------------------------------------------
+
+
+@pytest.mark.parametrize("done", [range(0), range(40), range(100)])
+@pytest.mark.parametrize("observed", ["running", "ended"])
+def test_a_next_job_not_recorded_is_launched_again_first(done: range, observed: str) -> None:
+    """A launcher died between creating Job n+1 and saving its record: whatever the Job does and
+    whatever is left, the plan is that Job's launch (409, recorded), with its own parallelism."""
+    job = ObservedJob(PATTERN.format(n=1), active=int(observed == "running"), finished=observed == "ended",
+                      parallelism=3)
+    assert run(batch(100, done=done), [job]) == [Launch(PATTERN.format(n=1), 1, 3)]
+    later = ObservedJob(PATTERN.format(n=3), active=1, finished=False)
+    assert run(batch(100, done=range(60), launched_at=[0, 30]), [ended(1), ended(2), later]) == [
+        Launch(PATTERN.format(n=3), 3, 4)
+    ]
+    # even while the recorded Job runs (sized from the request when the Job's parallelism is unknown)
+    assert run(batch(100, launched_at=[0]), [running(1), ended(2)]) == [Launch(PATTERN.format(n=2), 2, 10)]
+
+
+def test_an_older_or_other_job_not_recorded_is_not_launched_again() -> None:
+    """Only the next name is adopted: a Job of another number changes nothing."""
+    stray = ObservedJob(PATTERN.format(n=5), active=1, finished=False)
+    assert run(batch(100, done=range(100), launched_at=[0]), [ended(1), stray]) == [Finish(SUCCEEDED)]
