@@ -59,6 +59,12 @@ def jobs_created(kube_api: KubeApi) -> list[dict[str, Any]]:
     return [r for r in kube_api.server.list_objects(_jobs(), kube_api.namespace)]
 
 
+def job_creates(kube_api: KubeApi) -> list[tuple[str, int]]:
+    """(name, status) of every Job create the launcher sent (the kubelet's own requests left out)."""
+    return [(r.body["metadata"]["name"], r.status) for r in kube_api.server.request_log()
+            if r.rbac == ("batch", "jobs", "create") and r.user_agent != USER_AGENT]
+
+
 def _jobs() -> Any:
     from tests.support.kube_objects import JOBS
 
@@ -108,6 +114,8 @@ def test_worker_killed_after_another_succeeded_gets_follow_up_job(
     # Job 2 waits until the killed pod's lease can have lapsed (it sent no worker_exited), so it
     # finds the part: two Jobs, not an idle Job 2 and then a Job 3 (issue 12).
     assert sorted(names) == [job1, f"{ksettings.prefix}-orphan-2"]
+    assert job_creates(kube_api) == [(job1, 201), (f"{ksettings.prefix}-orphan-2", 201)]
+    assert [j.name for j in batch.jobs] == [job1, f"{ksettings.prefix}-orphan-2"]
     assert batch.pods.get(job1, 0) >= 2
 
 
@@ -128,6 +136,8 @@ def test_launcher_restart_resumes_without_duplicate_jobs(
         batch = wait_terminal(second.parts, "restart", timeout=120)
     assert batch.state == "succeeded" and batch.done == set(range(20)) and len(batch.done) == 20
     assert [j["metadata"]["name"] for j in jobs_created(kube_api)] == [f"{ksettings.prefix}-restart-1"]
+    assert job_creates(kube_api) == [(f"{ksettings.prefix}-restart-1", 201)], "the second launcher created again"
+    assert [j.name for j in batch.jobs] == [f"{ksettings.prefix}-restart-1"]
 
 
 def test_only_the_leader_launches_and_the_other_takes_over(
