@@ -49,9 +49,10 @@ class Delivery:
     end: float | None = None
 
 
-def read_deliveries(folder: Path) -> list[Delivery]:
+def read_deliveries(folder: Path, pattern: str = "*.log") -> list[Delivery]:
+    """Every handler call in the call logs matching ``pattern`` (``<pid>-<worker id>.log``)."""
     deliveries: list[Delivery] = []
-    for path in folder.glob("*.log"):
+    for path in folder.glob(pattern):
         pid = int(path.name.split("-", 1)[0])
         open_: dict[int, Delivery] = {}
         for line in path.read_text(errors="replace").splitlines():
@@ -76,9 +77,11 @@ def _cause(prev: Delivery, kills: dict[int, Kill], outage: Outage | None, lease_
     return "unexplained"
 
 
-def analyse_calls(folder: Path, kills: list[Kill], outage: Outage | None, lease_s: int) -> dict[str, Any]:
-    """Redeliveries and duplicates from the handler's own log, each blamed on a cause."""
-    deliveries = read_deliveries(folder)
+def analyse_calls(folder: Path, kills: list[Kill], outage: Outage | None, lease_s: int,
+                  pattern: str = "*.log") -> dict[str, Any]:
+    """Redeliveries and duplicates from the handler's own log, each blamed on a cause (a kill's
+    ``sig``, lowercased: ``sigkill``, ``sigterm``, or whatever the driver named its disruption)."""
+    deliveries = read_deliveries(folder, pattern)
     by_part: dict[int, list[Delivery]] = {}
     for d in deliveries:
         by_part.setdefault(d.part, []).append(d)

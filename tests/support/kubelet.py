@@ -389,9 +389,14 @@ class Kubelet:
         if status == current:
             return
         patch = {key: status.get(key) for key in {*status, *current}}  # None removes a key
-        written = self._batch.patch_namespaced_job_status(
-            job["metadata"]["name"], self.namespace, {"status": patch}, _preload_content=False
-        )
+        try:
+            written = self._batch.patch_namespaced_job_status(
+                job["metadata"]["name"], self.namespace, {"status": patch}, _preload_content=False
+            )
+        except client.ApiException as exc:
+            if exc.status == 404:
+                return  # deleted since the cache saw it: nothing to write
+            raise
         self._jobs.store(json_body(written))
 
     def _delete_pod(self, pod: PodRecord) -> None:
