@@ -226,7 +226,7 @@ class Launcher:
         may be pending (for its pull timeout) and lease what it takes for one ack deadline."""
         try:
             deadline = self.pubsub.subscription_spec(self.settings.names.events_subscription).ack_deadline_s
-        except BatchctlError as exc:
+        except Exception as exc:  # never blocks a takeover (e.g. no subscriptions.get): the shared default
             self.log.warning("events_deadline_unknown", error=str(exc))
             deadline = topology.LAUNCHER_ACK_DEADLINE_S
         return self.tuning.pull_timeout_s + deadline

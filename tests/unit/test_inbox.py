@@ -1,13 +1,23 @@
 """``launcher.inbox``: an empty pull proves every earlier event seen, but after a takeover only once
-the previous leader's last pull (which Pub/Sub may still hold, with messages in it) has lapsed."""
+the previous leader's last pull (which Pub/Sub may still hold, with messages in it) has lapsed:
+its pull timeout plus the events subscription's ack deadline (``Launcher._stale_pull_s``)."""
 
 from __future__ import annotations
 
 import threading
 import time
+from types import SimpleNamespace
 from typing import Any
 
+import pytest
+from google.api_core.exceptions import PermissionDenied
+
+from batchctl.core import logs, topology
+from batchctl.core.errors import Unreachable
+from batchctl.core.pubsub import SubscriptionSpec
+from batchctl.core.settings import Settings
 from batchctl.launcher.inbox import Inbox
+from batchctl.launcher.service import Launcher, Tuning
 from tests.support.waiting import wait_for
 
 
@@ -55,3 +65,25 @@ def test_a_new_term_counts_no_empty_pull_that_began_before_until() -> None:
     finally:
         stopping.set()
         box.join()
+
+
+class NoSpec:
+    """A Pub/Sub that refuses to describe a subscription (as without ``pubsub.subscriptions.get``)."""
+
+    def __init__(self, error: Exception | None, ack_deadline_s: int = 33) -> None:
+        self.error, self.ack_deadline_s = error, ack_deadline_s
+
+    def subscription_spec(self, name: str) -> SubscriptionSpec:
+        if self.error is not None:
+            raise self.error
+        return SubscriptionSpec(ack_deadline_s=self.ack_deadline_s)
+
+
+@pytest.mark.parametrize("error", [None, PermissionDenied("no subscriptions.get"), Unreachable("Pub/Sub away")])
+def test_a_takeover_waits_the_previous_pull_timeout_plus_the_events_ack_deadline(error: Exception | None) -> None:
+    """The events subscription's own deadline when it can be read; else the shared default, never an error
+    (a takeover must not depend on it)."""
+    launcher = SimpleNamespace(pubsub=NoSpec(error), settings=Settings.from_env({"BATCHCTL_PREFIX": "p"}),
+                               tuning=Tuning(pull_timeout_s=5.0), log=logs.get("test"))
+    expected = 5.0 + (33 if error is None else topology.LAUNCHER_ACK_DEADLINE_S)
+    assert Launcher._stale_pull_s(launcher) == expected  # type: ignore[arg-type]
