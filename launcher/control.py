@@ -118,6 +118,7 @@ class Controller:
         moved, held = republish_dead(self.pubsub, batch.batch_id, expected)
         try:
             batch.dead -= moved
+            batch.last_tries -= moved  # republished: a new message, its delivery attempts start again
             batch.retries += 1
             batch.dead_checked = batch.retry_floor = len(batch.jobs)
             if batch.remaining > 0:

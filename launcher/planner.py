@@ -26,6 +26,11 @@ REDELIVERY_SLACK_S = 2.0
 """...plus this long."""
 DEFAULT_TOPOLOGY = BatchTopology()
 """The retry backoff a batch's work subscription is created with (what the worker assumes too)."""
+LAPSE_SLACK_S = 3.0
+"""Pub/Sub's retry backoff applies to an expired lease too: a killed worker's part is back an ack
+deadline after its last renewal plus a backoff (the emulator: 1-2 s at ``min_backoff`` 1 s)."""
+NAMED_DEAD_PARTS = 10
+"""A failed batch's reason names at most this many dead-lettered parts."""
 
 
 def config_error_message(worker_error: str) -> str:
@@ -61,6 +66,11 @@ class ObservedJob:
     def pods(self) -> int:
         return self.active + self.succeeded + self.failed
 
+    @property
+    def died_silently(self) -> bool:
+        """A pod of it failed without ``worker_exited`` (SIGKILL, OOM): what it held comes back."""
+        return self.failed > 0 and self.unreported_exits > 0
+
 
 @dataclass(frozen=True)
 class Launch:
@@ -89,7 +99,18 @@ class CheckDead:
     """Count the dead-letter subscription: parts may have died without an event."""
 
 
-Action = Launch | Finish | Cleanup | CheckDead
+@dataclass(frozen=True)
+class CountDead:
+    """Count these parts dead: their last allowed delivery started, no Job runs, they are not done.
+
+    Their worker died on them (exit 137), so nothing reported them; Pub/Sub forwards each to the
+    dead-letter topic on the next pull of the work subscription (``retry`` makes that pull).
+    """
+
+    parts: frozenset[int]
+
+
+Action = Launch | Finish | Cleanup | CheckDead | CountDead
 
 
 def parallelism(remaining: int, *, parts_per_worker: int, max_parallelism: int) -> int:
@@ -126,9 +147,19 @@ def _plan_open(batch: BatchState, jobs: list[ObservedJob], *, job_name: str, now
         return []
     if any(j.failed_reason == CONFIG_ERROR_REASON for j in _current(batch, jobs)):
         return [Finish(FAILED, config_error_message(batch.worker_error))]
+    return _plan_ended(batch, jobs, job_name=job_name, now=now, share=share)
+
+
+def _plan_ended(batch: BatchState, jobs: list[ObservedJob], *, job_name: str, now: float,
+                share: int | None) -> list[Action]:
+    """Every Job ended and parts remain: once the facts are in, count the last tries that died
+    with their worker as dead (no Job is launched only to make Pub/Sub forward them), else follow up."""
     if waiting_for_facts(batch, jobs, now=now):
         return []
-    return _plan_follow_up(batch, job_name=job_name, now=now, share=share)
+    if doomed := batch.last_tries - batch.done - batch.dead:
+        return [CountDead(frozenset(doomed))]
+    lethal = any(j.died_silently for j in _current(batch, jobs))
+    return _plan_follow_up(batch, job_name=job_name, now=now, share=share, lethal=lethal)
 
 
 def _unrecorded(batch: BatchState, jobs: list[ObservedJob], *, job_name: str) -> Launch | None:
@@ -158,7 +189,7 @@ def leases_lapse_at(batch: BatchState, jobs: list[ObservedJob]) -> float:
     earlier finds an empty queue, proves nothing, and costs a Job (and maybe a node).
     """
     ends = [j.finished_at for j in jobs if j.unreported_exits and j.finished_at is not None]
-    return max(ends) + batch.request.ack_deadline_s if ends else -math.inf
+    return max(ends) + batch.request.ack_deadline_s + LAPSE_SLACK_S if ends else -math.inf
 
 
 def redelivered_by(nudged_at: float, attempts: Iterable[int], topology: BatchTopology = DEFAULT_TOPOLOGY) -> float:
@@ -175,15 +206,28 @@ def _plan_accounted(batch: BatchState, *, active: bool) -> list[Action]:
     """Every part is done or dead: the batch ends (cleanup waits for running Jobs)."""
     dead = batch.dead - batch.done
     if dead:
-        return [Finish(FAILED, f"{len(dead)} parts dead-lettered")]
+        return [Finish(FAILED, dead_letter_reason(dead))]
     done: list[Action] = [Finish(SUCCEEDED)]
     return done if active else [*done, Cleanup(keep_dead=False)]
 
 
-def _plan_follow_up(batch: BatchState, *, job_name: str, now: float, share: int | None) -> list[Action]:
-    """No Job runs and parts remain: count the dead, give up, wait, or launch the next Job."""
+def dead_letter_reason(dead: set[int]) -> str:
+    """A failed batch's reason: how many parts are dead-lettered, and which (the first few)."""
+    first = sorted(dead)[:NAMED_DEAD_PARTS]
+    named = ", ".join(map(str, first)) + (", ..." if len(dead) > len(first) else "")
+    return f"{len(dead)} parts dead-lettered: part{'s' if len(dead) > 1 else ''} {named}"
+
+
+def _plan_follow_up(batch: BatchState, *, job_name: str, now: float, share: int | None,
+                    lethal: bool = False) -> list[Action]:
+    """No Job runs and parts remain: count the dead, give up, wait, or launch the next Job.
+
+    ``lethal``: a pod of the latest Job died silently. Its parts come back (the pacing waited for
+    that), so nothing is missing yet, and the dead-letter check is skipped: its nudge would take
+    a delivery attempt from each of them and hide them from the follow-up for a retry backoff.
+    """
     idle = _idle_streak(batch)
-    if idle and batch.dead_checked < len(batch.jobs):
+    if idle and not lethal and batch.dead_checked < len(batch.jobs):
         return [CheckDead()]
     if now < batch.nudged_back_at:  # the parts that check gave back are still in their backoff
         return []

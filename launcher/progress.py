@@ -14,9 +14,11 @@ def apply_events(batches: Mapping[str, BatchState], events: Iterable[Event]) -> 
 
     A part is done once any delivery of it is done (a ``part_done`` event may name many
     parts). A failure on the last allowed delivery attempt means Pub/Sub dead-letters it, so it is counted dead (unless
-    it is, or later becomes, done). Part events of unknown or finished batches, or
-    with a part index outside the batch, are ignored; so is every event of a batch whose stored
-    state was unreadable.
+    it is, or later becomes, done). A redelivered part a worker starts (``part_started``, sent
+    before it runs alone) is activity too; on its last allowed attempt it becomes a last try,
+    which the planner counts dead if it is not done once its Job is over (its worker died on
+    it). Part events of unknown or finished batches, or with a part index outside the batch,
+    are ignored; so is every event of a batch whose stored state was unreadable.
     """
     changed: set[str] = set()
     for event in events:
@@ -33,17 +35,11 @@ def apply_events(batches: Mapping[str, BatchState], events: Iterable[Event]) -> 
             continue
         if event.part is None or not 0 <= event.part < batch.parts:
             continue
-        if event.type == "part_failed":
+        if event.type in ("part_failed", "part_started"):
             batch.failures += 1
             changed.add(batch.batch_id)
-        if (
-            event.type == "part_failed"
-            and event.attempt >= batch.request.max_delivery_attempts
-            and event.part not in batch.done
-            and event.part not in batch.dead
-        ):
-            batch.dead.add(event.part)
-            changed.add(batch.batch_id)
+            if _last_try(batch, event.part, event.attempt):
+                (batch.dead if event.type == "part_failed" else batch.last_tries).add(event.part)
     return changed
 
 
@@ -52,6 +48,11 @@ def _readable(batches: Mapping[str, BatchState], batch_id: str) -> BatchState | 
     overwrite the document a human must look at)."""
     batch = batches.get(batch_id)
     return None if batch is None or batch.corrupt else batch
+
+
+def _last_try(batch: BatchState, part: int, attempt: int) -> bool:
+    """``attempt`` is the part's last allowed delivery, and the part is neither done nor dead."""
+    return attempt >= batch.request.max_delivery_attempts and part not in batch.done and part not in batch.dead
 
 
 def _record_done(batch: BatchState, parts: tuple[int, ...]) -> bool:

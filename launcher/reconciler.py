@@ -26,6 +26,7 @@ from batchctl.launcher.planner import (
     Action,
     CheckDead,
     Cleanup,
+    CountDead,
     Finish,
     Launch,
     ObservedJob,
@@ -167,6 +168,10 @@ class Reconciler:
             batch.cleaned = True
             self.store.save(batch)
             log.info("batch_cleaned_up")
+        elif isinstance(action, CountDead):
+            batch.dead |= action.parts
+            self.store.save(batch)
+            log.warning("last_tries_counted_dead", parts=sorted(action.parts))
         elif isinstance(action, CheckDead):
             attempts: list[int] = []
             try:

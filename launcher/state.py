@@ -53,7 +53,10 @@ class BatchState:
     retry_floor: int = 0
     """Number of Jobs at the last retry: Jobs before it never count toward an idle streak."""
     failures: int = 0
-    """part_failed events seen: attempts count as activity when judging a Job idle."""
+    """part_failed and part_started events seen: attempts count as activity when judging a Job idle."""
+    last_tries: set[int] = field(default_factory=set)
+    """Parts whose last allowed delivery a worker started (``part_started`` at max attempts): if
+    not done once no Job runs, their worker died on them, and Pub/Sub dead-letters them."""
     dead_checked: int = 0
     """Number of Jobs when the dead-letter subscription was last counted."""
     nudged_back_at: float = 0.0
@@ -113,6 +116,7 @@ class BatchState:
             "queue_position": self.queue_position,
             "queued_since": self.queued_since,
             "pods": self.pods,
+            "last_tries": _pack(self.last_tries),
         }
         return json.dumps(body, separators=(",", ":"))
 
@@ -138,11 +142,13 @@ class BatchState:
             queue_position=body.get("queue_position", 0),
             queued_since=body.get("queued_since"),
             pods={str(k): int(v) for k, v in body.get("pods", {}).items()},
+            last_tries=_unpack(body.get("last_tries", "")),
             version=version,
         )
 
     def copy(self) -> BatchState:
-        return replace(self, done=set(self.done), dead=set(self.dead), jobs=list(self.jobs), pods=dict(self.pods))
+        return replace(self, done=set(self.done), dead=set(self.dead), jobs=list(self.jobs), pods=dict(self.pods),
+                       last_tries=set(self.last_tries))
 
     def restore(self, saved: BatchState) -> None:
         """Put back every field of ``saved``, a ``copy()`` taken before a change the store refused."""

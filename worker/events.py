@@ -52,6 +52,11 @@ class Events:
     def part_failed(self, part: int, attempt: int, reason: str) -> Future[str]:
         return self.publish("part_failed", part=part, attempt=attempt, reason=reason)
 
+    def part_started(self, part: int, attempt: int) -> Future[str]:
+        """A redelivered part is about to run: if it kills the worker, the launcher still knows the
+        attempt it died on."""
+        return self.publish("part_started", part=part, attempt=attempt)
+
     def started(self, *, timeout_s: float) -> None:
         """Announce the worker and wait for it: a missing events topic fails here, before any pull."""
         self.confirm(self.publish("worker_started"), timeout_s=timeout_s)

@@ -121,6 +121,29 @@ class Leases:
             self._remove(waiting)
         return len(waiting)
 
+    def waiting_beside(self, held: Held) -> list[Held]:
+        """Held messages other than ``held`` that no handler started and no outcome claimed."""
+        with self._changed:
+            return [h for h in self._held.values() if h is not held and h.started_at is None and not h.claimed]
+
+    def release(self, items: list[Held]) -> list[Held]:
+        """Nack these unstarted messages at once (those still unclaimed); returns the ones nacked."""
+        with self._rpc_lock:
+            with self._changed:
+                items = [h for h in items if not h.claimed and h.started_at is None]
+                for h in items:
+                    h.claimed = h.abandoned = True
+            self._send("nack", items)
+            self._remove(items)
+        return items
+
+    def wait_alone(self, held: Held, timeout: float) -> bool:
+        """Wait until ``held`` is the only message held (or was given back); False on timeout."""
+        with self._changed:
+            return self._changed.wait_for(
+                lambda: held.claimed or all(h is held for h in self._held.values()), timeout=max(0.0, timeout)
+            )
+
     def overdue(self, *, now: float, limit_s: float) -> list[Held]:
         """Messages whose handler started more than ``limit_s`` ago and has no outcome yet."""
         with self._changed:

@@ -43,6 +43,7 @@ from batchctl.worker.results import result_of
 from batchctl.worker.settlement import Settler
 from batchctl.worker.shutdown import Shutdown
 from batchctl.worker.slots import Slots
+from batchctl.worker.solo import Solo
 from batchctl.worker.writer import Job, ResultWriter, writers_for
 
 MAX_SETTLING = 500
@@ -94,6 +95,8 @@ class Worker:
             writers=writers_for(remote=sink.remote, configured=config.writers),
         )
         """With ``--output``: writes each part's result, off its slot, before the part is reported done."""
+        self.solo = Solo(self.leases, self.slots, self.drain, self.events, log)
+        """Redelivered parts run alone (``batchctl.worker.solo``)."""
         self._unanswered_since: float | None = None
         self._unanswered = 0
         self._timed_out: list[int | None] = []
@@ -182,7 +185,7 @@ class Worker:
         room = self.slots.wait_room(max(1, window // 2), timeout=0.2)
         if room and self.leases.waiting_bytes() > self.config.prefetch_bytes:
             return 0
-        return room
+        return self.solo.pull_size(room) if room else 0
 
     def _window(self) -> int:
         return prefetch.window(
@@ -225,6 +228,7 @@ class Worker:
 
     def _dispatch(self, messages: list[Received]) -> None:
         self.drain.received([m.message_id for m in messages])
+        self.solo.pulled(messages)
         if self.settler.tally.first_pull_at is None:
             self.settler.tally.first_pull_at = time.time()
         for held in self.leases.add(messages):
@@ -232,7 +236,11 @@ class Worker:
 
     # ---- one part, on a slot ---------------------------------------------------------------
     def _process(self, held: Held) -> None:
-        """Runs on a slot: decode, call the handler, hand the outcome to the settler."""
+        """Runs on a slot: the part now, or (a redelivery) later or alone."""
+        self.solo.run(held, self._run_part)
+
+    def _run_part(self, held: Held) -> None:
+        """Decode, call the handler, hand the outcome to the settler."""
         if not self.leases.begin(held):  # given back while it waited (a stop)
             return
         assert held.started_at is not None

@@ -19,7 +19,7 @@ from batchctl.core.settings import WORK_ACK_DEADLINE_S
 ACTIONS = ("launch", "cancel", "retry")
 PRIORITIES = ("low", "normal", "high")
 """``submit --priority``: the batch's weight in the worker budget's division (1, 2, 4)."""
-EVENT_TYPES = ("worker_started", "part_done", "part_failed", "worker_exited", "batch_finished")
+EVENT_TYPES = ("worker_started", "part_started", "part_done", "part_failed", "worker_exited", "batch_finished")
 MAX_PARTS_PER_EVENT = 10_000
 """Most part indices one aggregated ``part_done`` event may list (~70 KB of JSON)."""
 EXIT_ERROR_PREFIX = "error: "
@@ -63,7 +63,8 @@ class Event:
     """One worker event; ``part`` is set for part events, ``reason`` for exits.
 
     A ``part_done`` event names one part (``part``) or many (``parts``: a worker aggregates
-    the parts it finished within ~200 ms into one event); ``part_failed`` names one part.
+    the parts it finished within ~200 ms into one event); ``part_failed`` names one part, and so
+    does ``part_started``, which a worker sends (and awaits) before it runs a redelivered part.
     """
 
     type: str
@@ -166,7 +167,7 @@ def decode_event(data: bytes, attributes: dict[str, str] | Any) -> Event:
         raise BadInput("event: attributes disagree with the data")
     part = body.get("part")
     parts = _parts(body.get("parts", []), kind)
-    if (kind == "part_failed" or (kind == "part_done" and not parts)) and not _index(part):
+    if (kind in ("part_failed", "part_started") or (kind == "part_done" and not parts)) and not _index(part):
         raise BadInput(f"event: field 'part' must be a non-negative integer for {kind}")
     attempt = body.get("attempt", 0)
     if not isinstance(attempt, int) or isinstance(attempt, bool) or attempt < 0:

@@ -133,3 +133,25 @@ def summaries(part: Any) -> list[dict[str, Any]]:
 def summaries_dropped(part: Any) -> None:
     """The same work as ``summaries``, returning nothing: the results bench's baseline."""
     _summaries(part)
+
+
+def die_while_file_exists(part: Any) -> None:
+    """SIGKILL this worker (exit 137, as an OOM kill) while the file named by a record's ``die_while``
+    exists, marking ``killedN`` first (N: the delivery attempt); otherwise like ``scripted``."""
+    import signal
+
+    for record in part.records:
+        if isinstance(record, dict) and record.get("die_while") and Path(record["die_while"]).exists():
+            _mark(part, f"killed{part.attempt}")
+            os.kill(os.getpid(), signal.SIGKILL)
+    scripted(part)
+
+
+def gated_echo(part: Any) -> Any:
+    """``echo``, after waiting while the file named by a record's ``gate`` exists (at most 120 s)."""
+    deadline = time.monotonic() + 120
+    for record in part.records:
+        gate = record.get("gate") if isinstance(record, dict) else None
+        while gate and Path(gate).exists() and time.monotonic() < deadline:
+            time.sleep(0.05)
+    return echo(part)

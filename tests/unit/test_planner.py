@@ -12,8 +12,8 @@ Checks:
 - every part done: ``Finish(succeeded)``, plus ``Cleanup`` only when no Job is active;
 - terminal states: ``succeeded`` but not cleaned cleans once Jobs end; ``failed``,
   ``cancelled`` and ``succeeded``+cleaned do nothing, whatever is observed;
-- every part accounted with some dead: ``Finish(failed)`` counting the dead parts; a
-  part both done and dead counts as done;
+- every part accounted with some dead: ``Finish(failed)`` counting and naming the dead parts
+  (the first ten); a part both done and dead counts as done;
 - a config error (``PodFailurePolicy``) on the latest Job fails the batch; on an older
   Job it does not;
 - idle streaks: an idle Job asks for ``CheckDead`` until the dead letters were counted
@@ -25,6 +25,9 @@ Checks:
   cleanup only with no Job active; success only with no dead part outstanding; never
   stuck (something to do whenever parts remain and nothing runs);
 - determinism (same input, same output) and purity (the input is not mutated);
+- a part whose last allowed delivery started (``part_started``) and whose worker died: counted
+  dead (``CountDead``) once no Job runs and the dead worker's leases have lapsed, never while a Job
+  runs or once it is done; pacing after a silent death covers Pub/Sub's retry backoff;
 - after the dead-letter check gave parts back, no follow-up until they are out of their retry
   backoff (``nudged_back_at``, from ``redelivered_by``: the worst delivery attempt decides);
 - a Job named next but not recorded (a crash between its create and its record) is launched
@@ -43,10 +46,12 @@ import pytest
 from batchctl.core.messages import BatchRequest
 from batchctl.launcher.planner import (
     CONFIG_ERROR_REASON,
+    LAPSE_SLACK_S,
     MAX_IDLE_JOBS,
     Action,
     CheckDead,
     Cleanup,
+    CountDead,
     Finish,
     Launch,
     ObservedJob,
@@ -332,13 +337,13 @@ def test_terminal_states_do_nothing(
 def test_all_accounted_with_dead_parts_fails() -> None:
     """Every part done or dead, some dead: Finish(failed) naming how many are dead."""
     actions = run(batch(100, done=range(97), dead=range(97, 100), launched_at=[0]), [ended(1)])
-    assert actions == [Finish(FAILED, "3 parts dead-lettered")]
+    assert actions == [Finish(FAILED, "3 parts dead-lettered: parts 97, 98, 99")]
 
 
 def test_all_accounted_with_dead_parts_fails_even_with_a_job_active() -> None:
     """The queue is drained once every part is accounted: fail without waiting for Jobs."""
     actions = run(batch(100, done=range(98), dead=range(98, 100), launched_at=[0]), [running(1)])
-    assert actions == [Finish(FAILED, "2 parts dead-lettered")]
+    assert actions == [Finish(FAILED, "2 parts dead-lettered: parts 98, 99")]
 
 
 def test_part_both_done_and_dead_counts_as_done() -> None:
@@ -350,7 +355,7 @@ def test_part_both_done_and_dead_counts_as_done() -> None:
 def test_dead_count_in_the_reason_excludes_parts_also_done() -> None:
     """Parts both done and dead are not counted among the dead-lettered ones."""
     actions = run(batch(100, done=range(97), dead={5, 6, 97, 98, 99}, launched_at=[0]), [ended(1)])
-    assert actions == [Finish(FAILED, "3 parts dead-lettered")]
+    assert actions == [Finish(FAILED, "3 parts dead-lettered: parts 97, 98, 99")]
 
 
 def test_part_both_done_and_dead_is_not_counted_twice_toward_progress() -> None:
@@ -570,7 +575,7 @@ SCENARIOS = [
     pytest.param(batch(100, done=range(100), launched_at=[0]), [ended(1)],
                  [Finish(SUCCEEDED), Cleanup(keep_dead=False)], id="success"),
     pytest.param(batch(100, done=range(99), dead={99}, launched_at=[0]), [running(1)],
-                 [Finish(FAILED, "1 parts dead-lettered")], id="dead-fail"),
+                 [Finish(FAILED, "1 parts dead-lettered: part 99")], id="dead-fail"),
     pytest.param(batch(100, launched_at=[0]), [ended(1, CONFIG_ERROR_REASON)],
                  [Finish(FAILED, "worker configuration error (exit 2): see the Job's pod logs")], id="config-error"),
     pytest.param(batch(100, done=range(100), launched_at=[0], state=SUCCEEDED), [ended(1)],
@@ -638,11 +643,13 @@ def test_unaccounted_job_does_not_hold_back_the_finish() -> None:
 @pytest.mark.parametrize(("after", "launches"), [(0, False), (0.998, False), (1, True), (10, True)])
 def test_follow_up_after_a_silent_death_waits_for_the_leases(after: float, launches: bool) -> None:
     """A pod died without worker_exited (SIGKILL, OOM): its parts stay leased for one ack deadline
-    (``after`` counts in ack deadlines) after the Job was seen ended; the follow-up waits, then launches."""
+    (``after`` counts in ack deadlines, past Pub/Sub's retry backoff) after the Job was seen ended;
+    the follow-up waits, then launches."""
     state = batch(100, done=range(90), launched_at=[0])
-    killed = ObservedJob(PATTERN.format(n=1), active=0, finished=True, succeeded=1, failed=1,
-                         finished_at=1000.0, unreported_exits=1)
-    actions = plan(state, [killed], job_name=PATTERN, now=1000.0 + after * state.request.ack_deadline_s)
+    job = ObservedJob(PATTERN.format(n=1), active=0, finished=True, succeeded=1, failed=1,
+                      finished_at=1000.0, unreported_exits=1)
+    lapse = after * state.request.ack_deadline_s + LAPSE_SLACK_S
+    actions = plan(state, [job], job_name=PATTERN, now=1000.0 + lapse)
     assert actions == ([Launch(PATTERN.format(n=2), 2, 1)] if launches else [])
 
 
@@ -662,13 +669,93 @@ def test_leases_lapse_at_the_latest_silent_death() -> None:
         ObservedJob("b", 0, True, finished_at=500.0, unreported_exits=0),
         ObservedJob("c", 0, True, finished_at=30.0, unreported_exits=2),
     ]
-    assert leases_lapse_at(state, jobs) == 30.0 + state.request.ack_deadline_s
+    assert leases_lapse_at(state, jobs) == 30.0 + state.request.ack_deadline_s + LAPSE_SLACK_S
     assert leases_lapse_at(state, jobs[1:2]) == -math.inf
 
 
 def test_observed_job_counts_its_pods() -> None:
     """pods = active + succeeded + failed."""
     assert ObservedJob("j", active=2, finished=False, succeeded=3, failed=1).pods == 6
+
+
+# --- a part that kills its worker (issue 12: exit 137 on every try) -------------------------
+
+
+def killed(n: int, *, at: float = 1000.0) -> ObservedJob:
+    """Job ``n`` ended: one pod exited 0 (drained), one died without worker_exited."""
+    return ObservedJob(PATTERN.format(n=n), active=0, finished=True, succeeded=1, failed=1,
+                       finished_at=at, unreported_exits=1)
+
+
+def test_a_last_try_that_died_with_its_worker_counts_dead_once_the_job_is_over() -> None:
+    """Part 7's last allowed delivery started (``part_started`` at max attempts), its worker died,
+    the Job ended: the part is dead (Pub/Sub forwards it on the next pull). No follow-up is
+    launched just to make that pull, and the batch then fails naming it."""
+    state = batch(10, done=[p for p in range(10) if p != 7], launched_at=[0, 9, 9])
+    state.last_tries = {7}
+    lapsed = 1000.0 + state.request.ack_deadline_s + LAPSE_SLACK_S
+    assert plan(state, [killed(3)], job_name=PATTERN, now=lapsed) == [CountDead(frozenset({7}))]
+    state.dead.add(7)
+    assert plan(state, [killed(3)], job_name=PATTERN, now=lapsed) == [
+        Finish(FAILED, "1 parts dead-lettered: part 7")]
+
+
+def test_a_last_try_is_counted_dead_only_after_the_leases_lapsed() -> None:
+    """Before the dead worker's lease has lapsed, Pub/Sub cannot have forwarded the part, and a
+    ``retry`` right after the failure would find nothing to republish: nothing happens yet."""
+    state = batch(10, done=range(9), launched_at=[0, 9])
+    state.last_tries = {9}
+    assert plan(state, [killed(2)], job_name=PATTERN, now=1000.0 + state.request.ack_deadline_s) == []
+
+
+def test_a_last_try_is_not_counted_dead_while_a_job_runs_or_once_done() -> None:
+    """The last try may still succeed (a Job is active), or did (the part is done)."""
+    state = batch(10, done=range(9), launched_at=[0, 9])
+    state.last_tries = {9}
+    assert run(state, [running(2)]) == []
+    state.done.add(9)
+    assert run(state, [ended(2)]) == [Finish(SUCCEEDED), Cleanup(keep_dead=False)]
+
+
+def test_pacing_after_a_silent_death_covers_pubsubs_retry_backoff() -> None:
+    """An expired lease is redelivered after the retry backoff too (the emulator: 1-2 s): a
+    follow-up launched at exactly one ack deadline finds the queue empty and proves nothing."""
+    state = batch(100, done=range(90), launched_at=[0])
+    deadline = state.request.ack_deadline_s
+    assert plan(state, [killed(1)], job_name=PATTERN, now=1000.0 + deadline) == []
+    assert plan(state, [killed(1)], job_name=PATTERN, now=1000.0 + deadline + LAPSE_SLACK_S) == [
+        Launch(PATTERN.format(n=2), 2, 1)]
+
+
+@pytest.mark.parametrize(("dead", "reason"), [
+    ({3}, "1 parts dead-lettered: part 3"),
+    ({3, 1, 2}, "3 parts dead-lettered: parts 1, 2, 3"),
+    (set(range(25)), "25 parts dead-lettered: parts 0, 1, 2, 3, 4, 5, 6, 7, 8, 9, ..."),
+])
+def test_the_failure_reason_names_the_dead_parts(dead: set[int], reason: str) -> None:
+    """``status`` shows the reason: it names the dead-lettered parts (the first ten, in order)."""
+    state = batch(30, done=set(range(30)) - dead, dead=dead, launched_at=[0])
+    assert run(state, [ended(1)]) == [Finish(FAILED, reason)]
+
+
+def test_no_dead_letter_check_after_a_job_whose_worker_died_silently() -> None:
+    """A Job that moved nothing but lost a pod without worker_exited is not proof of missing parts:
+    the dead worker's parts come back when its leases lapse. The dead-letter check's nudge would take
+    a delivery attempt from each of them and hide them (retry backoff) from the follow-up: skip it."""
+    state = batch(10, launched_at=[0])
+    lapsed = 1000.0 + state.request.ack_deadline_s + LAPSE_SLACK_S
+    assert plan(state, [killed(1)], job_name=PATTERN, now=lapsed) == [Launch(PATTERN.format(n=2), 2, 1)]
+    quiet = ObservedJob(PATTERN.format(n=1), active=0, finished=True, succeeded=2, finished_at=1000.0)
+    assert plan(state, [quiet], job_name=PATTERN, now=lapsed) == [CheckDead()]
+
+
+def test_jobs_whose_workers_died_silently_still_end_an_idle_streak() -> None:
+    """Pods that die before they report anything (an OOM at start) make no part move: MAX_IDLE_JOBS
+    such Jobs fail the batch as idle ones do, without a dead-letter check in between."""
+    state = batch(10, launched_at=[0] * MAX_IDLE_JOBS)
+    jobs = [killed(n) for n in range(1, MAX_IDLE_JOBS + 1)]
+    assert plan(state, jobs, job_name=PATTERN, now=10_000.0) == [
+        Finish(FAILED, f"{MAX_IDLE_JOBS} Jobs in a row ended without progress; 10 parts missing")]
 
 
 # --- parts given back by the dead-letter check --------------------------------------------------

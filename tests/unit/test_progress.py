@@ -96,3 +96,15 @@ def test_an_unreadable_batch_takes_no_event() -> None:
     events = [event("worker_exited", reason="error: handler 'x:y' cannot be imported"), event("part_done", 1)]
     assert apply_events({"b1": b}, events) == set()
     assert b.worker_error == "" and b.reason == "stored state unreadable (x)"
+
+
+def test_a_started_redelivery_is_activity_and_its_last_try_is_remembered() -> None:
+    """``part_started`` (a worker runs a redelivered part alone) counts as activity, so a Job whose
+    worker it killed is not idle; on the last allowed attempt the part is a last try (not dead yet:
+    it may still succeed), unless already done."""
+    b = batch()  # max_delivery_attempts 5
+    b.done.add(2)
+    changed = apply_events({"b1": b}, [event("part_started", 1, attempt=4), event("part_started", 1, attempt=5),
+                                       event("part_started", 2, attempt=5), event("part_started", 99, attempt=5)])
+    assert changed == {"b1"}
+    assert b.failures == 3 and b.last_tries == {1} and not b.dead

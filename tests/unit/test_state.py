@@ -11,7 +11,7 @@ Checks:
   million parts (all done: < 200 KB; worst case random halves: under a ConfigMap's 1 MiB);
   an empty set serialises as ``""``; the form does not depend on insertion order;
 - a document from before ``reason``/``cleaned``/``retries``/``dead_checked``/``failures``/
-  ``retry_floor``/``worker_error`` loads with their defaults;
+  ``retry_floor``/``worker_error``/``last_tries`` loads with their defaults;
 - ``copy()`` equals the original, keeps ``version``, and shares no mutable set or list.
 """
 
@@ -79,6 +79,7 @@ def full_state() -> BatchState:
         failures=11,
         retry_floor=1,
         worker_error="handler 'no.such:handle': No module named 'no'",
+        last_tries={3, 7},
         version="12345",
     )
 
@@ -259,11 +260,11 @@ def test_older_document_without_newer_fields_loads_with_defaults() -> None:
     """A document without the fields added since the first release loads with their defaults."""
     body = json.loads(full_state().to_json())
     added = ("reason", "cleaned", "retries", "dead_checked", "failures", "retry_floor", "worker_error",
-             "nudged_back_at")
+             "nudged_back_at", "last_tries")
     for key in added:
         del body[key]
     restored = BatchState.from_json(json.dumps(body))
-    assert tuple(getattr(restored, key) for key in added) == ("", False, 0, 0, 0, 0, "", 0.0)
+    assert tuple(getattr(restored, key) for key in added) == ("", False, 0, 0, 0, 0, "", 0.0, set())
     assert restored.done == full_state().done
 
 
@@ -285,6 +286,7 @@ def test_copy_does_not_share_part_sets_or_jobs() -> None:
     duplicate = original.copy()
     duplicate.done.add(150)
     duplicate.dead.discard(3)
+    duplicate.last_tries.add(9)
     duplicate.jobs.append(JobRecord("batchctl-b1-3", 3, 1, 0.0, 222))
     duplicate.state, duplicate.retries = RUNNING, 3
     assert original.to_json() == before
