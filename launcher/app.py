@@ -106,6 +106,8 @@ class _AlwaysLeader:
 
     is_leader = True
     watching = True
+    inherited = True
+    """Without election a start cannot tell a clean predecessor from one that died mid-pull."""
 
     def start(self) -> threading.Thread:
         return threading.current_thread()

@@ -60,6 +60,13 @@ class LeaseElector:
         self.watching = False
         self.wait_s = 0.0
         """How long to wait before the next try: the renew or retry period, or a 429's Retry-After."""
+        self.inherited = True
+        """Whether this term took over from a holder that may have died holding a pull (it let the Lease
+        expire, or it was an earlier process under this identity): then events can stay out of sight for
+        one pull timeout plus an ack deadline (``Launcher._take_over``). False when the Lease was new or
+        released, since a clean stop ends its pulls and gives back what they held before releasing."""
+        self._inherits = True
+        self._held_once = False
 
     @property
     def is_leader(self) -> bool:
@@ -78,8 +85,11 @@ class LeaseElector:
             self.log.warning("lease_error", error=str(exc))
             held = False
         self.watching = True
+        if held and not self.is_leader:
+            self.inherited = self._inherits
         if held:
             self._valid_until = started + self.renew_deadline_s
+            self._held_once = True
         elif self.monotonic() >= self._valid_until:
             self._valid_until = 0.0
         # else: a failed renew keeps the leader acting until its renew deadline, as client-go does
@@ -104,7 +114,9 @@ class LeaseElector:
         expired = started > self._observed_at + duration
         if holder == self.identity:
             patch = {"renewTime": _micro(now), "leaseDurationSeconds": self.lease_s}
+            self._inherits = not self._held_once  # an earlier process of this name held it
         elif expired or not holder:
+            self._inherits = bool(holder)
             patch = {"holderIdentity": self.identity, "acquireTime": _micro(now), "renewTime": _micro(now),
                      "leaseDurationSeconds": self.lease_s,
                      "leaseTransitions": int(spec.get("leaseTransitions") or 0) + 1}
@@ -131,6 +143,7 @@ class LeaseElector:
             self.kube.create_lease(body)
         except Conflict:
             return False
+        self._inherits = False
         return True
 
     def run(self) -> None:
@@ -171,6 +184,9 @@ class FileElector:
         self._file: IO[str] | None = None
         self._stop = threading.Event()
         self.watching = True
+        self.inherited = True
+        """As ``LeaseElector.inherited``: the lock file still names a process (it died holding the lock,
+        which the kernel then released); a clean stop empties the file before letting go."""
 
     @property
     def is_leader(self) -> bool:
@@ -184,6 +200,8 @@ class FileElector:
             except OSError:
                 handle.close()
                 return False
+            handle.seek(0)
+            self.inherited = bool(handle.read().strip())
             handle.seek(0)
             handle.truncate()
             handle.write(str(os.getpid()))
@@ -204,5 +222,7 @@ class FileElector:
     def stop(self, *, release: bool = True) -> None:
         self._stop.set()
         if self._file is not None and release:
+            self._file.seek(0)
+            self._file.truncate()  # a clean stop: the next holder need not wait for our pulls
             self._file.close()
             self._file = None

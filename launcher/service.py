@@ -54,6 +54,8 @@ class Elector(Protocol):
     @property
     def is_leader(self) -> bool: ...
     watching: bool
+    inherited: bool
+    """This term took over from a holder that may have died with a pull pending (see ``leader``)."""
 
     def start(self) -> threading.Thread: ...
     def stop(self, *, release: bool = True) -> None: ...
@@ -201,11 +203,13 @@ class Launcher:
         self._tries.clear()
         self._not_before.clear()
         self.reconciler.new_term()
-        self.inbox.forget_empty_pulls(until=time.monotonic() + self._stale_pull_s())
+        stale_s = self._stale_pull_s() if self.elector.inherited else 0.0
+        self.inbox.forget_empty_pulls(until=time.monotonic() + stale_s)
         self._loaded = True
         running = [b.batch_id for b in loaded if b.state not in TERMINAL]
         corrupt = [b.batch_id for b in loaded if b.corrupt]
-        self.log.info("batches_loaded", total=len(loaded), running=len(running), unreadable=corrupt)
+        self.log.info("batches_loaded", total=len(loaded), running=len(running), unreadable=corrupt,
+                      events_settle_s=stale_s)
 
     def _taking(self) -> bool:
         """Leading, and not pausing after a message was given back to an unreachable dependency."""

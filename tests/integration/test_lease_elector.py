@@ -10,10 +10,12 @@ earlier nor later: no two machines' wall clocks are ever compared (issue 18, fin
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
 from batchctl.launcher.kube import Kube
-from batchctl.launcher.leader import LeaseElector
+from batchctl.launcher.leader import FileElector, LeaseElector
 from tests.support.kube_fixtures import KubeApi
 from tests.support.kube_objects import LEASES
 from tests.support.waiting import wait_for
@@ -140,3 +142,33 @@ def test_the_holder_stops_acting_before_its_renew_deadline(kube_api: KubeApi) ->
     assert not second.step()  # 10 s by B's clock: B must still wait; nobody acts in between
     _advance(5.1, holder, candidate)
     assert second.step()
+
+
+def test_a_term_inherits_pulls_only_from_a_holder_that_did_not_release(kube_api: KubeApi) -> None:
+    """``inherited`` (events may hide in the previous holder's pending pull): not for a new Lease, not
+    after a clean release; yes after a holder let it expire, and yes for a new process under a name
+    that held it (a restarted container keeps its pod name)."""
+    clocks = Clocks()
+    first = _elector(kube_api, "a", clocks)
+    assert first.step() and first.inherited is False  # created it
+    first.stop(release=True)
+    second = _elector(kube_api, "b", clocks)
+    assert second.step() and second.inherited is False  # released cleanly
+    third = _elector(kube_api, "c", clocks)
+    assert not third.step()
+    clocks.advance(16)  # b went silent (SIGKILL): c takes the expired Lease
+    assert third.step() and third.inherited is True
+    again = _elector(kube_api, "c", clocks)  # c's container restarted: same identity, new process
+    assert again.step() and again.inherited is True
+    assert again.step() and again.inherited is True  # a renewal keeps the term's answer
+
+
+def test_the_file_elector_inherits_only_from_a_holder_that_died(tmp_path: Path) -> None:
+    first = FileElector(tmp_path)
+    assert first.step() and first.inherited is False
+    first.stop(release=True)
+    second = FileElector(tmp_path)
+    assert second.step() and second.inherited is False
+    second._file.close()  # type: ignore[union-attr]  # as a SIGKILL does: the kernel drops the lock, the pid stays
+    third = FileElector(tmp_path)
+    assert third.step() and third.inherited is True

@@ -103,6 +103,7 @@ class SwitchElector:
     def __init__(self, leader: bool = True) -> None:
         self.is_leader = leader
         self.watching = True
+        self.inherited = True
 
     def start(self) -> threading.Thread:
         return threading.current_thread()

@@ -87,3 +87,21 @@ def test_a_takeover_waits_the_previous_pull_timeout_plus_the_events_ack_deadline
                                tuning=Tuning(pull_timeout_s=5.0), log=logs.get("test"))
     expected = 5.0 + (33 if error is None else topology.LAUNCHER_ACK_DEADLINE_S)
     assert Launcher._stale_pull_s(launcher) == expected  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize(("inherited", "waits"), [(True, True), (False, False)])
+def test_a_takeover_waits_only_when_it_inherits_a_holders_pulls(inherited: bool, waits: bool) -> None:
+    """After a clean release (or a new Lease) there is no pending pull to wait out: the term counts
+    empty pulls at once; after a holder that died, one pull timeout plus the ack deadline later."""
+    floors: list[float] = []
+    launcher = SimpleNamespace(
+        pubsub=NoSpec(None), settings=Settings.from_env({"BATCHCTL_PREFIX": "p"}), tuning=Tuning(pull_timeout_s=5.0),
+        log=logs.get("test"), elector=SimpleNamespace(inherited=inherited), batches={}, _tries={}, _not_before={},
+        store=SimpleNamespace(load_unsettled=list), reconciler=SimpleNamespace(new_term=lambda: None),
+        inbox=SimpleNamespace(forget_empty_pulls=lambda until: floors.append(until) or None),
+    )
+    launcher._stale_pull_s = lambda: Launcher._stale_pull_s(launcher)  # type: ignore[arg-type]
+    before = time.monotonic()
+    Launcher._take_over(launcher)  # type: ignore[arg-type]
+    (floor,) = floors
+    assert (floor - before >= 38.0) is waits and floor - before < 40.0
