@@ -122,6 +122,30 @@ def unrecorded(run: KubeChaosRun) -> dict[str, Any]:
             "handled_until_s": round(ends[-1], 1) if ends else None, "examples": sorted(missing)[:20]}
 
 
+def state_regressions(run: KubeChaosRun) -> list[dict[str, Any]]:
+    """Writes of the main batch's state that dropped parts an earlier stored write had done (a stale
+    writer overwriting newer progress), from the API server's request log: when, by which
+    precondition, and how many parts."""
+    from batchctl.launcher.state import BatchState
+
+    assert run.cluster.server is not None
+    name = run.cluster.names.state_object(run.cfg.batch_id)
+    before: set[int] = set()
+    found = []
+    for r in run.cluster.server.request_log():
+        if r.rbac != ("", "configmaps", "patch") or r.name != name or r.status != 200:
+            continue
+        text = ((r.body or {}).get("data") or {}).get("state.json")
+        if not text:
+            continue
+        done = BatchState.from_json(text).done
+        if before - done:
+            found.append({"at_s": round(r.received - run.started, 1), "dropped": len(before - done),
+                          "precondition": ((r.body or {}).get("metadata") or {}).get("resourceVersion")})
+        before = done
+    return found
+
+
 def report(run: KubeChaosRun, outcome: dict[str, Any]) -> dict[str, Any]:
     from tests.support.kube_chaos import SETTLE_S
 
@@ -171,7 +195,7 @@ def report(run: KubeChaosRun, outcome: dict[str, Any]) -> dict[str, Any]:
         "kills": dict(Counter(k.sig for k in run.kills)),
         "api_faults": {"answered_429": cluster.answered(429), "answered_403": cluster.answered(403),
                        "forbidden_job_creates": run.forbidden, "relists_after_compaction": relists},
-        "unrecorded_parts": missing, "events_dead_lettered": dead_events,
+        "unrecorded_parts": missing, "events_dead_lettered": dead_events, "state_regressions": state_regressions(run),
         "corrupt": corrupt, "launcher_crashes": run.crashes, "launcher_final_stop": stops,
         "launcher_starts": {r.name: r.starts for r in cluster.replicas}, "launcher_log": logs,
         "pubsub_outage": None if run.outage is None else {
@@ -206,7 +230,7 @@ def summary_text(report: dict[str, Any]) -> str:
         f"{report['api_faults']['relists_after_compaction']}",
         f"  corrupt state: {report['corrupt']}",
         f"  parts handled but not counted done: {report['unrecorded_parts']}; events dead-lettered: "
-        f"{report['events_dead_lettered']}",
+        f"{report['events_dead_lettered']}; stored progress dropped by a write: {report['state_regressions']}",
         f"  launchers: starts {report['launcher_starts']}, crashes {len(report['launcher_crashes'])}, final stop "
         f"exit codes {report['launcher_final_stop']}, tracebacks "
         f"{ {k: v.get('tracebacks') for k, v in report['launcher_log'].items()} }",
