@@ -31,13 +31,18 @@ from typing import Any
 import kmock
 
 from tests.support.chaos_plan import Disruption, Kill, Outage
-from tests.support.kube_chaos_cluster import NAMESPACE, KubeCluster
+from tests.support.kube_chaos_cluster import DRIVER_AGENT, NAMESPACE, KubeCluster
 from tests.support.kube_chaos_plan import LONG, Done, KubeChaosConfig, schedule
 from tests.support.kube_chaos_report import Progress, report
 from tests.support.kube_objects import CONFIGMAPS, JOBS, LEASES
 from tests.support.pods import PodHandle
 
 SETTLE_S = 60.0
+
+
+def launchers_only(request: kmock.Request) -> bool:
+    """A fault meant for the launchers spares the driver's own writes (the corruption)."""
+    return DRIVER_AGENT not in request.headers.get("User-Agent", "")
 
 
 def pid_of(pod: PodHandle) -> int:
@@ -224,7 +229,7 @@ class KubeChaosRun:
         n = sum(d.kind == "throttle" for d in self.done)
         target = ("patch", CONFIGMAPS, "state saves") if n % 2 == 0 else ("get", LEASES, "Lease reads")
         headers = kmock.headers({"Retry-After": str(self.cfg.retry_after_s)})
-        view = self.cluster.server[target[0], target[1]]  # type: ignore[index]
+        view = self.cluster.server[target[0], target[1]][launchers_only]  # type: ignore[index]
         seen = len(list(view))  # a slice counts every request the filter ever matched: take the next ones
         view[seen : seen + self.cfg.throttle_count] << 429 << headers
         record.detail = {"answers": self.cfg.throttle_count, "on": target[2], "retry_after_s": self.cfg.retry_after_s}

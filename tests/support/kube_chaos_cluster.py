@@ -38,6 +38,8 @@ from tests.support.proxy import FaultProxy
 
 REPO = Path(__file__).resolve().parents[2]
 NAMESPACE = "default"
+DRIVER_AGENT = "batchctl-chaos-driver"
+"""The driver's own API client (its corrupting write): the faults meant for the launchers spare it."""
 
 
 class Replica:
@@ -123,6 +125,7 @@ class KubeCluster:
         proxied = write_kubeconfig(self.dir / "kubeconfig-proxied", f"http://{self.api_proxy.address}",
                                    namespace=NAMESPACE)
         self._api = config.new_client_from_config(config_file=str(direct))
+        self._api.user_agent = DRIVER_AGENT
         self._stack.callback(self._api.close)
         self.env = self._environment(proxied)
         self.kubelet = Kubelet(direct, namespace=NAMESPACE, env=self._image_env(), log_dir=self.pods_dir).start()
