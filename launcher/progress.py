@@ -35,11 +35,8 @@ def apply_events(batches: Mapping[str, BatchState], events: Iterable[Event]) -> 
             continue
         if event.part is None or not 0 <= event.part < batch.parts:
             continue
-        if event.type in ("part_failed", "part_started"):
-            batch.failures += 1
+        if event.type in ("part_failed", "part_started") and _record_attempt(batch, event, event.part):
             changed.add(batch.batch_id)
-            if _last_try(batch, event.part, event.attempt):
-                (batch.dead if event.type == "part_failed" else batch.last_tries).add(event.part)
     return changed
 
 
@@ -48,6 +45,29 @@ def _readable(batches: Mapping[str, BatchState], batch_id: str) -> BatchState | 
     overwrite the document a human must look at)."""
     batch = batches.get(batch_id)
     return None if batch is None or batch.corrupt else batch
+
+
+def _record_attempt(batch: BatchState, event: Event, part: int) -> bool:
+    """A part_failed or part_started of ``part``: activity, and on the last allowed attempt a dead part
+    or a last try; True if anything changed."""
+    new = _record_try(batch, part, event.attempt)
+    marked = batch.dead if event.type == "part_failed" else batch.last_tries
+    if _last_try(batch, part, event.attempt) and part not in marked:
+        marked.add(part)
+        new = True
+    return new
+
+
+def _record_try(batch: BatchState, part: int, attempt: int) -> bool:
+    """Note a delivery attempt of ``part`` as activity; True if it is new (an event delivered again
+    carries an attempt already noted). Without an attempt (no dead-letter policy) every event counts."""
+    if attempt <= 0:
+        batch.failures += 1
+        return True
+    if batch.tried.get(part, 0) >= attempt:
+        return False
+    batch.tried[part] = attempt
+    return True
 
 
 def _last_try(batch: BatchState, part: int, attempt: int) -> bool:

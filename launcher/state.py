@@ -53,7 +53,12 @@ class BatchState:
     retry_floor: int = 0
     """Number of Jobs at the last retry: Jobs before it never count toward an idle streak."""
     failures: int = 0
-    """part_failed and part_started events seen: attempts count as activity when judging a Job idle."""
+    """part_failed and part_started events that carried no delivery attempt (and, in states saved
+    before ``tried`` existed, every such event): activity when judging a Job idle."""
+    tried: dict[int, int] = field(default_factory=dict)
+    """Part -> the highest delivery attempt a ``part_failed`` or ``part_started`` reported: activity
+    when judging a Job idle, and idempotent, so an event delivered twice (a crash between its save
+    and its ack) counts once."""
     last_tries: set[int] = field(default_factory=set)
     """Parts whose last allowed delivery a worker started (``part_started`` at max attempts): if
     not done once no Job runs, their worker died on them, and Pub/Sub dead-letters them."""
@@ -90,7 +95,7 @@ class BatchState:
     @property
     def activity(self) -> int:
         """Grows whenever a worker reports anything about a part: the idle-Job yardstick."""
-        return self.progress + self.failures
+        return self.progress + self.failures + sum(self.tried.values())
 
     @property
     def remaining(self) -> int:
@@ -111,6 +116,7 @@ class BatchState:
             "dead_checked": self.dead_checked,
             "nudged_back_at": self.nudged_back_at,
             "failures": self.failures,
+            "tried": {str(k): v for k, v in self.tried.items()},
             "retry_floor": self.retry_floor,
             "worker_error": self.worker_error,
             "queue_position": self.queue_position,
@@ -137,6 +143,7 @@ class BatchState:
             dead_checked=body.get("dead_checked", 0),
             nudged_back_at=body.get("nudged_back_at", 0.0),
             failures=body.get("failures", 0),
+            tried={int(k): int(v) for k, v in body.get("tried", {}).items()},
             retry_floor=body.get("retry_floor", 0),
             worker_error=body.get("worker_error", ""),
             queue_position=body.get("queue_position", 0),
@@ -148,6 +155,7 @@ class BatchState:
 
     def copy(self) -> BatchState:
         return replace(self, done=set(self.done), dead=set(self.dead), jobs=list(self.jobs), pods=dict(self.pods),
+                       tried=dict(self.tried),
                        last_tries=set(self.last_tries))
 
     def restore(self, saved: BatchState) -> None:

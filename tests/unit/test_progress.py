@@ -39,7 +39,7 @@ def test_a_failure_on_the_last_attempt_is_dead_unless_done() -> None:
     apply_events({"b1": b}, [event("part_failed", 1, attempt=4), event("part_failed", 1, attempt=5),
                              event("part_failed", 2, attempt=5)])
     assert b.dead == {1}
-    assert b.failures == 3
+    assert b.tried == {1: 5, 2: 5} and b.failures == 0
 
 
 def test_unknown_finished_and_out_of_range_are_ignored() -> None:
@@ -107,4 +107,27 @@ def test_a_started_redelivery_is_activity_and_its_last_try_is_remembered() -> No
     changed = apply_events({"b1": b}, [event("part_started", 1, attempt=4), event("part_started", 1, attempt=5),
                                        event("part_started", 2, attempt=5), event("part_started", 99, attempt=5)])
     assert changed == {"b1"}
-    assert b.failures == 3 and b.last_tries == {1} and not b.dead
+    assert b.tried == {1: 5, 2: 5} and b.last_tries == {1} and not b.dead
+
+
+def test_an_attempt_delivered_again_is_activity_once() -> None:
+    """Events come again after a crash between their save and their ack: the same attempt of a part
+    adds no activity (before, each delivery added one, which could make an idle Job look busy);
+    a later attempt does; an event without an attempt still counts each time."""
+    b = batch()
+    assert apply_events({"b1": b}, [event("part_failed", 1, attempt=1), event("part_started", 1, attempt=2)]) == {"b1"}
+    activity = b.activity
+    assert apply_events({"b1": b}, [event("part_failed", 1, attempt=1), event("part_started", 1, attempt=2),
+                                    event("part_failed", 1, attempt=2)]) == set()
+    assert b.activity == activity
+    assert apply_events({"b1": b}, [event("part_failed", 1, attempt=3)]) == {"b1"} and b.activity > activity
+    apply_events({"b1": b}, [event("part_failed", 2, attempt=0), event("part_failed", 2, attempt=0)])
+    assert b.failures == 2
+
+
+def test_tried_survives_the_store() -> None:
+    b = batch()
+    apply_events({"b1": b}, [event("part_failed", 7, attempt=3)])
+    again = BatchState.from_json(b.to_json())
+    assert again.tried == {7: 3} and again.activity == b.activity
+    assert BatchState.from_json(b.to_json().replace(',"tried":{"7":3}', "")).tried == {}  # a state from before
