@@ -19,10 +19,11 @@ waiting bodies (one body always goes, whatever its size). When full, ``submit`` 
 slot: the slots stay busy and the pull loop stops pulling. A waiting part is still held
 (``lease``): its lease is renewed, it counts as in flight for drain and for the part timeout.
 
-Stop: ``stop()`` drops the parts still waiting (the worker has nacked everything it held by
-then, so none of them is acked) and lets running writes end on their own: the threads are
-daemons, and a part whose write ends after the stop finds its outcome taken, so it is not
-acked. ``wait_idle`` lets the worker give writes the drain budget first.
+Stop: the drain budget covers writes (a part being written is held, and the worker waits for
+its held parts); then ``stop()`` drops the parts still waiting (the worker has nacked everything
+it held by then, so none of them is acked) and lets running writes end on their own: the
+threads are daemons, and a part whose write ends after the stop finds its outcome taken, so it
+is not acked.
 """
 
 from __future__ import annotations
