@@ -80,6 +80,11 @@ class FencedBackend:
     def observe(self, batch_id: str) -> list[ObservedJob]:
         return self.backend.observe(batch_id)
 
+    def ever_seen(self, name: str) -> bool:
+        """Whether the backend's list or watch ever showed Job ``name`` (False if it cannot tell)."""
+        seen = getattr(self.backend, "ever_seen", None)
+        return bool(seen(name)) if seen is not None else False
+
     def resize(self, batch_id: str, job: str, parallelism: int) -> None:
         check(self.holder, f"resizing Job {job}")
         self.backend.resize(batch_id, job, parallelism)

@@ -76,6 +76,8 @@ class KubeBackend:
         self.log = logs.get("kube-backend")
         self._jobs: dict[str, dict[str, dict[str, Any]]] = {}
         """batch id -> Job name -> Job: ``observe`` runs for every batch on every tick."""
+        self._ever: set[str] = set()
+        """Names of every Job the list or watch showed since start: one of them missing now is gone."""
         self._synced = threading.Event()
         self._stop = threading.Event()
         self._lock = threading.Lock()
@@ -107,6 +109,11 @@ class KubeBackend:
         with self._lock:
             jobs = list(self._jobs.get(batch_id, {}).values())
         return [observed(j) for j in jobs]
+
+    def ever_seen(self, name: str) -> bool:
+        """The list or watch showed Job ``name`` at some point since this launcher started."""
+        with self._lock:
+            return name in self._ever
 
     def resize(self, batch_id: str, job: str, parallelism: int) -> None:
         """Patch ``spec.parallelism`` (mutable on a running Job); the Job controller deletes or adds pods."""
@@ -153,6 +160,7 @@ class KubeBackend:
             index.setdefault(_batch_of(job) or "", {})[job["metadata"]["name"]] = job
         with self._lock:
             self._jobs = index
+            self._ever.update(name for jobs in index.values() for name in jobs)
         self._synced.set()
         self.changed.set()
 
@@ -161,6 +169,7 @@ class KubeBackend:
         if not name:
             return
         with self._lock:
+            self._ever.add(name)
             jobs_of_batch = self._jobs.setdefault(_batch_of(job) or "", {})
             if kind == "DELETED":
                 jobs_of_batch.pop(name, None)

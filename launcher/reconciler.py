@@ -112,12 +112,17 @@ class Reconciler:
         last = self._last_seen.setdefault(batch.batch_id, {})
         last.update({j.name: j for j in observed})
         seen = {j.name for j in observed}
+        ever_seen = getattr(self.backend, "ever_seen", None)
         now = time.time()
         for record in batch.jobs:
             if record.name in seen:
                 continue
             if record.name in last:  # seen this term, gone now: deleted, its pods ended with it
                 observed.append(gone(last[record.name]))
+            elif ever_seen is not None and ever_seen(record.name):  # the watch saw it come and go
+                # (before this term): its pods' fate is unknown, so count them as died silently
+                observed.append(gone(ObservedJob(record.name, active=record.parallelism, finished=False,
+                                                 parallelism=record.parallelism)))
             elif now - record.launched < UNSEEN_GRACE_S:
                 observed.append(ObservedJob(record.name, active=0, finished=False, parallelism=record.parallelism))
         return [self._facts(batch.batch_id, j) for j in observed]

@@ -7,9 +7,7 @@ The disruptions (``Disruption.kind``), each at a seeded random fraction of the m
 * ``evict``: a pod evicted as the Eviction API does (DisruptionTarget, then a graceful delete);
 * ``delete_job``: the batch's running Job deleted from outside (background propagation, as
   ``kubectl delete job``), right after a 403 is set up for the launcher's next Job create (a quota
-  refusing the replacement once); never while a leader is down or frozen: a leader that takes over
-  counts a recorded Job it has not seen yet as running until 60 s after its launch (watch lag), so
-  a Job deleted across a takeover costs up to that minute with no worker (a known limit);
+  refusing the replacement once);
 * ``launcher_kill``: the leading launcher SIGKILLed (its Lease not released), restarted shortly after;
 * ``freeze``: the leading launcher frozen (SIGSTOP) past its Lease while the other replica may take
   over, then resumed (SIGCONT);

@@ -114,3 +114,26 @@ def test_pods_per_batch_count_ignored_pods_once_the_job_ended(tmp_path: Path) ->
     backend.jobs = [ObservedJob("j-1", active=0, finished=True, parallelism=2, succeeded=2)]
     reconciler._note_pods(batch, reconciler.observe(batch))
     assert batch.pods == {"j-1": 3}
+
+
+class WatchedBackend(ActiveBackend):
+    """A backend that also says which Jobs its list/watch ever showed (as KubeBackend does)."""
+
+    def __init__(self, shown: set[str]) -> None:
+        super().__init__()
+        self.shown = shown
+
+    def ever_seen(self, name: str) -> bool:
+        return name in self.shown
+
+
+def test_a_new_leader_does_not_wait_for_a_job_its_watch_saw_deleted(tmp_path: Path) -> None:
+    """A leader that takes over has not observed the batch's Job itself, but its watch saw it come
+    and go (deleted from outside): it has ended, its pods counted as died silently (the follow-up is
+    paced by one ack deadline), no 60 s grace (before: the chaos run sat a minute with no worker when
+    a Job was deleted across a takeover)."""
+    rec, batch = reconciler(tmp_path, WatchedBackend({"j-1"})), running("j-1")
+    rec.new_term()
+    observed = rec.observe(batch)
+    assert [(j.name, j.finished, j.failed) for j in observed] == [("j-1", True, 2)]  # its 2 pods: silent deaths
+    assert [j.name for j in reconciler(tmp_path, WatchedBackend(set())).observe(batch)] == ["j-1"]
