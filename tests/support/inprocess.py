@@ -18,6 +18,7 @@ from typing import Any
 from batchctl.core import logs
 from batchctl.core.pubsub import PubSub
 from batchctl.core.settings import Settings
+from batchctl.core.sink import Sink
 from batchctl.worker.config import WorkerConfig
 from batchctl.worker.runtime import Worker
 from batchctl.worker.shutdown import Shutdown
@@ -56,9 +57,12 @@ class InProcessWorker:
         batch_id: str,
         handler: Callable[[Any], object],
         results: Path,
+        *,
+        sink: Sink | None = None,
         **overrides: Any,
     ) -> InProcessWorker:
-        """Start a worker with short test settings; ``overrides`` are ``WorkerConfig`` fields."""
+        """Start a worker with short test settings; ``overrides`` are ``WorkerConfig`` fields,
+        ``sink`` where the results go (``--output``; the handler should then be ``results.wrap``ped)."""
         values: dict[str, Any] = {
             "batch_id": batch_id,
             "subscription": pubsub.settings.names.work(batch_id),
@@ -72,7 +76,7 @@ class InProcessWorker:
         }
         config = WorkerConfig(**values)
         log = logs.get("worker", batch_id=batch_id, worker=config.worker_id)
-        worker = Worker(config, pubsub, handler, shutdown=Shutdown(config.drain_budget_s), log=log)
+        worker = Worker(config, pubsub, handler, shutdown=Shutdown(config.drain_budget_s), log=log, sink=sink)
         running = cls(worker)
         running.thread = threading.Thread(target=running._run, name="inproc-worker", daemon=True)
         running.thread.start()
