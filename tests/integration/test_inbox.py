@@ -12,6 +12,7 @@ import threading
 import time
 from collections.abc import Iterator
 from types import SimpleNamespace
+from typing import Any
 
 import pytest
 from google.api_core.exceptions import PermissionDenied
@@ -50,11 +51,24 @@ def inbox(pubsub: PubSub, empty: str) -> Iterator[Inbox]:
 
 
 @pytest.mark.timeout(20)
-def test_an_empty_pull_is_noted_with_when_it_began(inbox: Inbox, empty: str) -> None:
+def test_an_empty_pull_is_noted_with_when_it_began(
+    inbox: Inbox, empty: str, pubsub: PubSub, mocker: MockerFixture
+) -> None:
+    """The time noted is when a pull began (the inbox waits 0.05 s after an empty pull before the next
+    one, so a pull's end would be noted well before any pull's start)."""
+    starts: list[float] = []
+    pull = pubsub.pull
+
+    def timed(*args: Any, **kwargs: Any) -> Any:
+        starts.append(time.monotonic())
+        return pull(*args, **kwargs)
+
+    mocker.patch.object(pubsub, "pull", side_effect=timed)
     before = time.monotonic()
     inbox.start()
     began = wait_for(lambda: inbox.empty_pull_started(empty), timeout=5, what="an empty pull")
     assert before <= began <= time.monotonic()
+    assert min(s - began for s in starts if s >= began) < 0.025, f"noted {began}, pulls began at {starts}"
 
 
 @pytest.mark.timeout(20)

@@ -20,11 +20,15 @@ def test_a_takeover_waits_only_when_it_inherits_a_holders_pulls(inherited: bool,
     """After a clean release (or a new Lease) there is no pending pull to wait out: the term counts
     empty pulls at once; after a holder that died, one pull timeout plus the ack deadline later."""
     floors: list[float] = []
+
+    def forget_empty_pulls(until: float) -> None:
+        floors.append(until)
+
     launcher = SimpleNamespace(
         settings=Settings.from_env({"BATCHCTL_PREFIX": "p"}), tuning=Tuning(pull_timeout_s=5.0),
         log=logs.get("test"), elector=SimpleNamespace(inherited=inherited), batches={}, _tries={}, _not_before={},
         store=SimpleNamespace(load_unsettled=list), reconciler=SimpleNamespace(new_term=lambda: None),
-        inbox=SimpleNamespace(forget_empty_pulls=lambda until: floors.append(until) or None),
+        inbox=SimpleNamespace(forget_empty_pulls=forget_empty_pulls),
         _stale_pull_s=lambda: 5.0 + 33,  # what _stale_pull_s reads from the events subscription: integration
     )
     before = time.monotonic()
