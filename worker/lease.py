@@ -138,10 +138,12 @@ class Leases:
         return items
 
     def wait_alone(self, held: Held, timeout: float) -> bool:
-        """Wait until ``held`` is the only message held (or was given back); False on timeout."""
+        """Wait until no message but ``held`` is started and unsettled (or ``held`` was given back);
+        messages held unstarted may stay. False on timeout."""
         with self._changed:
             return self._changed.wait_for(
-                lambda: held.claimed or all(h is held for h in self._held.values()), timeout=max(0.0, timeout)
+                lambda: held.claimed or all(h is held or h.started_at is None for h in self._held.values()),
+                timeout=max(0.0, timeout),
             )
 
     def overdue(self, *, now: float, limit_s: float) -> list[Held]:

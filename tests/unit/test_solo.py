@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import pytest
 
-from batchctl.worker.solo import Turn, pull_size, redelivered, turn
+from batchctl.worker.solo import Turn, may_give_back, pull_size, redelivered, turn
 
 
 @pytest.mark.parametrize(("attempt", "expected"), [(0, False), (1, False), (2, True), (5, True), (100, True)])
@@ -26,3 +26,12 @@ def test_a_redelivery_runs_after_first_deliveries_then_alone(waiting: int, expec
                          [(0, False, 0), (0, True, 0), (1, True, 1), (40, True, 1), (40, False, 40)])
 def test_one_part_per_pull_while_redeliveries_are_about(room: int, careful: bool, expected: int) -> None:
     assert pull_size(room, careful=careful) == expected
+
+
+@pytest.mark.parametrize(("attempt", "most", "may"), [
+    (1, 5, True), (2, 5, True), (3, 5, True), (4, 5, False), (5, 5, False), (1, 2, False), (9, None, True),
+])
+def test_a_part_is_given_back_only_with_two_deliveries_to_spare(attempt: int, most: int | None, may: bool) -> None:
+    """Giving back costs a delivery: never so many that a healthy part, bounced between workers that
+    each run another redelivered part alone, reaches the dead-letter topic without a real try."""
+    assert may_give_back(attempt, most) is may
