@@ -64,9 +64,7 @@ RETRY_AFTER_S = 2
 @pytest.fixture
 def kenv(env: dict[str, str], kube_api: KubeApi) -> dict[str, str]:
     """Launcher environment: Kubernetes backend, fast worker knobs passed through the Job."""
-    return {**env, "BATCHCTL_BACKEND": "kubernetes", "KUBECONFIG": str(kube_api.kubeconfig),
-            "BATCHCTL_NAMESPACE": kube_api.namespace, "BATCHCTL_EMPTY_PULLS": "2",
-            "BATCHCTL_DRAIN_BUDGET_S": "3", "BATCHCTL_LEADER_ELECTION": "false"}
+    return kube_api.launcher_env(env, empty_pulls="2", drain_budget_s="3")
 
 
 @pytest.fixture

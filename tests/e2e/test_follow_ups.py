@@ -38,10 +38,7 @@ from tests.support.waiting import wait_for
 def ksettings(env: dict[str, str], kube_api: KubeApi) -> Settings:
     """Kubernetes backend with leader election, fast worker knobs passed through the Job (as in
     test_kube_launcher)."""
-    return Settings.from_env({
-        **env, "BATCHCTL_BACKEND": "kubernetes", "KUBECONFIG": str(kube_api.kubeconfig),
-        "BATCHCTL_NAMESPACE": kube_api.namespace, "BATCHCTL_EMPTY_PULLS": "2", "BATCHCTL_DRAIN_BUDGET_S": "5",
-        "BATCHCTL_LEADER_ELECTION": "true"})
+    return Settings.from_env(kube_api.launcher_env(env, election=True, empty_pulls="2", drain_budget_s="5"))
 
 
 @pytest.fixture

@@ -46,9 +46,7 @@ HANDLER = "tests.support.handlers:gated"
 
 @pytest.fixture
 def kenv(env: dict[str, str], kube_api: KubeApi) -> dict[str, str]:
-    return {**env, "BATCHCTL_BACKEND": "kubernetes", "KUBECONFIG": str(kube_api.kubeconfig),
-            "BATCHCTL_NAMESPACE": kube_api.namespace, "BATCHCTL_EMPTY_PULLS": "2",
-            "BATCHCTL_DRAIN_BUDGET_S": "2", "BATCHCTL_LEADER_ELECTION": "false", "BATCHCTL_CONCURRENCY": "1"}
+    return kube_api.launcher_env(env, empty_pulls="2", drain_budget_s="2", concurrency="1")
 
 
 @pytest.fixture

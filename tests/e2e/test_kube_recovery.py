@@ -46,9 +46,7 @@ from tests.support.waiting import wait_for
 @pytest.fixture
 def kenv(env: dict[str, str], kube_api: KubeApi) -> dict[str, str]:
     """Launcher environment: Kubernetes backend, fast worker knobs passed through the Job."""
-    return {**env, "BATCHCTL_BACKEND": "kubernetes", "KUBECONFIG": str(kube_api.kubeconfig),
-            "BATCHCTL_NAMESPACE": kube_api.namespace, "BATCHCTL_EMPTY_PULLS": "2",
-            "BATCHCTL_DRAIN_BUDGET_S": "5", "BATCHCTL_LEADER_ELECTION": "false"}
+    return kube_api.launcher_env(env, empty_pulls="2", drain_budget_s="5")
 
 
 @pytest.fixture

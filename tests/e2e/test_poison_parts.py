@@ -51,9 +51,7 @@ def kube_env(env: Mapping[str, str], kube_api: KubeApi, **extra: str) -> dict[st
     retry backoff (up to ``max_backoff_s`` = 2 s here) at the first pull after the lease lapsed, so a
     follow-up's worker that gave up after 1 s would miss the killed part and end idle.
     """
-    return {**env, "BATCHCTL_BACKEND": "kubernetes", "KUBECONFIG": str(kube_api.kubeconfig),
-            "BATCHCTL_NAMESPACE": kube_api.namespace, "BATCHCTL_EMPTY_PULLS": "6", "BATCHCTL_DRAIN_BUDGET_S": "5",
-            "BATCHCTL_LEADER_ELECTION": "false", **extra}
+    return {**kube_api.launcher_env(env, empty_pulls="6", drain_budget_s="5"), **extra}
 
 
 @pytest.fixture

@@ -103,8 +103,7 @@ def test_submit_within_its_profile_carries_the_profile(
 
 @pytest.fixture
 def kube_env(env: dict[str, str], kube_api: KubeApi, profiles_file: Path) -> dict[str, str]:
-    return {**env, "BATCHCTL_BACKEND": "kubernetes", "KUBECONFIG": str(kube_api.kubeconfig),
-            "BATCHCTL_NAMESPACE": kube_api.namespace, "BATCHCTL_LEADER_ELECTION": "false"}
+    return kube_api.launcher_env(env)
 
 
 def test_on_kubernetes_the_launcher_publishes_its_profiles(

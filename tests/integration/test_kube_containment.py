@@ -31,8 +31,7 @@ QUOTA = "exceeded quota: compute-resources, requested: requests.cpu=1, limited: 
 
 @pytest.fixture
 def ksettings(env: dict[str, str], kube_api: KubeApi) -> Settings:
-    return Settings.from_env({**env, "BATCHCTL_BACKEND": "kubernetes", "KUBECONFIG": str(kube_api.kubeconfig),
-                              "BATCHCTL_NAMESPACE": kube_api.namespace, "BATCHCTL_LEADER_ELECTION": "false"})
+    return Settings.from_env(kube_api.launcher_env(env))
 
 
 def refuse_job(server: kmock.KubernetesEmulator, name: str) -> list[str]:

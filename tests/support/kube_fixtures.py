@@ -6,7 +6,7 @@ Load them from the root conftest with ``pytest_plugins = ["tests.support.kube_fi
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -37,6 +37,13 @@ class KubeApi:
     @property
     def coordination(self) -> client.CoordinationV1Api:
         return client.CoordinationV1Api(self.api_client)
+
+    def launcher_env(self, env: Mapping[str, str], *, election: bool = False, **knobs: str) -> dict[str, str]:
+        """``env`` for a launcher on this API server (Kubernetes backend, this kubeconfig and namespace),
+        leader election on or off, plus ``BATCHCTL_<KNOB>`` variables (``empty_pulls="2"``)."""
+        return {**env, "BATCHCTL_BACKEND": "kubernetes", "KUBECONFIG": str(self.kubeconfig),
+                "BATCHCTL_NAMESPACE": self.namespace, "BATCHCTL_LEADER_ELECTION": "true" if election else "false",
+                **{f"BATCHCTL_{k.upper()}": v for k, v in knobs.items()}}
 
     def job_creates(self) -> list[tuple[str, int | None]]:
         """(name, status) of every Job create not made by a test kubelet: the launcher's Jobs, 409s included."""
