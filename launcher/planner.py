@@ -11,7 +11,7 @@ import math
 from collections.abc import Iterable
 from dataclasses import dataclass
 
-from batchctl.core.topology import BatchTopology
+from batchctl.core.topology import BatchTopology, back_within
 from batchctl.launcher.state import CANCELLED, FAILED, SUCCEEDED, TERMINAL, BatchState
 
 MAX_IDLE_JOBS = 3
@@ -19,11 +19,6 @@ MAX_IDLE_JOBS = 3
 CONFIG_ERROR_REASON = "PodFailurePolicy"
 """Job condition reason when a worker exited with the configuration-error code."""
 MAX_WORKER_ERROR_CHARS = 500
-REDELIVERY_MARGIN = 1.5
-"""Pub/Sub's retry backoff is approximate: a nacked part is counted back after this many times
-its nominal backoff... (the worker awaits its own nacks alike, ``worker.drain``)"""
-REDELIVERY_SLACK_S = 2.0
-"""...plus this long."""
 DEFAULT_TOPOLOGY = BatchTopology()
 """The retry backoff a batch's work subscription is created with (what the worker assumes too)."""
 LAPSE_SLACK_S = 3.0
@@ -198,8 +193,9 @@ def redelivered_by(nudged_at: float, attempts: Iterable[int], topology: BatchTop
     A nack puts a part in the work subscription's retry backoff (``min_backoff_s`` doubling per
     delivery, at most ``max_backoff_s``), invisible to every pull until then. ``nudged_at`` when
     nothing was nacked."""
-    backoffs = [min(topology.max_backoff_s, topology.min_backoff_s * 2.0 ** max(0, a - 1)) for a in attempts]
-    return nudged_at + (max(backoffs) * REDELIVERY_MARGIN + REDELIVERY_SLACK_S if backoffs else 0.0)
+    backs = [back_within(a, min_backoff_s=topology.min_backoff_s, max_backoff_s=topology.max_backoff_s)
+             for a in attempts]
+    return nudged_at + max(backs, default=0.0)
 
 
 def _plan_accounted(batch: BatchState, *, active: bool) -> list[Action]:

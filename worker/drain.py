@@ -16,13 +16,9 @@ from __future__ import annotations
 import threading
 from dataclasses import dataclass
 
-from batchctl.core.topology import BatchTopology
+from batchctl.core.topology import BatchTopology, back_within
 
 _DEFAULTS = BatchTopology()
-BACKOFF_MARGIN = 1.5
-"""Pub/Sub's backoff is approximate: await a nacked part this many times its nominal backoff..."""
-BACKOFF_SLACK_S = 2.0
-"""...plus this long."""
 
 
 @dataclass(frozen=True)
@@ -40,8 +36,7 @@ class RetryPolicy:
 
     def due_within(self, attempt: int) -> float:
         """Seconds after the nack of delivery ``attempt`` by which the part should be back."""
-        backoff = min(self.max_backoff_s, self.min_backoff_s * 2 ** max(0, attempt - 1))
-        return backoff * BACKOFF_MARGIN + BACKOFF_SLACK_S
+        return back_within(attempt, min_backoff_s=self.min_backoff_s, max_backoff_s=self.max_backoff_s)
 
 
 class DrainTracker:

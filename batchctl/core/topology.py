@@ -28,6 +28,21 @@ class BatchTopology:
     max_backoff_s: int = 60
 
 
+REDELIVERY_MARGIN = 1.5
+"""Pub/Sub's retry backoff is approximate: a nacked part is counted back after this many times its
+nominal backoff..."""
+REDELIVERY_SLACK_S = 2.0
+"""...plus this long."""
+
+
+def back_within(attempt: int, *, min_backoff_s: float, max_backoff_s: float) -> float:
+    """Seconds after the nack of delivery ``attempt`` by which the part is deliverable again, with
+    margin: the retry backoff doubles from ``min_backoff_s`` per delivery, up to ``max_backoff_s``.
+    The worker awaits its own nacks by it, the launcher the parts its dead-letter check gave back."""
+    backoff = min(max_backoff_s, min_backoff_s * 2.0 ** max(0, attempt - 1))
+    return backoff * REDELIVERY_MARGIN + REDELIVERY_SLACK_S
+
+
 def create_batch(pubsub: PubSub, batch_id: str, topology: BatchTopology) -> list[str]:
     """Create the batch's topics and subscriptions; BatchExists if the id is taken.
 

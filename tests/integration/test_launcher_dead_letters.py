@@ -16,14 +16,23 @@ from batchctl.core.pubsub import PubSub, SubscriptionSpec
 from batchctl.launcher.gc import batch_of
 
 
-def test_launcher_subscriptions_dead_letter_to_their_own_topics(pubsub: PubSub) -> None:
+def assert_dead_letter_policies(pubsub: PubSub) -> list[tuple[str, str]]:
+    """The launcher's two subscriptions each dead-letter to their own topic after 10 deliveries;
+    returns the (subscription, dead-letter topic) pairs."""
     names = pubsub.settings.names
-    topology.ensure_shared(pubsub)
-    for sub, dead in ((names.requests_subscription, names.requests_dead_letters),
-                      (names.events_subscription, names.events_dead_letters)):
+    pairs = [(names.requests_subscription, names.requests_dead_letters),
+             (names.events_subscription, names.events_dead_letters)]
+    for sub, dead in pairs:
         spec = pubsub.subscription_spec(sub)
         assert spec.dead_letter_topic == pubsub.topic_path(dead), sub
         assert spec.max_delivery_attempts == topology.LAUNCHER_MAX_DELIVERY_ATTEMPTS
+    return pairs
+
+
+def test_launcher_subscriptions_dead_letter_to_their_own_topics(pubsub: PubSub) -> None:
+    names = pubsub.settings.names
+    topology.ensure_shared(pubsub)
+    for _, dead in assert_dead_letter_policies(pubsub):
         assert pubsub.subscription_spec(dead).dead_letter_topic is None
         assert batch_of(dead, names.prefix) is None, f"gc would take {dead} for a batch's"
 
@@ -61,11 +70,8 @@ def test_an_existing_subscription_without_the_policy_gets_it(pubsub: PubSub) -> 
         assert pubsub.subscription_spec(sub).dead_letter_topic is None
     pubsub.publish(names.requests_topic, *encode_control(Control("retry", "kept"))).result(timeout=30)
     topology.ensure_shared(pubsub)
-    for sub, dead in ((names.requests_subscription, names.requests_dead_letters),
-                      (names.events_subscription, names.events_dead_letters)):
+    for sub, _ in assert_dead_letter_policies(pubsub):
         spec = pubsub.subscription_spec(sub)
-        assert spec.dead_letter_topic == pubsub.topic_path(dead), sub
-        assert spec.max_delivery_attempts == topology.LAUNCHER_MAX_DELIVERY_ATTEMPTS
         assert (spec.min_backoff_s, spec.max_backoff_s) == (1, 10)
     held = pubsub.pull(names.requests_subscription, max_messages=10, timeout_s=5)
     assert [m.data for m in held] == [encode_control(Control("retry", "kept"))[0]]

@@ -104,13 +104,18 @@ def _die_after_writing(index: int, written: Path) -> None:
     Sink._write = write_then_die  # type: ignore[method-assign]
 
 
-def gated(part: Any) -> None:
-    """Wait while the file named by a record's ``gate`` exists (at most 120 s), then as ``scripted``."""
+def _wait_gates(part: Any) -> None:
+    """Wait while the file named by a record's ``gate`` exists (at most 120 s in all)."""
     deadline = time.monotonic() + 120
     for record in part.records:
         gate = record.get("gate") if isinstance(record, dict) else None
         while gate and Path(gate).exists() and time.monotonic() < deadline:
             time.sleep(0.05)
+
+
+def gated(part: Any) -> None:
+    """Wait while the file named by a record's ``gate`` exists (at most 120 s), then as ``scripted``."""
+    _wait_gates(part)
     scripted(part)
 
 
@@ -149,9 +154,5 @@ def die_while_file_exists(part: Any) -> None:
 
 def gated_echo(part: Any) -> Any:
     """``echo``, after waiting while the file named by a record's ``gate`` exists (at most 120 s)."""
-    deadline = time.monotonic() + 120
-    for record in part.records:
-        gate = record.get("gate") if isinstance(record, dict) else None
-        while gate and Path(gate).exists() and time.monotonic() < deadline:
-            time.sleep(0.05)
+    _wait_gates(part)
     return echo(part)
