@@ -22,6 +22,11 @@ counted) and every other invariant above held, the test reports it as an expecte
 the counts; anything else fails it, and so does the signature once the bug is fixed (the progress
 assertions then apply in full).
 
+The run may take up to 170 s: a SIGKILL as late as 81 % of progress, after a launcher restart (whose
+new term waits out the dead leader's pull, 25 s), is followed by a Job only once the killed pods'
+leases lapse (ack deadline 20 s + 3 s) and that Job's pods start; under CI load 110 s ran out
+with the follow-up still due (seed 996779: outcome timeout, nothing dead-lettered or dropped).
+
 The seed is random unless BATCHCTL_CHAOS_SEED is set; every failure message names it.
 """
 
@@ -42,13 +47,13 @@ from tests.support.kube_chaos_report import summary_text
 PARTS = 1200
 
 
-@pytest.mark.timeout(200)
+@pytest.mark.timeout(260)
 def test_kube_chaos_short(tmp_path: Path, emulator_host: str) -> None:
     seed = int(os.environ.get("BATCHCTL_CHAOS_SEED") or random.randrange(1_000_000))
     config = KubeChaosConfig(
         parts=PARTS, kills=4, evictions=1, job_deletes=1, launcher_kills=1, freezes=1, freeze_s=18.0,
         api_outage_s=6.0, throttles=2, throttle_count=3, watch_gone=2, pubsub_outage_s=4.0, spare_parts=200,
-        part_s=0.08, seed=seed, time_limit_s=110, work_dir=tmp_path, quiet=True, emulator_host=emulator_host,
+        part_s=0.08, seed=seed, time_limit_s=170, work_dir=tmp_path, quiet=True, emulator_host=emulator_host,
         prefix="kc" + secrets.token_hex(3),
     )
     report = KubeChaosRun(config).run()
