@@ -39,18 +39,24 @@ def _results_sink(rs: dict[str, Any]) -> list[Row]:
     target = _get(rs, "cost_target", default=0.1)
     local, gcs, raw = _get(rs, "local_cpu_cost"), _get(rs, "gcs_cpu_cost"), _get(rs, "raw_upload", default={})
     parts = _get(rs, "gcs_parts", default=0) or 1
+    per_part = _get(rs, "cpu_per_part_us", default={})
     return [
-        (f"results to a local folder, {_get(rs, 'records_per_part')}-record parts: worker CPU vs returning nothing",
+        (f"results to a local folder, {_get(rs, 'records_per_part')}-record parts: worker CPU per part (startup "
+         "out), drain time vs returning nothing",
          f"{_num(local * 100 if isinstance(local, float) else local, '+.1f')} % CPU, "
          f"{_num(_pct(_get(rs, 'local_drain_cost')), '+.1f')} % drain time", f"<= {target:.0%}",
          _verdict(_check(local, lambda v: v <= target)), "results_sink"),
-        ("results to gs:// (emulator): worker CPU, drain time vs returning nothing",
+        ("results to gs:// (emulator): worker CPU per part (startup out), drain time vs returning nothing",
          f"{_num(_pct(gcs), '+.0f')} % CPU, {_num(_pct(_get(rs, 'gcs_drain_cost')), '+.0f')} % drain time",
          f"<= {target:.0%}", _verdict(_check(gcs, lambda v: v <= target)), "results_sink"),
         ("  raw client uploading the same objects (per object)",
          f"{_num(_get(raw, 'seconds', default=0) / parts * 1000, '.0f')} ms, "
          f"{_num(_get(raw, 'cpu_s', default=0) / parts * 1000, '.1f')} ms CPU; raw upload time / extra drain = "
          f"{_num(_get(rs, 'gcs_extra_drain_vs_raw_upload'), '.2f')}", "(context)", "", "results_sink"),
+        ("  worker CPU per part: baseline / extra to a folder / extra to gs:// (the FS's own write)",
+         f"{_num(_get(per_part, 'baseline'), '.0f')} / {_num(_get(per_part, 'local_extra'), '.0f')} / "
+         f"{_num(_get(per_part, 'gcs_extra'), '.0f')} us ({_num(_get(per_part, 'raw_write'), '.0f')} us)",
+         "(context)", "", "results_sink"),
     ]
 
 
