@@ -13,26 +13,27 @@ batches with ``python -m batchctl.worker`` (concurrency 1), alternating, ``--run
   * ``gcs``: the same with ``BATCHCTL_OUTPUT`` a ``gs://`` prefix on a Cloud Storage emulator
     started for this drain (``fresh_bucket``): one upload per part, on ``--gcs-parts`` parts
     (its costs are compared with a baseline drain of as many parts);
-  * ``none-small``, ``gcs-small``: the same on ``--small-parts`` parts, to take startup out.
-Per way: worker CPU seconds (the kernel's count for the finished worker, getrusage of the children:
-microseconds, where ``/usr/bin/time -v`` prints hundredths, 50 us per part at 200 parts) and drain time
-(first pull to last ack, from the worker's ``worker_exited`` line).
+  * ``gcs-small``: the same on ``--small-parts`` parts: the storage client's start (built on the
+    first write) taken out of gs://.
+Per way, from the worker's ``worker_exited`` line: its CPU from the first part received to the last
+ack (``drain_cpu_s``, the process's own count: no startup, no exit) and its drain time (the same
+span); and the whole worker's CPU (``/usr/bin/time -v``) for context.
 
-Cost = the worker's extra CPU per part / the baseline's CPU per part, both with startup taken out
-(target <= 10 %, local sink): baseline ``(none - none-small) / (parts - small)``; a folder
-``(local - none) / parts`` (the same startup); gs:// ``(gcs - gcs-small) / (gcs-parts - small)`` minus the
-baseline's (the storage client's import and first connection are startup too). Until 2026-12-05 the
-cost divided the extra by the whole drain's CPU, startup (~0.45 s) included: that understated it,
-for gs:// (200 parts, mostly startup) by 5x; those totals are still printed (``*_cpu_cost_total``).
+Cost = the worker's extra drain CPU per part / the baseline's drain CPU per part (target <= 10 %,
+local sink): baseline ``none / parts``; a folder ``local / parts`` minus it; gs://
+``(gcs - gcs-small) / (gcs-parts - small)`` minus it. Until 2026-12-05 the cost was the whole
+worker's CPU against the baseline's, startup (~0.45 s, varying by tens of ms) included: that
+understated a folder's cost 1.5x and gs://'s 5x (200 parts, mostly startup), and its noise was
+hundreds of us per part; the folder's is still printed (``local_cpu_cost_total``).
 For gs://, the same run also times the raw Storage client uploading the same result objects one
 after another (``raw_upload``), compared with the worker's extra drain time: the emulator serves one
 request at a time, a few ms each, and shares the cores with the worker (its writers overlap the
 client's CPU with the emulator's, not two uploads). Likewise for the folder, the same
 run times the sink's own file write (``raw_write``: open, write, close, rename of the same result
 bodies into a fresh folder beside the worker's): what the file system charges for a new file,
-which no worker change can remove. Per part, it prints the baseline's CPU (startup taken out:
-``none`` minus ``none-small`` over the parts between them) and each sink's extra CPU, and from
-them the handler CPU per part at which the extra would be 10 %. ``--folder`` puts the local
+which no worker change can remove (it varies 40-500 us per file on a shared machine's ext4 from one
+minute to the next: compare the two in the same run). Per part, it prints the baseline's CPU and each
+sink's extra CPU, and from them the handler CPU per part at which the extra would be 10 %. ``--folder`` puts the local
 results (and the raw writes) under DIR instead of the system's temporary folder. One JSON line last.
 """
 
@@ -63,19 +64,17 @@ from tests.support.parts import publish_batch  # noqa: E402
 
 COST_TARGET = 0.10
 BUCKET = "bench-results-sink"
-WAYS = ("none", "local", "none-small", "gcs", "gcs-small")
+WAYS = ("none", "local", "gcs", "gcs-small")
 
 
 def drain(env: dict[str, str], batch_id: str, handler: str, output: str | None) -> dict[str, float]:
     cmd = [sys.executable, "-m", "batchctl.worker", "--batch-id", batch_id, "--handler", handler]
     run_env = {**env, **({"BATCHCTL_OUTPUT": output} if output else {})}
-    before = common.children_cpu_s()
     measured = common.run_measured(cmd, env=run_env, timeout=600)
-    cpu_s = common.children_cpu_s() - before  # the worker and /usr/bin/time (~1 ms), in microseconds
     if measured.returncode != 0:
         raise SystemExit(f"worker exited {measured.returncode}:\n{measured.stderr[-2000:]}")
     final = json.loads([line for line in measured.stderr.splitlines() if '"worker_exited"' in line][-1])
-    return {"parts": final["parts_done"], "cpu_s": cpu_s,
+    return {"parts": final["parts_done"], "cpu_s": measured.cpu_s, "drain_cpu_s": final["drain_cpu_s"],
             "drain_s": final["last_ack_at"] - final["first_pull_at"]}
 
 
@@ -167,7 +166,8 @@ def main() -> int:
         finally:
             common.cleanup_prefix(pubsub, pubsub.settings.prefix)
             pubsub.close()
-    med = {way: {k: common.median([r[k] for r in rs]) for k in ("cpu_s", "drain_s")} for way, rs in runs.items()}
+    med = {way: {k: common.median([r[k] for r in rs]) for k in ("cpu_s", "drain_cpu_s", "drain_s")}
+           for way, rs in runs.items()}
     figures = figures_of(med, uploads, writes, args)
     say(figures, med, args)
     return 0 if figures["local_cpu_cost"] <= COST_TARGET else 1
@@ -180,17 +180,17 @@ def figures_of(med: dict[str, dict[str, float]], uploads: list[dict[str, float]]
     # is first pull to last ack, so it holds no startup)
     scale = args.gcs_parts / args.parts
     bases = {"local": med["none"], "gcs": {"drain_s": med["none"]["drain_s"] * scale}}
+    cpu = {way: med[way]["drain_cpu_s"] for way in WAYS}
     figures: dict[str, Any] = {"parts": args.parts, "gcs_parts": args.gcs_parts, "small_parts": args.small_parts,
                                "records_per_part": args.records_per_part, "runs": args.runs,
                                "cost_target": COST_TARGET, **{way: med[way] for way in WAYS}}
     figures["raw_upload"] = {k: common.median([u[k] for u in uploads]) for k in ("seconds", "cpu_s")}
     figures["raw_write"] = {k: common.median([w[k] for w in writes]) for k in ("seconds", "cpu_s")}
-    baseline = (med["none"]["cpu_s"] - med["none-small"]["cpu_s"]) / max(1, args.parts - args.small_parts)
-    per_part = {  # microseconds of worker CPU per part, startup taken out
+    baseline = cpu["none"] / args.parts
+    per_part = {  # microseconds of worker CPU per part, first part received to last ack
         "baseline": baseline * 1e6,
-        "local_extra": (med["local"]["cpu_s"] - med["none"]["cpu_s"]) / args.parts * 1e6,
-        "gcs_extra": ((med["gcs"]["cpu_s"] - med["gcs-small"]["cpu_s"]) / max(1, args.gcs_parts - args.small_parts)
-                      - baseline) * 1e6,
+        "local_extra": (cpu["local"] / args.parts - baseline) * 1e6,
+        "gcs_extra": ((cpu["gcs"] - cpu["gcs-small"]) / max(1, args.gcs_parts - args.small_parts) - baseline) * 1e6,
         "raw_write": figures["raw_write"]["cpu_s"] / args.parts * 1e6,
         "raw_upload": figures["raw_upload"]["cpu_s"] / args.gcs_parts * 1e6,
     }
@@ -211,7 +211,8 @@ def say(figures: dict[str, Any], med: dict[str, dict[str, float]], args: argpars
     for way in WAYS:
         extra = "" if way.startswith("none") or way.endswith("small") else (
             f"   cost: CPU per part {figures[f'{way}_cpu_cost']:+.1%}, drain {figures[f'{way}_drain_cost']:+.1%}")
-        common.say(f"  {way:<10} worker CPU {med[way]['cpu_s']:6.2f} s, drain {med[way]['drain_s']:6.2f} s{extra}")
+        common.say(f"  {way:<10} worker CPU {med[way]['cpu_s']:6.2f} s (draining {med[way]['drain_cpu_s']:6.3f} s), "
+                   f"drain {med[way]['drain_s']:6.2f} s{extra}")
     raw = figures["raw_upload"]
     common.say(f"  raw client, the same {args.gcs_parts} objects uploaded in a loop: {raw['seconds']:.2f} s "
                f"({raw['seconds'] / args.gcs_parts * 1000:.0f} ms, "
@@ -219,7 +220,7 @@ def say(figures: dict[str, Any], med: dict[str, dict[str, float]], args: argpars
                f"raw upload time / gcs extra drain time = {figures['gcs_extra_drain_vs_raw_upload']:.2f}")
     common.say(f"  the sink's own file write, the same {args.parts} objects into a fresh folder: "
                f"{figures['raw_write']['seconds']:.2f} s, {per_part['raw_write']:.0f} us CPU each")
-    common.say(f"  worker CPU per part: baseline {per_part['baseline']:.0f} us (startup taken out); extra to a folder "
+    common.say(f"  worker CPU per part: baseline {per_part['baseline']:.0f} us (while draining); extra to a folder "
                f"{per_part['local_extra']:.0f} us, to gs:// {per_part['gcs_extra']:.0f} us: 10 % of a handler's "
                f"{per_part['local_extra'] * 10 / 1000:.1f} ms / {per_part['gcs_extra'] * 10 / 1000:.1f} ms per part")
     common.say(f"  (the whole local drain's CPU against the baseline's, startup in, as reported until 2026-12-05: "

@@ -231,6 +231,7 @@ class Worker:
         self.solo.pulled(messages)
         if self.settler.tally.first_pull_at is None:
             self.settler.tally.first_pull_at = time.time()
+            self.settler.tally.cpu_at_first_pull = time.process_time()
         for held in self.leases.add(messages):
             self.slots.submit(held)
 
@@ -338,4 +339,9 @@ class Worker:
             timed_out=self._timed_out,
             first_pull_at=tally.first_pull_at,
             last_ack_at=tally.last_ack_at,
+            drain_cpu_s=_difference(tally.cpu_at_last_ack, tally.cpu_at_first_pull),
         )
+
+
+def _difference(end: float | None, start: float | None) -> float | None:
+    return None if end is None or start is None else round(end - start, 6)

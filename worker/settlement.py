@@ -35,6 +35,10 @@ class Tally:
     """Wall-clock time of the first part received."""
     last_ack_at: float | None = None
     """Wall-clock time the last ack was sent."""
+    cpu_at_first_pull: float | None = None
+    """Process CPU seconds (``time.process_time``) when the first part was received."""
+    cpu_at_last_ack: float | None = None
+    """Process CPU seconds when the last ack was sent: with the above, the drain's CPU without startup."""
 
 
 class Settler:
@@ -126,6 +130,7 @@ class Settler:
         if acked:
             self.tally.done += acked
             self.tally.last_ack_at = time.time()
+            self.tally.cpu_at_last_ack = time.process_time()
         self._log.debug("settled", acked=acked, nacked=nacked)
 
 
