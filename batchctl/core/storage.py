@@ -38,6 +38,7 @@ from requests.utils import get_environ_proxies
 
 from batchctl.core.errors import BadInput, Unreachable
 from batchctl.core.gsurl import SCHEME, split_url
+from batchctl.core.upload import MultipartUpload
 
 RETRY_S = 60.0
 """How long one call keeps retrying connection errors, 429 and 5xx before it is Unreachable."""
@@ -74,6 +75,7 @@ class Storage:
         self._retry: Retry = DEFAULT_RETRY.with_timeout(retry_s)
         self._client: Any = None
         self._buckets: dict[str, Any] = {}
+        self._upload: MultipartUpload | None = None
         self._lock = threading.Lock()
 
     @property
@@ -133,19 +135,28 @@ class Storage:
               metadata: Mapping[str, str] | None = None) -> None:
         """Create or overwrite the object ``url`` with ``data`` (bytes or a file positioned at 0).
 
-        Bytes go up in one request (a multipart upload: their size is known); the client's
-        checksum (crc32c, in C) is kept, so Cloud Storage refuses a body damaged on the way.
+        Bytes go up in one multipart request (``core.upload``: the client's credentials, endpoint
+        and connection pool, the same retries); a file through the client's ``upload_from_file``.
         """
         bucket, name = split_url(url)
+        if isinstance(data, bytes):
+            with mapped(url):
+                self._uploader().upload(bucket, name, data, content_type, metadata)
+            return
         blob = self._bucket(bucket).blob(name)
         if metadata:
             blob.metadata = dict(metadata)
         with mapped(url):
-            if isinstance(data, bytes):
-                blob.upload_from_string(data, content_type=content_type, retry=self._retry, timeout=TIMEOUT_S)
-            else:
-                blob.upload_from_file(data, content_type=content_type, retry=self._retry, timeout=TIMEOUT_S,
-                                      rewind=True)
+            blob.upload_from_file(data, content_type=content_type, retry=self._retry, timeout=TIMEOUT_S, rewind=True)
+
+    def _uploader(self) -> MultipartUpload:
+        if self._upload is None:
+            client = self.client
+            headers = {"User-Agent": client._connection.user_agent, "X-Goog-API-Client": client._connection.user_agent,
+                       **getattr(client, "_extra_headers", {})}
+            self._upload = MultipartUpload(client._http, client._connection.API_BASE_URL, self._retry, headers,
+                                           TIMEOUT_S)
+        return self._upload
 
     def read(self, url: str) -> bytes:
         """The whole object (for small ones: a manifest)."""
