@@ -53,10 +53,12 @@ def _results_sink(rs: dict[str, Any]) -> list[Row]:
          f"{_num(_get(raw, 'seconds', default=0) / parts * 1000, '.0f')} ms, "
          f"{_num(_get(raw, 'cpu_s', default=0) / parts * 1000, '.1f')} ms CPU; raw upload time / extra drain = "
          f"{_num(_get(rs, 'gcs_extra_drain_vs_raw_upload'), '.2f')}", "(context)", "", "results_sink"),
-        ("  worker CPU per part: baseline / extra to a folder / extra to gs:// (the FS's own write)",
+        ("  worker CPU per part: baseline / extra to a folder / extra to gs://",
          f"{_num(_get(per_part, 'baseline'), '.0f')} / {_num(_get(per_part, 'local_extra'), '.0f')} / "
-         f"{_num(_get(per_part, 'gcs_extra'), '.0f')} us ({_num(_get(per_part, 'raw_write'), '.0f')} us)",
-         "(context)", "", "results_sink"),
+         f"{_num(_get(per_part, 'gcs_extra'), '.0f')} us", "(context)", "", "results_sink"),
+        ("  a folder: the file system's own write of the same files (same round) / the worker's extra beyond it",
+         f"{_num(_get(per_part, 'raw_write'), '.0f')} us / {_num(_get(per_part, 'local_beyond_fs'), '.0f')} us "
+         f"({_num(_pct(_get(rs, 'local_cpu_cost_beyond_fs')), '+.1f')} %)", "(context)", "", "results_sink"),
     ]
 
 

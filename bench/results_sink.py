@@ -29,12 +29,15 @@ For gs://, the same run also times the raw Storage client uploading the same res
 after another (``raw_upload``), compared with the worker's extra drain time: the emulator serves one
 request at a time, a few ms each, and shares the cores with the worker (its writers overlap the
 client's CPU with the emulator's, not two uploads). Likewise for the folder, the same
-run times the sink's own file write (``raw_write``: open, write, close, rename of the same result
-bodies into a fresh folder beside the worker's): what the file system charges for a new file,
-which no worker change can remove (it varies 40-500 us per file on a shared machine's ext4 from one
-minute to the next: compare the two in the same run). Per part, it prints the baseline's CPU and each
-sink's extra CPU, and from them the handler CPU per part at which the extra would be 10 %. ``--folder`` puts the local
-results (and the raw writes) under DIR instead of the system's temporary folder. One JSON line last.
+run times the sink's own file write right before each local drain (``raw_write``: open, write, close,
+rename of the same result bodies into a fresh folder beside the worker's): what the file system charges
+for a new file, which no worker change can remove. It varies 40-600 us per file on this machine's ext4
+from one minute to the next (perf: allocating an inode, ext4 scans past recently deleted ones, for
+~30 s after a mass delete anywhere on the disk), so each round pairs it with that round's drains, and
+the worker's extra beyond it is printed too. Per part, it prints the baseline's CPU and each sink's
+extra CPU, and from them the handler CPU per part at which the extra would be 10 %. ``--folder`` puts
+the local results (and the raw writes) under DIR instead of the system's temporary folder. One JSON
+line last.
 """
 
 from __future__ import annotations
@@ -155,6 +158,8 @@ def main() -> int:
                               "gcs-small": f"gs://{BUCKET}/{batch_id}/"}.get(way)
                     handler = "tests.support.handlers:" + ("summaries_dropped" if output is None else "summaries")
                     remote = way.startswith("gcs")
+                    if n and way == "local":  # the file system's charge right before the worker's, same state
+                        writes.append(raw_write(bodies, f"{tmp}/raw-{n}"))
                     with fresh_bucket(env) if remote else nullcontext((env, None)) as (way_env, _):
                         drained = drain(way_env, batch_id, handler, output)
                     if n:
@@ -162,13 +167,17 @@ def main() -> int:
                 if n:
                     with fresh_bucket(env) as (_, storage):
                         uploads.append(raw_upload(storage, bodies[: args.gcs_parts], f"raw-{n}"))
-                    writes.append(raw_write(bodies, f"{tmp}/raw-{n}"))
         finally:
             common.cleanup_prefix(pubsub, pubsub.settings.prefix)
             pubsub.close()
     med = {way: {k: common.median([r[k] for r in rs]) for k in ("cpu_s", "drain_cpu_s", "drain_s")}
            for way, rs in runs.items()}
     figures = figures_of(med, uploads, writes, args)
+    figures["cpu_per_part_us"]["local_beyond_fs"] = common.median([  # per round: the worker's own part of it
+        (local["drain_cpu_s"] - none["drain_cpu_s"] - raw["cpu_s"]) / args.parts * 1e6
+        for local, none, raw in zip(runs["local"], runs["none"], writes, strict=True)])
+    per_part = figures["cpu_per_part_us"]
+    figures["local_cpu_cost_beyond_fs"] = per_part["local_beyond_fs"] / per_part["baseline"]
     say(figures, med, args)
     return 0 if figures["local_cpu_cost"] <= COST_TARGET else 1
 
@@ -218,8 +227,10 @@ def say(figures: dict[str, Any], med: dict[str, dict[str, float]], args: argpars
                f"({raw['seconds'] / args.gcs_parts * 1000:.0f} ms, "
                f"{raw['cpu_s'] / args.gcs_parts * 1000:.1f} ms CPU each); "
                f"raw upload time / gcs extra drain time = {figures['gcs_extra_drain_vs_raw_upload']:.2f}")
-    common.say(f"  the sink's own file write, the same {args.parts} objects into a fresh folder: "
-               f"{figures['raw_write']['seconds']:.2f} s, {per_part['raw_write']:.0f} us CPU each")
+    common.say(f"  the sink's own file write, the same {args.parts} objects into a fresh folder (right before each "
+               f"local drain): {figures['raw_write']['seconds']:.2f} s, {per_part['raw_write']:.0f} us CPU each; the "
+               f"worker's extra beyond it {per_part['local_beyond_fs']:.0f} us per part "
+               f"({figures['local_cpu_cost_beyond_fs']:+.1%})")
     common.say(f"  worker CPU per part: baseline {per_part['baseline']:.0f} us (while draining); extra to a folder "
                f"{per_part['local_extra']:.0f} us, to gs:// {per_part['gcs_extra']:.0f} us: 10 % of a handler's "
                f"{per_part['local_extra'] * 10 / 1000:.1f} ms / {per_part['gcs_extra'] * 10 / 1000:.1f} ms per part")
