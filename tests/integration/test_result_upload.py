@@ -46,11 +46,14 @@ def objects(gcs: Storage, bucket: str) -> dict[str, tuple[bytes, str]]:
     return {o.name: (gcs.read(o.url), (o.metadata or {}).get(RECORDS_KEY, "")) for o in gcs.list(f"gs://{bucket}/")}
 
 
-def test_a_redelivered_part_overwrites_its_own_object(gcs: Storage, bucket: str) -> None:
-    """The second write of part 3 replaces the first: one object, the new content and record count."""
+def test_a_redelivered_part_overwrites_its_own_object(gcs: Storage, bucket: str, mocker: MockerFixture) -> None:
+    """The second write of part 3 replaces the first: one object, the new content and record count;
+    both on the short path (the session's ``request`` is not used: it costs 300 us more per part)."""
     sink = Sink(f"gs://{bucket}/out/", storage=gcs)
+    session = mocker.spy(gcs.client._http, "request")
     sink.write_part(3, b'{"a":1}\n{"a":2}\n', 2)
     sink.write_part(3, b'{"b":1}\n', 1)
+    assert session.call_count == 0
     assert objects(gcs, bucket) == {"out/part-000003.jsonl": (b'{"b":1}\n', "1")}
     assert sink.records_out(4) == (1, [0, 1, 2])
     [stat] = gcs.list(f"gs://{bucket}/out/part-000003.jsonl")
