@@ -19,7 +19,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from batchctl.core.errors import ProfileGone, Unreachable
-from batchctl.launcher.kube import Throttled
+from batchctl.launcher.fence import NotLeader
+from batchctl.launcher.kube import Conflict, Throttled
 
 MAX_TRIES = 3
 """Consecutive failed passes of one batch before a permanent error fails it."""
@@ -50,6 +51,14 @@ def retry_wait(error: BaseException, tries: int, *, cap: float = API_MAX_BACKOFF
     if isinstance(error, Throttled):
         return error.retry_after_s
     return backoff_s(tries, cap=cap)
+
+
+def hold_events(error: BaseException) -> bool:
+    """Whether events whose save met ``error`` are held for a later pass (``launcher.held``): an
+    outage, throttling, a conflict (the batch is reloaded) or the Lease lost (a non-leader gives
+    them back at once) passes. Anything else may recur on every try, so they are given back: each
+    nack costs a delivery attempt, and Pub/Sub's dead-letter limit ends what never passes."""
+    return isinstance(error, (Unreachable, Conflict, NotLeader))
 
 
 def judge(error: BaseException, tries: int) -> Verdict:

@@ -2,7 +2,8 @@
 
 Pullers (``launcher.inbox``) feed the loop; it applies requests and events in order, saves what
 changed, acks only what is stored, then reconciles every unfinished batch. The store is the
-truth: a change whose save fails is reverted in memory and its message given back. Errors are
+truth: a change whose save fails is reverted in memory; a request is given back, events are held
+(``HeldEvents``) and applied again on a later pass. Errors are
 contained per message and per batch (``launcher.failures``); a lost leadership gives back what
 was pulled; every side effect is fenced on holding the Lease (``launcher.fence``). A message given
 back because a dependency was unreachable (the API down, or throttling) pauses the taking of
@@ -30,6 +31,7 @@ from batchctl.launcher.allocation import budget_from_env
 from batchctl.launcher.backend import Backend
 from batchctl.launcher.control import PERMANENT, Controller
 from batchctl.launcher.fence import FencedBackend, FencedStore
+from batchctl.launcher.held import HeldEvents
 from batchctl.launcher.inbox import Inbox
 from batchctl.launcher.kube import Conflict
 from batchctl.launcher.metrics import Metrics
@@ -101,6 +103,7 @@ class Launcher:
         self.inbox = Inbox(pubsub, (names.requests_subscription, names.events_subscription),
                            active=self._taking, wake=self.wake, stopping=self.stopping,
                            pull_timeout_s=tuning.pull_timeout_s, max_messages=tuning.max_events)
+        self.held = HeldEvents(pubsub, names.events_subscription)
         self.last_loop = time.monotonic()
         self.log = logs.get("launcher")
         self._leading = False
@@ -129,6 +132,7 @@ class Launcher:
                 self._step()
         finally:
             self.inbox.join()
+            self.inbox.give_back(self.held.release())
             self.inbox.give_back()
             self.elector.stop(release=True)
             self.backend.close()
@@ -177,10 +181,11 @@ class Launcher:
             self.inbox.forget_empty_pulls()
         self._leading = leading
         if not leading:
-            given = self.inbox.give_back()
+            given = self.inbox.give_back(self.held.release()) + self.inbox.give_back()
             if given:
                 self.log.info("inbox_given_back", messages=given)
             return
+        self.held.keep_leased()
         try:
             if not self._loaded:
                 self._take_over()
@@ -255,7 +260,7 @@ class Launcher:
         for sub, msg in taken:
             if sub == names.requests_subscription:
                 self._control(msg)
-        events = [msg for sub, msg in taken if sub == names.events_subscription]
+        events = self.held.take([msg for sub, msg in taken if sub == names.events_subscription])
         if not events or self._events(events):
             self.reconciler.accounted_until = max(self.reconciler.accounted_until, drained)
 
@@ -310,8 +315,8 @@ class Launcher:
 
     def _events(self, msgs: list[Received]) -> bool:
         """Apply events, save each changed batch, ack what is stored; a batch whose save fails is
-        reverted and its events given back, the others' acked. True if nothing was given back."""
-        sub = self.settings.names.events_subscription
+        reverted and its events held for a later pass (never nacked: see ``launcher.held``), the
+        others' acked. True if nothing was held."""
         decoded = []
         for msg in msgs:
             try:
@@ -324,19 +329,19 @@ class Launcher:
         touched = {e.batch_id for _, e in decoded if e.batch_id in self.batches}
         saved = {k: self.batches[k].copy() for k in touched}
         changed = apply_events(self.batches, [e for _, e in decoded])
-        failed: set[str] = set()
-        for batch_id in changed:
-            if not self._save_events(self.batches[batch_id], saved[batch_id]):
-                failed.add(batch_id)
-        back = [(sub, m) for m, e in decoded if e.batch_id in failed]
+        errors = {k: e for k in changed if (e := self._save_events(self.batches[k], saved[k])) is not None}
+        held = [m for m, e in decoded if e.batch_id in errors and failures.hold_events(errors[e.batch_id])]
+        back = [m for m, e in decoded if e.batch_id in errors and not failures.hold_events(errors[e.batch_id])]
+        if held:
+            self.held.hold(held)
         if back:
-            self.inbox.give_back(back)
-        if changed - failed:
-            failpoints.hit(failpoints.EVENT_SAVED_BEFORE_ACK, batch_ids=sorted(changed - failed))
-        kept = {m.ack_id for _, m in back}
+            self.inbox.give_back([(self.settings.names.events_subscription, m) for m in back])
+        if changed - errors.keys():
+            failpoints.hit(failpoints.EVENT_SAVED_BEFORE_ACK, batch_ids=sorted(changed - errors.keys()))
+        kept = {m.ack_id for m in held + back}
         batch_of = {m.ack_id: e.batch_id for m, e in decoded}
         self._ack_events([(m, batch_of.get(m.ack_id, "")) for m in msgs if m.ack_id not in kept])
-        return not back
+        return not kept
 
     def _ack_events(self, acked: list[tuple[Received, str]]) -> None:
         """Ack stored events (undecodable ones too); log those that came again: a leader died (or
@@ -348,7 +353,8 @@ class Launcher:
         if again:
             self.log.info("events_redelivered", messages=len(again), batch_ids=sorted(set(again) - {""}))
 
-    def _save_events(self, batch: BatchState, before: BatchState) -> bool:
+    def _save_events(self, batch: BatchState, before: BatchState) -> Exception | None:
+        """Store ``batch``; on an error, put it back as ``before`` and return the error."""
         try:
             self.store.save(batch)
         except Exception as exc:
@@ -358,11 +364,11 @@ class Launcher:
             if isinstance(exc, Conflict):
                 self._reload(batch.batch_id)
             self._intake_failed(exc)
-            return False
+            return exc
         self._intake_tries = 0
         self.metrics.parts_done.inc(len(batch.done) - len(before.done))
         self.metrics.parts_dead.inc(max(0, len(batch.dead) - len(before.dead)))
-        return True
+        return None
 
     def _rebalance(self) -> None:
         """Divide the worker budget (if any) before Jobs are launched or resized; on an error no Job

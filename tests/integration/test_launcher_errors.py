@@ -69,6 +69,36 @@ def test_progress_whose_save_failed_is_not_lost(settings: Settings, pubsub: PubS
     assert flaky.failed == ["save prog running"]
 
 
+def test_events_whose_save_failed_are_held_not_given_back(settings: Settings, pubsub: PubSub,
+                                                          mocker: MockerFixture) -> None:
+    """Two saves of progress fail in a row: the launcher keeps the events it took (their leases
+    extended) and stores them on a later pass, each acked on its first delivery, none nacked.
+
+    Before: each failed save nacked them. A nack costs a delivery attempt (ten dead-letter an
+    event), and on the emulator a message nacked and then leased to a launcher that dies is, for
+    about one message in ten, never delivered again: the Kubernetes chaos run's lost progress
+    (issue 12). Pub/Sub itself redelivers it; batchctl must not rest on either."""
+    store = FileStore(settings.state_dir)
+    running_batch(store, "held", 30)
+    flaky, backend = FlakyStore(store), ActiveBackend()
+    backend.launched["held"] = ["j-1"]
+    flaky.fail_save(lambda s: bool(s.done))
+    flaky.fail_save(lambda s: bool(s.done))
+    events = settings.names.events_subscription
+    nacks = mocker.spy(pubsub, "nack")
+    leases = mocker.spy(pubsub, "modify_ack_deadline")
+    acked = mocker.spy(Launcher, "_ack_events")
+    with running_launcher(settings, pubsub, parts=launcher_parts(pubsub, flaky, backend)):
+        publish_done(pubsub, "held", range(30))
+        wait_for(lambda: (b := store.load("held")) and len(b.done) == 30, timeout=30, what="30 parts stored done")
+    assert flaky.failed == ["save held running"] * 2
+    assert [c for c in nacks.call_args_list if c.args[0] == events] == []
+    attempts = [m.delivery_attempt for call in acked.call_args_list for m, _ in call.args[1]]
+    assert len(attempts) == 30 and set(attempts) == {1}, f"delivery attempts of the acked events: {attempts}"
+    held = [c for c in leases.call_args_list if c.args[0] == events and c.args[2] > 0]
+    assert held, "the held events' leases were never extended"
+
+
 def test_finish_whose_save_failed_is_stored_later(settings: Settings, pubsub: PubSub) -> None:
     """The save of succeeded fails once: memory goes back to running and the next pass stores it."""
     store = FileStore(settings.state_dir)

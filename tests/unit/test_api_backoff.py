@@ -11,7 +11,8 @@ import pytest
 
 from batchctl.core.errors import Unreachable
 from batchctl.launcher import failures
-from batchctl.launcher.kube import Throttled
+from batchctl.launcher.fence import NotLeader
+from batchctl.launcher.kube import Conflict, Forbidden, Invalid, Throttled
 
 
 @pytest.mark.parametrize(("tries", "wait"), [(1, 1.0), (2, 2.0), (3, 4.0), (4, 8.0), (5, 8.0), (60, 8.0)])
@@ -30,3 +31,18 @@ def test_a_429_waits_its_retry_after(tries: int) -> None:
 def test_backoff_never_below_one_second_nor_above_its_cap() -> None:
     assert [failures.backoff_s(t, cap=5.0) for t in range(0, 6)] == [1.0, 1.0, 2.0, 4.0, 5.0, 5.0]
     assert failures.judge(Unreachable("down"), 10).wait_s == failures.MAX_BACKOFF_S == 30.0
+
+
+@pytest.mark.parametrize(("error", "held"), [
+    (Unreachable("the API is away"), True),
+    (Throttled("429", retry_after_s=2.0), True),
+    (Conflict("stale resourceVersion"), True),
+    (NotLeader("not the leader: saving batch b skipped"), True),
+    (Forbidden("403 quota", status=403), False),
+    (Invalid("422 too large", status=422), False),
+    (ValueError("a bug"), False),
+])
+def test_events_are_held_only_through_errors_that_pass(error: Exception, held: bool) -> None:
+    """Held events are tried again on every pass; given back, each failure costs a delivery
+    attempt, so an error that may never pass ends at the dead-letter limit instead of looping."""
+    assert failures.hold_events(error) is held
