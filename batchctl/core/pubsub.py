@@ -59,11 +59,14 @@ _PUBLISH_REQUEST_PB = PublishRequest.pb()
 
 
 def _delivery_policy(pubsub: PubSub, spec: SubscriptionSpec) -> dict[str, Any]:
-    """The retry policy of ``spec`` and, if it names a dead-letter topic, its dead-letter policy."""
-    policy: dict[str, Any] = {"retry_policy": {
-        "minimum_backoff": duration_pb2.Duration(seconds=spec.min_backoff_s),
-        "maximum_backoff": duration_pb2.Duration(seconds=spec.max_backoff_s),
-    }}
+    """The retry policy of ``spec`` (none if its backoff is 0: redelivery at once) and, if it names a
+    dead-letter topic, its dead-letter policy."""
+    policy: dict[str, Any] = {}
+    if spec.max_backoff_s > 0:
+        policy["retry_policy"] = {
+            "minimum_backoff": duration_pb2.Duration(seconds=spec.min_backoff_s),
+            "maximum_backoff": duration_pb2.Duration(seconds=spec.max_backoff_s),
+        }
     if spec.dead_letter_topic:
         policy["dead_letter_policy"] = {
             "dead_letter_topic": pubsub.topic_path(spec.dead_letter_topic),
@@ -213,13 +216,14 @@ class PubSub:
         return True
 
     def set_delivery_policy(self, name: str, spec: SubscriptionSpec) -> None:
-        """Give an existing subscription ``spec``'s dead-letter and retry policies, in place: what it
-        holds stays (``UpdateSubscription`` with an update mask; needs ``pubsub.subscriptions.update``)."""
+        """Give an existing subscription ``spec``'s dead-letter and retry policies (a retry policy it
+        has is removed if ``spec`` has none), in place: what it holds stays (``UpdateSubscription``
+        with an update mask; needs ``pubsub.subscriptions.update``)."""
         request = _delivery_policy(self, spec)
+        paths = sorted(set(request) | {"retry_policy"})
         request["name"] = self.subscription_path(name)
         try:
-            self._admin(self.subscriber.update_subscription,
-                        {"subscription": request, "update_mask": {"paths": sorted(set(request) - {"name"})}})
+            self._admin(self.subscriber.update_subscription, {"subscription": request, "update_mask": {"paths": paths}})
         except gexc.NotFound as exc:
             raise ResourceMissing(f"subscription {name} does not exist") from exc
 

@@ -107,6 +107,7 @@ class SubscriptionSpec:
     max_delivery_attempts: int = 5
     min_backoff_s: int = 10
     max_backoff_s: int = 600
+    """0: no retry policy, Pub/Sub delivers a nacked or lapsed message again at once."""
     retain_acked: bool = False
     expiration_ttl_days: int | None = None
     labels: Mapping[str, str] = field(default_factory=dict)

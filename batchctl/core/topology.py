@@ -117,15 +117,18 @@ LAUNCHER_MAX_DELIVERY_ATTEMPTS = 10
 message that fails every time (a bug, a permanent error not yet known as one) stops coming back."""
 
 
-def ensure_shared(pubsub: PubSub, *, max_backoff_s: int = 10) -> None:
+def ensure_shared(pubsub: PubSub) -> None:
     """Create the control and events topics and the launcher's subscriptions if missing.
 
     Each launcher subscription dead-letters to its own topic (``P-requests-dead-letters``,
     ``P-events-dead-letters``, each with a subscription of that name keeping what lands there
-    for inspection) after ``LAUNCHER_MAX_DELIVERY_ATTEMPTS``. A subscription that exists already
-    that lacks the dead-letter policy (a deployment from before it existed) is given it in place,
-    keeping what it holds; one that has a policy is left as it is.
-    ``max_backoff_s`` caps the redelivery delay after a nack (tests shorten it, to see ten deliveries fast).
+    for inspection) after ``LAUNCHER_MAX_DELIVERY_ATTEMPTS``. They have no retry policy: what a
+    launcher gives back (it lost the Lease, or the error may never pass) goes to the next try at
+    once, and the emulator, on a subscription with a retry policy, never delivers again some
+    messages whose lease lapsed after a nack or an earlier lapse (``bench/emulator_leases.py``;
+    issue 12). An existing launcher subscription that lacks the dead-letter policy (a deployment
+    from before it existed), or has a retry policy, is given this one in place, keeping what it
+    holds; one that matches is left as it is.
     """
     names = pubsub.settings.names
     shared = names.pubsub_labels()
@@ -142,8 +145,8 @@ def ensure_shared(pubsub: PubSub, *, max_backoff_s: int = 10) -> None:
             ack_deadline_s=LAUNCHER_ACK_DEADLINE_S,
             dead_letter_topic=dead,
             max_delivery_attempts=LAUNCHER_MAX_DELIVERY_ATTEMPTS,
-            min_backoff_s=1,
-            max_backoff_s=max_backoff_s,
+            min_backoff_s=0,
+            max_backoff_s=0,
             labels=shared,
         )
         if not pubsub.create_subscription(subscription, topic, spec, exist_ok=True):
@@ -151,8 +154,10 @@ def ensure_shared(pubsub: PubSub, *, max_backoff_s: int = 10) -> None:
 
 
 def _upgrade(pubsub: PubSub, subscription: str, spec: SubscriptionSpec) -> None:
-    """Give an existing launcher subscription with no dead-letter policy the one ``spec`` has."""
-    if pubsub.subscription_spec(subscription).dead_letter_topic is None:
+    """Give an existing launcher subscription the delivery policy of ``spec`` if its own differs
+    (no dead-letter policy, or a retry policy)."""
+    now = pubsub.subscription_spec(subscription)
+    if now.dead_letter_topic is None or now.max_backoff_s != spec.max_backoff_s:
         pubsub.set_delivery_policy(subscription, spec)
-        logs.get("topology").info("dead_letter_policy_added", subscription=subscription,
-                                  dead_letter_topic=spec.dead_letter_topic)
+        logs.get("topology").info("delivery_policy_updated", subscription=subscription,
+                                  dead_letter_topic=spec.dead_letter_topic, retry_policy=spec.max_backoff_s > 0)

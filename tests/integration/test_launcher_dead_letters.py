@@ -41,7 +41,7 @@ def test_a_poison_control_message_stops_coming_back(pubsub: PubSub) -> None:
     """Given back on every delivery (what the launcher does with a failing message), it is delivered
     at most 10 times, then found on ``P-requests-dead-letters``."""
     names = pubsub.settings.names
-    topology.ensure_shared(pubsub, max_backoff_s=1)  # the policy under test, its delays short
+    topology.ensure_shared(pubsub)  # no retry policy: each nack is delivered again at once
     pubsub.publish(names.requests_topic, *encode_control(Control("retry", "poison"))).result(timeout=30)
     deliveries, deadline = 0, time.monotonic() + 60
     while time.monotonic() < deadline:
@@ -60,8 +60,8 @@ def test_a_poison_control_message_stops_coming_back(pubsub: PubSub) -> None:
 
 def test_an_existing_subscription_without_the_policy_gets_it(pubsub: PubSub) -> None:
     """A deployment from before the policy existed has its requests and events subscriptions with
-    no dead-letter policy; the launcher's start gives them the policy (and the retry policy it
-    needs) in place, keeping what they hold (issue 18, finding 8, for existing deployments)."""
+    no dead-letter policy and a retry policy; the launcher's start gives them the policy (and takes
+    the retry policy away) in place, keeping what they hold (issue 18, finding 8; issue 12)."""
     names = pubsub.settings.names
     for topic, sub in ((names.requests_topic, names.requests_subscription),
                        (names.events_topic, names.events_subscription)):
@@ -72,6 +72,24 @@ def test_an_existing_subscription_without_the_policy_gets_it(pubsub: PubSub) -> 
     topology.ensure_shared(pubsub)
     for sub, _ in assert_dead_letter_policies(pubsub):
         spec = pubsub.subscription_spec(sub)
-        assert (spec.min_backoff_s, spec.max_backoff_s) == (1, 10)
+        assert (spec.min_backoff_s, spec.max_backoff_s) == (0, 0)
     held = pubsub.pull(names.requests_subscription, max_messages=10, timeout_s=5)
     assert [m.data for m in held] == [encode_control(Control("retry", "kept"))[0]]
+
+
+def test_an_existing_subscription_with_a_retry_policy_loses_it(pubsub: PubSub) -> None:
+    """Stop 21's launcher subscriptions had a retry policy (1 to 10 s); the launcher's start takes
+    it away, the dead-letter policy kept (on the emulator a retry policy loses some messages whose
+    lease lapsed: bench/emulator_leases.py)."""
+    names = pubsub.settings.names
+    for topic, sub, dead in ((names.requests_topic, names.requests_subscription, names.requests_dead_letters),
+                             (names.events_topic, names.events_subscription, names.events_dead_letters)):
+        pubsub.create_topic(topic, exist_ok=True)
+        pubsub.create_topic(dead, exist_ok=True)
+        spec = SubscriptionSpec(ack_deadline_s=20, dead_letter_topic=dead, max_delivery_attempts=10,
+                                min_backoff_s=1, max_backoff_s=10)
+        pubsub.create_subscription(sub, topic, spec, exist_ok=False)
+    topology.ensure_shared(pubsub)
+    for sub, _ in assert_dead_letter_policies(pubsub):
+        spec = pubsub.subscription_spec(sub)
+        assert (spec.min_backoff_s, spec.max_backoff_s) == (0, 0)
