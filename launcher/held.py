@@ -4,9 +4,9 @@ A save of progress can fail (the API away or throttling, a conflict, the Lease l
 are not the cause, so they are not given back: a nack costs each a delivery attempt (the tenth
 moves it to the dead-letter topic, so an API outage of a minute under backoff would dead-letter
 progress), and on the Pub/Sub emulator a message nacked and then leased to a launcher that dies
-is, for about one message in ten, never delivered again (issue 12: the Kubernetes chaos run's
-progress "handled, acked, never counted"). Pub/Sub redelivers what a dead subscriber held; the
-launcher should not rest on that either way.
+is, for a few messages in fifty, never delivered again (``bench/emulator_leases.py``; issue 12:
+the Kubernetes chaos run's progress "handled, acked, never counted"). Pub/Sub redelivers what a
+dead subscriber held; the launcher should not rest on that either way.
 
 So the leader keeps them and, on its next pass that takes messages (after the intake pause),
 applies them again with whatever else came. While held, their leases are extended
