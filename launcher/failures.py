@@ -53,11 +53,12 @@ def retry_wait(error: BaseException, tries: int, *, cap: float = API_MAX_BACKOFF
     return backoff_s(tries, cap=cap)
 
 
-def hold_events(error: BaseException) -> bool:
-    """Whether events whose save met ``error`` are held for a later pass (``launcher.held``): an
-    outage, throttling, a conflict (the batch is reloaded) or the Lease lost (a non-leader gives
-    them back at once) passes. Anything else may recur on every try, so they are given back: each
-    nack costs a delivery attempt, and Pub/Sub's dead-letter limit ends what never passes."""
+def hold_message(error: BaseException) -> bool:
+    """Whether a request or events whose handling met ``error`` are held for a later pass
+    (``launcher.held``): an outage, throttling, a conflict (the batch is reloaded) or the Lease
+    lost (a non-leader gives them back at once) passes. Anything else may recur on every try, so
+    they are given back: each nack costs a delivery attempt, and Pub/Sub's dead-letter limit ends
+    what never passes."""
     return isinstance(error, (Unreachable, Conflict, NotLeader))
 
 

@@ -2,8 +2,8 @@
 
 Pullers (``launcher.inbox``) feed the loop; it applies requests and events in order, saves what
 changed, acks only what is stored, then reconciles every unfinished batch. The store is the
-truth: a change whose save fails is reverted in memory; a request is given back, events are held
-(``HeldEvents``) and applied again on a later pass. Errors are
+truth: a change whose save fails is reverted in memory and its message held (``launcher.held``),
+applied again on a later pass, never nacked unless the error may never pass. Errors are
 contained per message and per batch (``launcher.failures``); a lost leadership gives back what
 was pulled; every side effect is fenced on holding the Lease (``launcher.fence``). A message given
 back because a dependency was unreachable (the API down, or throttling) pauses the taking of
@@ -31,7 +31,7 @@ from batchctl.launcher.allocation import budget_from_env
 from batchctl.launcher.backend import Backend
 from batchctl.launcher.control import PERMANENT, Controller
 from batchctl.launcher.fence import FencedBackend, FencedStore
-from batchctl.launcher.held import HeldEvents
+from batchctl.launcher.held import HeldMessages
 from batchctl.launcher.inbox import Inbox
 from batchctl.launcher.kube import Conflict
 from batchctl.launcher.metrics import Metrics
@@ -103,7 +103,8 @@ class Launcher:
         self.inbox = Inbox(pubsub, (names.requests_subscription, names.events_subscription),
                            active=self._taking, wake=self.wake, stopping=self.stopping,
                            pull_timeout_s=tuning.pull_timeout_s, max_messages=tuning.max_events)
-        self.held = HeldEvents(pubsub, names.events_subscription)
+        self.held = HeldMessages(pubsub, names.events_subscription)
+        self.held_requests = HeldMessages(pubsub, names.requests_subscription)
         self.last_loop = time.monotonic()
         self.log = logs.get("launcher")
         self._leading = False
@@ -132,7 +133,7 @@ class Launcher:
                 self._step()
         finally:
             self.inbox.join()
-            self.inbox.give_back(self.held.release())
+            self.inbox.give_back(self.held_requests.release() + self.held.release())
             self.inbox.give_back()
             self.elector.stop(release=True)
             self.backend.close()
@@ -181,10 +182,11 @@ class Launcher:
             self.inbox.forget_empty_pulls()
         self._leading = leading
         if not leading:
-            given = self.inbox.give_back(self.held.release()) + self.inbox.give_back()
+            given = self.inbox.give_back(self.held_requests.release() + self.held.release()) + self.inbox.give_back()
             if given:
                 self.log.info("inbox_given_back", messages=given)
             return
+        self.held_requests.keep_leased()
         self.held.keep_leased()
         try:
             if not self._loaded:
@@ -257,9 +259,8 @@ class Launcher:
         names = self.settings.names
         drained = self.inbox.empty_pull_started(names.events_subscription)  # before take(): see inbox.py
         taken = self.inbox.take()
-        for sub, msg in taken:
-            if sub == names.requests_subscription:
-                self._control(msg)
+        for msg in self.held_requests.take([msg for sub, msg in taken if sub == names.requests_subscription]):
+            self._control(msg)
         events = self.held.take([msg for sub, msg in taken if sub == names.events_subscription])
         if not events or self._events(events):
             self.reconciler.accounted_until = max(self.reconciler.accounted_until, drained)
@@ -310,7 +311,10 @@ class Launcher:
             log.exception("control_crashed")
         if isinstance(exc, Conflict):
             self._reload(batch_id)
-        self.inbox.give_back([(self.settings.names.requests_subscription, msg)])
+        if failures.hold_message(exc):
+            self.held_requests.hold([msg])
+        else:
+            self.inbox.give_back([(self.settings.names.requests_subscription, msg)])
         self._intake_failed(exc)
 
     def _events(self, msgs: list[Received]) -> bool:
@@ -330,8 +334,8 @@ class Launcher:
         saved = {k: self.batches[k].copy() for k in touched}
         changed = apply_events(self.batches, [e for _, e in decoded])
         errors = {k: e for k in changed if (e := self._save_events(self.batches[k], saved[k])) is not None}
-        held = [m for m, e in decoded if e.batch_id in errors and failures.hold_events(errors[e.batch_id])]
-        back = [m for m, e in decoded if e.batch_id in errors and not failures.hold_events(errors[e.batch_id])]
+        held = [m for m, e in decoded if e.batch_id in errors and failures.hold_message(errors[e.batch_id])]
+        back = [m for m, e in decoded if e.batch_id in errors and not failures.hold_message(errors[e.batch_id])]
         if held:
             self.held.hold(held)
         if back:

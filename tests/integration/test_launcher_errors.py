@@ -128,6 +128,30 @@ def test_cancel_whose_save_failed_is_retried_until_stored(settings: Settings, pu
     assert "can" in backend.deleted
 
 
+def test_a_request_whose_save_failed_is_held_not_given_back(settings: Settings, pubsub: PubSub,
+                                                            mocker: MockerFixture) -> None:
+    """The save of a cancel fails twice: the launcher keeps the request and applies it again on a
+    later pass, the same delivery each time, never nacked (before: each failure nacked it, a
+    delivery attempt spent: a minute of API outage under backoff would dead-letter a submit)."""
+    store = FileStore(settings.state_dir)
+    running_batch(store, "hreq", 2)
+    flaky, backend = FlakyStore(store), ActiveBackend()
+    backend.launched["hreq"] = ["j-1"]
+    flaky.fail_save(lambda s: s.state == CANCELLED)
+    flaky.fail_save(lambda s: s.state == CANCELLED)
+    requests = settings.names.requests_subscription
+    nacks = mocker.spy(pubsub, "nack")
+    applied = mocker.spy(Launcher, "_control")
+    with running_launcher(settings, pubsub, parts=launcher_parts(pubsub, flaky, backend)) as run:
+        wait_for(lambda: "hreq" in run.launcher.batches, timeout=10, what="the batch loaded")
+        pubsub.publish(settings.names.requests_topic, *encode_control(Control("cancel", "hreq"))).result(timeout=30)
+        wait_for(lambda: (b := store.load("hreq")) and b.state == CANCELLED, timeout=20, what="cancelled stored")
+    assert flaky.failed == ["save hreq cancelled"] * 2
+    assert [c for c in nacks.call_args_list if c.args[0] == requests] == []
+    attempts = [c.args[1].delivery_attempt for c in applied.call_args_list]
+    assert attempts == [1, 1, 1], f"delivery attempts of the request as applied: {attempts}"
+
+
 def test_takeover_survives_a_store_that_cannot_list(settings: Settings, pubsub: PubSub) -> None:
     """Listing the batches fails at takeover: the loop lives on and loads them on a later pass."""
     store = FileStore(settings.state_dir)

@@ -42,7 +42,7 @@ def test_backoff_never_below_one_second_nor_above_its_cap() -> None:
     (Invalid("422 too large", status=422), False),
     (ValueError("a bug"), False),
 ])
-def test_events_are_held_only_through_errors_that_pass(error: Exception, held: bool) -> None:
-    """Held events are tried again on every pass; given back, each failure costs a delivery
+def test_messages_are_held_only_through_errors_that_pass(error: Exception, held: bool) -> None:
+    """Held messages are tried again on every pass; given back, each failure costs a delivery
     attempt, so an error that may never pass ends at the dead-letter limit instead of looping."""
-    assert failures.hold_events(error) is held
+    assert failures.hold_message(error) is held

@@ -1,6 +1,6 @@
-"""``launcher.held`` on the real emulator: events the leader holds after a failed save keep their
+"""``launcher.held`` on the real emulator: messages the leader holds after a failed save keep their
 leases (extended at once and every half ack deadline, a failed extension logged, never raised),
-and a held copy of an event delivered again gives way to the new delivery."""
+and a held copy of a message delivered again gives way to the new delivery."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ import pytest
 from pytest_mock import MockerFixture
 
 from batchctl.core.pubsub import PubSub, Received, SubscriptionSpec
-from batchctl.launcher.held import HeldEvents
+from batchctl.launcher.held import HeldMessages
 from tests.support.waiting import wait_for
 
 
@@ -40,7 +40,7 @@ def test_leases_are_extended_when_held_and_every_half_deadline(pubsub: PubSub, p
                                                                mocker: MockerFixture) -> None:
     name, msgs = pulled
     clock = Clock()
-    held = HeldEvents(pubsub, name, deadline_s=20, clock=clock)
+    held = HeldMessages(pubsub, name, deadline_s=20, clock=clock)
     extend = mocker.spy(pubsub, "modify_ack_deadline")
     held.hold(msgs)
     assert [(c.args[0], sorted(c.args[1]), c.args[2]) for c in extend.call_args_list] == [
@@ -60,7 +60,7 @@ def test_leases_are_extended_when_held_and_every_half_deadline(pubsub: PubSub, p
 
 def test_a_new_delivery_replaces_its_held_copy(pubsub: PubSub, pulled: tuple[str, list[Received]]) -> None:
     name, msgs = pulled
-    held = HeldEvents(pubsub, name)
+    held = HeldMessages(pubsub, name)
     held.hold(msgs)
     again = replace(msgs[1], ack_id=msgs[1].ack_id + "-again", delivery_attempt=2)
     taken = held.take([again])
@@ -71,7 +71,7 @@ def test_a_new_delivery_replaces_its_held_copy(pubsub: PubSub, pulled: tuple[str
 
 def test_a_failed_extension_is_logged_not_raised(pubsub: PubSub, pulled: tuple[str, list[Received]]) -> None:
     _, msgs = pulled
-    held = HeldEvents(pubsub, "no-such-subscription")
+    held = HeldMessages(pubsub, "no-such-subscription")
     held.hold(msgs)  # NotFound from the emulator: the lease lapses, Pub/Sub delivers them again
     assert len(held) == 3
     assert [s for s, _ in held.release()] == ["no-such-subscription"] * 3
