@@ -3,12 +3,13 @@
 
     PUBSUB_EMULATOR_HOST=127.0.0.1:8085 .venv/bin/python bench/emulator_leases.py
 
-On a subscription with a retry policy, a message whose lease lapses (its puller died) after it
-was nacked, or after earlier lapses, is for some messages never delivered again: not redelivered,
-not dead-lettered. Pub/Sub's contract redelivers it. Three cases of 50 messages each, in parallel:
+On a subscription with a retry policy, a message whose third or later delivery lapses (its
+puller died) is, for some or all such messages, never delivered again: not redelivered, not
+dead-lettered. Pub/Sub's contract redelivers it. Three cases of 50 messages each, in parallel:
 nacked twice then leased and abandoned; abandoned three times; abandoned three times without a
 retry policy (the control). Each case then pulls for 60 s and counts what came back. Measured on
-2026-12-05 (emulator of this machine's Google Cloud SDK): 47/50, 0/50 and 50/50 came back, none dead-lettered.
+2026-12-05 (emulator of this machine's Google Cloud SDK): 47/50, 0/50 and 50/50 came back, none
+dead-lettered; one lapse, two lapses, and one nack then a lapse (same code, other cases): 50/50.
 
 Why batchctl cares: the launcher used to nack the events of a failed save; a leader killed right
 after (the Kubernetes chaos run) left their progress uncounted. It now holds them (launcher/held.py),

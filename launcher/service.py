@@ -5,9 +5,9 @@ changed, acks only what is stored, then reconciles every unfinished batch. The s
 truth: a change whose save fails is reverted in memory and its message held (``launcher.held``),
 applied again on a later pass, never nacked unless the error may never pass. Errors are
 contained per message and per batch (``launcher.failures``); a lost leadership gives back what
-was pulled; every side effect is fenced on holding the Lease (``launcher.fence``). A message given
-back because a dependency was unreachable (the API down, or throttling) pauses the taking of
-messages for a backoff (``failures.retry_wait``: Retry-After, else 1, 2, 4... s up to 8 s).
+was pulled and holds; every side effect is fenced on holding the Lease (``launcher.fence``). A
+message held because a dependency was unreachable (the API down, or throttling) pauses the taking
+of messages for a backoff (``failures.retry_wait``: Retry-After, else 1, 2, 4... s up to 8 s).
 """
 
 from __future__ import annotations

@@ -124,11 +124,11 @@ def ensure_shared(pubsub: PubSub) -> None:
     ``P-events-dead-letters``, each with a subscription of that name keeping what lands there
     for inspection) after ``LAUNCHER_MAX_DELIVERY_ATTEMPTS``. They have no retry policy: what a
     launcher gives back (it lost the Lease, or the error may never pass) goes to the next try at
-    once, and the emulator, on a subscription with a retry policy, never delivers again some
-    messages whose lease lapsed after a nack or an earlier lapse (``bench/emulator_leases.py``;
-    issue 12). An existing launcher subscription that lacks the dead-letter policy (a deployment
-    from before it existed), or has a retry policy, is given this one in place, keeping what it
-    holds; one that matches is left as it is.
+    once, and the emulator, on a subscription with a retry policy, does not always deliver again a
+    message whose third or later delivery lapsed (``bench/emulator_leases.py``; issue 12). An
+    existing launcher subscription that lacks the dead-letter policy (a deployment from before it
+    existed), or has a retry policy, is given this one in place, keeping what it holds; one that
+    matches is left as it is.
     """
     names = pubsub.settings.names
     shared = names.pubsub_labels()
