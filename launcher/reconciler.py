@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import math
 import time
+from collections.abc import Iterable
 from dataclasses import replace
 from typing import Any
 
@@ -142,11 +143,11 @@ class Reconciler:
 
     def _reported(self, batch_id: str, job: str) -> int:
         """Pods of ``job`` whose worker sent ``worker_exited`` this term."""
-        return sum(1 for worker in self.exits.get(batch_id, ()) if worker.startswith(job + "-"))
+        return pods_of(self.exits.get(batch_id, ()), job)
 
     def _ran(self, batch_id: str, job: str) -> int:
         """Pods of ``job`` whose worker sent any event this term."""
-        return sum(1 for worker in self.ran.get(batch_id, ()) if worker.startswith(job + "-"))
+        return pods_of(self.ran.get(batch_id, ()), job)
 
     def _note_pods(self, batch: BatchState, jobs: list[ObservedJob]) -> None:
         """Keep the most pods seen per Job (Jobs vanish after their TTL): pods per batch. The Job's
@@ -228,6 +229,11 @@ class Reconciler:
         level = log.info if action.state == SUCCEEDED else log.warning
         level("batch_finished", state=action.state, reason=action.reason, parts_done=len(batch.done),
               parts_dead=len(batch.dead))
+
+
+def pods_of(workers: Iterable[str], job: str) -> int:
+    """How many of ``workers`` (pod names) belong to ``job`` (its pods are named ``<job>-<suffix>``)."""
+    return sum(1 for worker in workers if worker.startswith(job + "-"))
 
 
 def gone(job: ObservedJob) -> ObservedJob:

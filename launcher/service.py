@@ -133,8 +133,7 @@ class Launcher:
                 self._step()
         finally:
             self.inbox.join()
-            self.inbox.give_back(self.held_requests.release() + self.held.release())
-            self.inbox.give_back()
+            self._give_back_all()
             self.elector.stop(release=True)
             self.backend.close()
             self.log.info("launcher_stopped")
@@ -182,7 +181,7 @@ class Launcher:
             self.inbox.forget_empty_pulls()
         self._leading = leading
         if not leading:
-            given = self.inbox.give_back(self.held_requests.release() + self.held.release()) + self.inbox.give_back()
+            given = self._give_back_all()
             if given:
                 self.log.info("inbox_given_back", messages=given)
             return
@@ -217,6 +216,11 @@ class Launcher:
         corrupt = [b.batch_id for b in loaded if b.corrupt]
         self.log.info("batches_loaded", total=len(loaded), running=len(running), unreadable=corrupt,
                       events_settle_s=stale_s)
+
+    def _give_back_all(self) -> int:
+        """Nack every message this replica holds (held after a failed save, or queued by the
+        pullers): the next leader needs them now. Returns how many."""
+        return self.inbox.give_back(self.held_requests.release() + self.held.release()) + self.inbox.give_back()
 
     def _taking(self) -> bool:
         """Leading, and not pausing after a message was given back to an unreachable dependency."""
