@@ -4,7 +4,9 @@ Shared by ``bench/chaos`` (the full run) and ``tests/e2e/test_chaos.py`` (its sh
 
 Everything is real and on loopback: the Pub/Sub emulator, ``batchctl launcher --backend local``
 as a subprocess, ``batchctl submit`` as a subprocess, workers started by the launcher. The driver
-only watches and disrupts; it never helps the batch along, with one exception, stated below.
+only watches and disrupts; it never helps the batch along, with one exception, stated below. One
+set-up step departs from the product: right after submit the work subscription loses its retry
+policy (``retry_policy.py``: the emulator's defect).
 
 What the driver does, at random points of the batch's progress (seeded, so a run can be replayed):
 
@@ -52,6 +54,7 @@ from tests.support.chaos_handler import CALLS_ENV, WORK_ENV
 from tests.support.chaos_plan import ChaosConfig, Disruption, Kill, LauncherRestart, Outage, record, schedule
 from tests.support.processes import become_subreaper, environ_of, http_ok, proc_field, running, stop_being_subreaper
 from tests.support.proxy import FaultProxy
+from tests.support.retry_policy import drop_retry_policy
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -171,6 +174,8 @@ class ChaosRun:
             raise RuntimeError(f"submit failed ({done.returncode}): {done.stderr[-2000:]}")
         submitted: dict[str, Any] = json.loads(done.stdout.strip().splitlines()[-1])
         submitted["seconds"] = round(time.monotonic() - began, 1)
+        if not self.cfg.retry_policy:  # before any disruption: see retry_policy.py
+            drop_retry_policy(self.env, self.cfg.batch_id)
         self.say(f"submitted {submitted['parts']} parts in {submitted['seconds']} s")
         return submitted
 

@@ -36,6 +36,8 @@ class ChaosConfig:
     """Kills happen at random progress fractions in this range."""
     reap_orphans: bool = False
     quiet: bool = False
+    retry_policy: bool = False
+    """Keep the work subscription's retry policy (the emulator may then lose parts: ``retry_policy.py``)."""
 
 
 @dataclass

@@ -6,8 +6,9 @@ emulator and the kmock API server, each behind a fault proxy; the test kubelet r
 pods as worker processes; two ``batchctl launcher`` replicas electing a leader through the Lease;
 ``batchctl submit`` and ``status`` as subprocesses. The driver only watches and disrupts, at seeded
 random points of the main batch's progress (``kube_chaos_plan`` lists the disruptions); it never
-helps a batch along. Progress is the handler's own (``chaos_handler``'s call logs), so the clock
-runs on while the launchers cannot save.
+helps a batch along. One set-up step departs from the product: the work subscriptions lose their
+retry policy right after submit (``retry_policy.py``: the emulator's defect). Progress is the
+handler's own (``chaos_handler``'s call logs), so the clock runs on while the launchers cannot save.
 
 The second batch is sacrificial: mid-run its state ConfigMap is cut short. It must end ``failed``
 with a reason naming the unreadable state, while the main batch is unaffected and no launcher
@@ -36,6 +37,7 @@ from tests.support.kube_chaos_plan import LONG, Done, KubeChaosConfig, schedule
 from tests.support.kube_chaos_report import Progress, report
 from tests.support.kube_objects import CONFIGMAPS, JOBS, LEASES
 from tests.support.pods import PodHandle
+from tests.support.retry_policy import drop_retry_policy
 
 SETTLE_S = 60.0
 
@@ -112,6 +114,8 @@ class KubeChaosRun:
             raise RuntimeError(f"submit {batch_id} failed ({done.returncode}): {done.stderr[-2000:]}")
         submitted: dict[str, Any] = json.loads(done.stdout.strip().splitlines()[-1])
         submitted["seconds"] = round(time.monotonic() - began, 1)
+        if not self.cfg.retry_policy:  # before any disruption: see retry_policy.py
+            drop_retry_policy(self.cluster.env, batch_id)
         self.say(f"submitted {batch_id}: {submitted['parts']} parts in {submitted['seconds']} s")
         return submitted
 

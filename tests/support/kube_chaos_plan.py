@@ -64,6 +64,8 @@ class KubeChaosConfig:
     """The workers' lease extension period (``BATCHCTL_LEASE_S``)."""
     span: tuple[float, float] = (0.03, 0.9)
     """Instant disruptions happen at random progress fractions in this range."""
+    retry_policy: bool = False
+    """Keep the work subscriptions' retry policy (the emulator may then lose parts: ``retry_policy.py``)."""
     long_span: tuple[float, float] = (0.05, 0.6)
     """Lasting disruptions start at random progress fractions in this range."""
     corrupt_span: tuple[float, float] = (0.2, 0.5)
