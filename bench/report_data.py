@@ -1,4 +1,4 @@
-"""REPORT.md rows of the data benches: ``gcs_source`` (submit from gs://) and ``results_sink``."""
+"""REPORT.md rows of the data benches: ``gcs_source`` (submit from gs://), ``results_sink`` and ``results_latency``."""
 
 from __future__ import annotations
 
@@ -8,8 +8,9 @@ from report import Row, _check, _get, _num, _verdict
 
 
 def rows(benches: dict[str, Any]) -> list[Row]:
-    return _gcs_source(_get(benches, "gcs_source", "figures", default={})) + _results_sink(
-        _get(benches, "results_sink", "figures", default={}))
+    return (_gcs_source(_get(benches, "gcs_source", "figures", default={}))
+            + _results_sink(_get(benches, "results_sink", "figures", default={}))
+            + _results_latency(_get(benches, "results_latency", "figures", default={})))
 
 
 def _gcs_source(gs: dict[str, Any]) -> list[Row]:
@@ -60,6 +61,24 @@ def _results_sink(rs: dict[str, Any]) -> list[Row]:
          f"{_num(_get(per_part, 'raw_write'), '.0f')} us / {_num(_get(per_part, 'local_beyond_fs'), '.0f')} us "
          f"({_num(_pct(_get(rs, 'local_cpu_cost_beyond_fs')), '+.1f')} %)", "(context)", "", "results_sink"),
     ]
+
+
+def _results_latency(rl: dict[str, Any]) -> list[Row]:
+    if not rl:
+        return []
+    target, default = _get(rl, "target", default=0.8), _get(rl, "default_writers")
+    rows: list[Row] = []
+    for key in sorted((k for k in rl if k.startswith("writers_")), key=lambda k: int(k.split("_")[1])):
+        w, at = int(key.split("_")[1]), rl[key]
+        first = w == default
+        rows.append((
+            (f"results to gs:// ~{_num(_get(rl, 'round_trip_ms'), '.0f')} ms away (emulator behind a delaying proxy), "
+             if first else "  ") + f"{w} writers{' (default)' if first else ''}: worker / raw client, {w} threads",
+            f"{_num(_get(at, 'parts_per_s'), '.0f')} parts/s vs {_num(_get(at, 'raw_objects_per_s'), '.0f')} "
+            f"objects/s = {_num(_get(at, 'ratio'), '.2f')}", f">= {target}" if first else "(context)",
+            _verdict(_check(_get(at, "ratio"), lambda v: v >= target)) if first else "", "results_latency"))
+    rows.sort(key=lambda row: not row[0].startswith("results"))
+    return rows
 
 
 def _pct(value: Any) -> Any:

@@ -121,7 +121,8 @@ OPTIONS = (
     Option("worker_id", "BATCHCTL_WORKER_ID", "--worker-id", _text, "a non-empty name"),
     Option("results_dir", "BATCHCTL_RESULTS_DIR", "--results-dir", lambda t: Path(_text(t)), "a directory"),
     Option("output", "BATCHCTL_OUTPUT", "--output", _text, "gs://BUCKET/PREFIX/ or a folder"),
-    Option("writers", "BATCHCTL_WRITERS", "--writers", _int_between(0, 10), "an integer 0..10"),
+    # at most core.storage.CONNECTIONS, the connections kept to the bucket
+    Option("writers", "BATCHCTL_WRITERS", "--writers", _int_between(0, 64), "an integer 0..64"),
 )
 
 

@@ -8,7 +8,7 @@ once: a part redelivered for any reason overwrites its own object). A write that
 after the storage client's own bounded retries (``core.storage.RETRY_S``), reports the part
 ``failed``: ``part_failed`` and a nack; it is redelivered and written again.
 
-``writers_for`` picks the pool's size: 4 threads for a ``gs://`` DEST, whose uploads wait on the
+``writers_for`` picks the pool's size: 16 threads for a ``gs://`` DEST, whose uploads wait on the
 network, none for a folder, whose write is a few system calls: handing them to a thread costs more
 CPU and drain time than making them on the slot (bench/results_sink.py: +19 % CPU on the slot
 against +34 % with 4 threads, drain 1.5 s against 2.1 s for 2000 parts). With none, ``submit``
@@ -38,9 +38,12 @@ from typing import Any
 from batchctl.worker.lease import Held
 from batchctl.worker.results import PartResult
 
-REMOTE_WRITERS = 4
-"""Writer threads for a ``gs://`` DEST unless ``BATCHCTL_WRITERS`` says: a real bucket's ~50 ms per
-small object gives ~80 parts/s per worker; the emulator serves one request at a time anyway."""
+REMOTE_WRITERS = 16
+"""Writer threads for a ``gs://`` DEST unless ``BATCHCTL_WRITERS`` says (at most 64, the connections
+``core.storage`` keeps). Each waits out its upload's round trip (tens of ms to Cloud Storage), so they
+bound a worker's pace: W writers at ~50 ms write at most 20 W parts/s. 4 made ~80 parts/s, a tenth of
+what a light handler does; 16: ~320 (bench/results_latency.py: behind ~55 ms, the pace of the raw
+client with as many threads until the emulator's own ~170 uploads/s bound both)."""
 
 MAX_BYTES = 64 * 1024 * 1024
 """Bodies waiting for a writer beyond which ``submit`` blocks."""

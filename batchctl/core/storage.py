@@ -26,6 +26,7 @@ from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import IO, Any, BinaryIO, cast
 
+import requests.adapters
 from google.api_core import exceptions as gexc
 from google.api_core.retry import Retry
 from google.auth.credentials import AnonymousCredentials
@@ -85,6 +86,7 @@ class Storage:
                 if self._client is None:
                     client = _client(self._environ, self._project)
                     environment_read_once(client._http, client._connection.API_BASE_URL)
+                    keep_connections(client._http, client._connection.API_BASE_URL, CONNECTIONS)
                     self._client = client
         return self._client
 
@@ -295,6 +297,24 @@ def _client(environ: Mapping[str, str], project: str | None) -> Any:
     endpoint = host if host.startswith(("http://", "https://")) else f"http://{host}"
     return storage.Client(project=project or "batchctl-local", credentials=AnonymousCredentials(),
                           client_options={"api_endpoint": endpoint})
+
+
+CONNECTIONS = 64
+"""Connections kept open to the endpoint: as many as a worker's writers use at once (``BATCHCTL_WRITERS``,
+at most 64). ``requests`` keeps 10: an eleventh upload at once would open a connection (a TLS
+handshake, against Cloud Storage) and close it after its one request. Only connections in use are opened."""
+
+
+def keep_connections(session: Any, endpoint: str, size: int) -> None:
+    """Let the session keep ``size`` connections to ``endpoint``: a stock ``HTTPAdapter`` with a larger
+    pool is mounted for it, its retries as they were. Another adapter (google-auth's for mutual TLS) is
+    left as it is."""
+    adapter = session.get_adapter(endpoint)
+    if type(adapter) is not requests.adapters.HTTPAdapter or getattr(adapter, "_pool_maxsize", 0) >= size:
+        return
+    session.mount(endpoint, requests.adapters.HTTPAdapter(
+        pool_connections=getattr(adapter, "_pool_connections", requests.adapters.DEFAULT_POOLSIZE),
+        pool_maxsize=size, max_retries=adapter.max_retries))
 
 
 def environment_read_once(session: Any, endpoint: str) -> None:

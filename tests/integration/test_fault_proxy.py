@@ -2,9 +2,10 @@
 
 Checks: bytes pass both ways; ``refuse`` refuses new connections; ``reject`` accepts and resets
 each new one, counting it; ``cut`` resets an open one mid-stream; ``blackhole`` accepts and never
-answers; ``delay`` holds each chunk; ``restore`` listens again on the same port. Then with the real
-Pub/Sub emulator behind it: while ``down``, the client reports it unreachable; after ``restore`` a
-message published before the outage is still there (an outage without amnesia).
+answers; ``delay`` holds each chunk (or only the server's); ``restore`` listens again on the same
+port. Then with the real Pub/Sub emulator behind it: while ``down``, the client reports it
+unreachable; after ``restore`` a message published before the outage is still there (an outage
+without amnesia).
 """
 
 from __future__ import annotations
@@ -127,6 +128,16 @@ def test_delay_holds_each_chunk(echo: str) -> None:
         conn.sendall(b"fast")
         assert conn.recv(100) == b"fast"
         assert time.monotonic() - began < 0.3
+
+
+def test_delay_of_answers_only_holds_only_the_server_side(echo: str) -> None:
+    """``delay(0.5, answers_only=True)``: the echo comes back after 0.5 s, not 1 s (the request went at once)."""
+    with fault_proxy(echo) as proxy, _connect(proxy) as conn:
+        proxy.delay(0.5, answers_only=True)
+        began = time.monotonic()
+        conn.sendall(b"half")
+        assert conn.recv(100) == b"half"
+        assert 0.5 <= time.monotonic() - began < 0.95
 
 
 def test_pubsub_down_through_the_proxy_keeps_its_messages(

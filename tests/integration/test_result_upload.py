@@ -16,14 +16,16 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import requests.adapters
 import urllib3
 from pytest_mock import MockerFixture
 
 from batchctl.core.errors import EXIT_OK, Unreachable
 from batchctl.core.pubsub import PubSub
 from batchctl.core.sink import RECORDS_KEY, Sink
-from batchctl.core.storage import EMULATOR_VAR, Storage
+from batchctl.core.storage import EMULATOR_VAR, Storage, keep_connections
 from batchctl.worker.results import wrap
+from batchctl.worker.writer import REMOTE_WRITERS
 from tests.support.inprocess import InProcessWorker
 from tests.support.parts import EventLog, publish_batch
 from tests.support.proxy import FaultProxy
@@ -170,3 +172,26 @@ def test_the_worker_nacks_an_unwritten_part_and_writes_its_redelivery_once(
         "out/part-000001.jsonl": (b'{"part":1,"record":{"i":1}}\n', "1"),
     }
     assert events.done_parts() == {0, 1}
+
+
+def test_the_upload_pool_keeps_a_connection_per_writer(gcs: Storage, bucket: str) -> None:
+    """A worker's writers upload at once: the session keeps a connection for each (``requests`` keeps
+    10; the others would be opened and closed per upload, a TLS handshake each on Cloud Storage)."""
+    gcs.write(f"gs://{bucket}/pool/one", b"x\n")
+    pool = gcs._uploader()._pool
+    assert pool is not None and pool.pool.maxsize >= REMOTE_WRITERS
+
+
+def test_another_adapter_is_left_as_it_is() -> None:
+    """google-auth mounts its own adapter for mutual TLS: its pool is not replaced."""
+
+    class MutualTls(requests.adapters.HTTPAdapter):
+        pass
+
+    session, endpoint = requests.Session(), "https://storage.googleapis.com"
+    session.mount(endpoint, MutualTls())
+    keep_connections(session, endpoint, 64)
+    assert type(session.get_adapter(endpoint)) is MutualTls
+    plain = requests.Session()
+    keep_connections(plain, endpoint, 64)
+    assert getattr(plain.get_adapter(endpoint), "_pool_maxsize", None) == 64

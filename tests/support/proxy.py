@@ -8,7 +8,9 @@ thread of its own, so a synchronous test drives it with plain calls:
 - ``cut()``: reset every open connection now (both sides see a reset mid-stream).
 - ``blackhole()``: accept new connections but never answer them, and stop forwarding on open ones
   (what a dead host behind a live load balancer looks like: the client waits for its deadline).
-- ``delay(seconds)``: hold each chunk that long before forwarding it, in both directions.
+- ``delay(seconds)``: hold each chunk that long before forwarding it, in both directions
+  (``answers_only=True``: only the server's, so a server that serves one connection at a time is
+  not held waiting for a delayed request: a far server's latency without its queueing).
 - ``reject()``: accept each new connection and reset it at once (ECONNRESET, as a load balancer
   with no live backend answers); unlike a refusal, each attempt is counted (``stats.rejected``).
 - ``down()``: ``refuse()`` and ``cut()``: the server is gone, as far as any client can tell.
@@ -56,6 +58,7 @@ class FaultProxy:
         self.stats = ProxyStats()
         self._timeout = timeout
         self._delay = 0.0
+        self._answers_only = False
         self._blackholed = False
         self._rejecting = False
         self._loop = asyncio.new_event_loop()
@@ -111,9 +114,9 @@ class FaultProxy:
         self._rejecting = True
         self._call(self._listen)
 
-    def delay(self, seconds: float) -> None:
-        """Hold every chunk ``seconds`` before forwarding it (0 to stop delaying)."""
-        self._delay = seconds
+    def delay(self, seconds: float, *, answers_only: bool = False) -> None:
+        """Hold every chunk (or only the server's) ``seconds`` before forwarding it (0 to stop delaying)."""
+        self._delay, self._answers_only = seconds, answers_only
 
     def down(self) -> None:
         """Refuse new connections and reset the open ones: to a client the server is gone."""
@@ -174,7 +177,8 @@ class FaultProxy:
                 return
             self.stats.forwarded += 1
             self._writers.add(up_writer)
-            await asyncio.gather(self._pump(reader, up_writer), self._pump(up_reader, writer))
+            await asyncio.gather(self._pump(reader, up_writer, answers=False),
+                                 self._pump(up_reader, writer, answers=True))
         finally:
             self._writers.discard(writer)
             writer.close()
@@ -184,11 +188,12 @@ class FaultProxy:
             while await reader.read(CHUNK):
                 pass
 
-    async def _pump(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        """Copy one direction until EOF or a reset; chunks are dropped while blackholed."""
+    async def _pump(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, *, answers: bool) -> None:
+        """Copy one direction (``answers``: the server's) until EOF or a reset; chunks are dropped while
+        blackholed."""
         try:
             while chunk := await reader.read(CHUNK):
-                if self._delay:
+                if self._delay and (answers or not self._answers_only):
                     await asyncio.sleep(self._delay)
                 if self._blackholed:
                     continue

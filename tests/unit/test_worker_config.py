@@ -103,3 +103,14 @@ def test_leases_are_renewed_before_either_deadline_lapses(lease_s: int, period: 
     """Renewal every min(lease, 10 s Pub/Sub minimum) / 3."""
     config = WorkerConfig(batch_id="b", subscription="s", lease_s=lease_s)
     assert config.renew_every_s == pytest.approx(period)
+
+
+@pytest.mark.parametrize(("value", "ok"), [("0", True), ("64", True), ("65", False), ("-1", False)])
+def test_writers_range_up_to_the_connections_kept(value: str, ok: bool) -> None:
+    """``BATCHCTL_WRITERS`` takes 0..64: as many as the connections ``core.storage`` keeps to the bucket."""
+    environ = {"BATCHCTL_BATCH_ID": "b1", "BATCHCTL_WRITERS": value}
+    if ok:
+        assert WorkerConfig.from_sources(environ, prefix="bx").writers == int(value)
+    else:
+        with pytest.raises(BadInput, match="BATCHCTL_WRITERS"):
+            WorkerConfig.from_sources(environ, prefix="bx")

@@ -53,7 +53,7 @@ def pool(write: Callable[[int, bytes, int], None], **kw: Any) -> tuple[ResultWri
 
 
 def test_writer_threads_for_a_bucket_none_for_a_folder_unless_configured() -> None:
-    assert writers_for(remote=True, configured=None) == REMOTE_WRITERS == 4
+    assert writers_for(remote=True, configured=None) == REMOTE_WRITERS == 16
     assert writers_for(remote=False, configured=None) == 0
     assert writers_for(remote=False, configured=3) == 3
     assert writers_for(remote=True, configured=0) == 0
