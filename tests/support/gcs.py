@@ -23,7 +23,6 @@ from pathlib import Path
 
 from batchctl.core.emulator import free_port
 
-
 LAUNCH = ("import socketserver, sys; socketserver.TCPServer.request_queue_size = 128; "
           "from gcp_storage_emulator.__main__ import main; sys.exit(main())")
 
