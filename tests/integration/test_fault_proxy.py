@@ -11,6 +11,7 @@ without amnesia).
 from __future__ import annotations
 
 import contextlib
+import logging
 import socket
 import threading
 import time
@@ -90,6 +91,17 @@ def test_reject_resets_each_new_connection_and_counts_it(echo: str) -> None:
         with _connect(proxy) as conn:
             conn.sendall(b"back")
             assert conn.recv(100) == b"back"
+
+
+def test_stop_with_a_connection_open_logs_nothing(echo: str, caplog: pytest.LogCaptureFixture) -> None:
+    """``stop`` ends an open connection's handler quietly (Python 3.11's stream callback logs a cancelled one)."""
+    proxy = FaultProxy(echo).start()
+    with _connect(proxy) as conn:
+        conn.sendall(b"open")
+        assert conn.recv(100) == b"open"
+        with caplog.at_level(logging.ERROR, logger="asyncio"):
+            proxy.stop()
+    assert [r.getMessage() for r in caplog.records if r.name == "asyncio"] == []
 
 
 def test_cut_resets_an_open_connection(echo: str) -> None:

@@ -179,6 +179,8 @@ class FaultProxy:
             self._writers.add(up_writer)
             await asyncio.gather(self._pump(reader, up_writer, answers=False),
                                  self._pump(up_reader, writer, answers=True))
+        except asyncio.CancelledError:  # stop() with the connection open: end quietly (Python 3.11's stream
+            pass  # callback would log the cancelled handler as "Exception in callback ...")
         finally:
             self._writers.discard(writer)
             writer.close()
