@@ -17,12 +17,16 @@ def apply_events(batches: Mapping[str, BatchState], events: Iterable[Event]) -> 
     it is, or later becomes, done). A redelivered part a worker starts (``part_started``, sent
     before it runs alone) is activity too; on its last allowed attempt it becomes a last try,
     which the planner counts dead if it is not done once its Job is over (its worker died on
-    it). Part events of unknown or finished batches, or with a part index outside the batch,
-    are ignored; so is every event of a batch whose stored state was unreadable.
+    it). The sender of any event of a running batch is noted as a pod that ran (stored with the
+    batch's next change: a save of its own per new pod would double the writes). Part events of
+    unknown or finished batches, or with a part index outside the batch, are ignored; so is every
+    event of a batch whose stored state was unreadable.
     """
     changed: set[str] = set()
     for event in events:
         batch = _readable(batches, event.batch_id)
+        if batch is not None and batch.state not in TERMINAL and event.worker:
+            batch.ran.add(event.worker)  # a pod that ran: stored with the batch's next change, not a change itself
         if batch is not None and event.type == "worker_exited" and event.reason.startswith(EXIT_ERROR_PREFIX):
             if _note_worker_error(batch, event.reason.removeprefix(EXIT_ERROR_PREFIX)):
                 changed.add(batch.batch_id)

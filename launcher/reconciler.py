@@ -57,8 +57,6 @@ class Reconciler:
         lowers it to 0 when it takes over and raises it after each empty events pull)."""
         self.exits: dict[str, set[str]] = {}
         """Batch id -> workers (pod names) that sent ``worker_exited`` this term."""
-        self.ran: dict[str, set[str]] = {}
-        """Batch id -> workers (pod names) that sent any event this term: each is a pod that ran."""
         self._seen_ended: dict[str, tuple[float, float]] = {}
         """Job name -> (monotonic, wall) time this launcher first saw it ended."""
         self._last_seen: dict[str, dict[str, ObservedJob]] = {}
@@ -68,7 +66,6 @@ class Reconciler:
         """Taking over: nothing is accounted for until the events subscription is drained."""
         self.accounted_until = 0.0
         self.exits.clear()
-        self.ran.clear()
         self._seen_ended.clear()
         self._last_seen.clear()
 
@@ -77,7 +74,6 @@ class Reconciler:
         for name in self._last_seen.pop(batch_id, {}):
             self._seen_ended.pop(name, None)
         self.exits.pop(batch_id, None)
-        self.ran.pop(batch_id, None)
 
     def awaits_events(self) -> bool:
         """A Job was seen ended after the last drain of the events subscription."""
@@ -145,18 +141,15 @@ class Reconciler:
         """Pods of ``job`` whose worker sent ``worker_exited`` this term."""
         return pods_of(self.exits.get(batch_id, ()), job)
 
-    def _ran(self, batch_id: str, job: str) -> int:
-        """Pods of ``job`` whose worker sent any event this term."""
-        return pods_of(self.ran.get(batch_id, ()), job)
-
     def _note_pods(self, batch: BatchState, jobs: list[ObservedJob]) -> None:
         """Keep the most pods seen per Job (Jobs vanish after their TTL): pods per batch. The Job's
         status leaves out pods the podFailurePolicy ignored (evicted, stopped) and, for a Job
-        deleted from outside, pods it never showed; every pod whose worker sent any event ran, so a
-        Job counts the larger of its status and its distinct workers heard from. Both are lower
-        bounds of the pods it had (a pod killed before its first event is counted by the status
-        alone), so their maximum never counts a pod twice."""
-        counts = {j.name: max(j.pods, self._ran(batch.batch_id, j.name)) for j in jobs}
+        deleted from outside, pods it never showed; every pod whose worker sent any event ran
+        (``batch.ran``, stored: every launcher's term), so a Job counts the larger of its status and
+        its distinct workers heard from. Both are lower bounds of the pods it had (a pod killed
+        before its first event is counted by the status alone), so their maximum never counts a
+        pod twice."""
+        counts = {j.name: max(j.pods, pods_of(batch.ran, j.name)) for j in jobs}
         more = {name: n for name, n in counts.items() if n > batch.pods.get(name, 0)}
         if not more or batch.corrupt:
             return

@@ -332,7 +332,6 @@ class Launcher:
             except BadInput as exc:
                 self.log.warning("event_rejected", error=str(exc), message_id=msg.message_id)
         for _, event in decoded:
-            self.reconciler.ran.setdefault(event.batch_id, set()).add(event.worker)
             if event.type == "worker_exited":
                 self.reconciler.exits.setdefault(event.batch_id, set()).add(event.worker)
         touched = {e.batch_id for _, e in decoded if e.batch_id in self.batches}

@@ -71,6 +71,9 @@ class BatchState:
     """The last error a worker reported exiting on (``worker_exited`` with ``error: ...``)."""
     pods: dict[str, int] = field(default_factory=dict)
     """Job name -> the most pods the launcher saw it have (active + succeeded + failed)."""
+    ran: set[str] = field(default_factory=set)
+    """Workers (pod names) that sent any event while the batch ran: each is a pod that ran. Stored,
+    so a launcher that takes over counts the pods its predecessors heard from too."""
     queue_position: int = 0
     """1-based place in the line for workers while ``queued`` (0 otherwise)."""
     queued_since: float | None = None
@@ -122,6 +125,7 @@ class BatchState:
             "queue_position": self.queue_position,
             "queued_since": self.queued_since,
             "pods": self.pods,
+            "ran": sorted(self.ran),
             "last_tries": _pack(self.last_tries),
         }
         return json.dumps(body, separators=(",", ":"))
@@ -149,13 +153,14 @@ class BatchState:
             queue_position=body.get("queue_position", 0),
             queued_since=body.get("queued_since"),
             pods={str(k): int(v) for k, v in body.get("pods", {}).items()},
+            ran={str(w) for w in body.get("ran", [])},
             last_tries=_unpack(body.get("last_tries", "")),
             version=version,
         )
 
     def copy(self) -> BatchState:
         return replace(self, done=set(self.done), dead=set(self.dead), jobs=list(self.jobs), pods=dict(self.pods),
-                       tried=dict(self.tried),
+                       tried=dict(self.tried), ran=set(self.ran),
                        last_tries=set(self.last_tries))
 
     def restore(self, saved: BatchState) -> None:

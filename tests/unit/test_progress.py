@@ -2,9 +2,10 @@
 
 Checks: a part is done once however often reported, and a later done clears its dead
 mark; a failure on the last allowed attempt counts it dead (not if done); failures
-count as activity; events of unknown or finished batches and out-of-range parts are
-ignored; a worker's exit error is kept (also for a finished batch), and replaces the
-generic reason of a batch its configuration error failed, but no other reason.
+count as activity; the sender of any event of a running batch is a pod that ran; events of
+unknown or finished batches and out-of-range parts are ignored; a worker's exit error is kept
+(also for a finished batch), and replaces the generic reason of a batch its configuration error
+failed, but no other reason.
 """
 
 from __future__ import annotations
@@ -49,6 +50,16 @@ def test_unknown_finished_and_out_of_range_are_ignored() -> None:
               event("part_done", 10), event("part_done", -1), event("worker_started")]
     assert apply_events({"b1": b, "done": done}, events) == set()
     assert not b.done and not done.done
+
+
+def test_the_sender_of_any_event_of_a_running_batch_is_a_pod_that_ran() -> None:
+    """Noted, and stored with the batch's next change (not a change by itself: no save of its own);
+    not for a finished batch."""
+    b, done = batch(), batch(state=SUCCEEDED)
+    events = [event("worker_started"), event("part_done", 10), event("worker_started", batch_id="done")]
+    assert apply_events({"b1": b, "done": done}, events) == set()
+    assert b.ran == {"w"} and not done.ran and not b.done
+    assert BatchState.from_json(b.to_json()).ran == {"w"}
 
 
 def test_a_worker_exit_error_is_kept_and_names_the_failure() -> None:
