@@ -16,13 +16,14 @@ import threading
 import time
 from pathlib import Path
 
+from batchctl.core import logs
 from batchctl.core.messages import Event
 from batchctl.core.settings import Settings
 from batchctl.launcher.metrics import Metrics
-from batchctl.launcher.planner import Launch, ObservedJob
+from batchctl.launcher.planner import Finish, Launch, ObservedJob
 from batchctl.launcher.progress import apply_events
 from batchctl.launcher.reconciler import UNSEEN_GRACE_S, Reconciler
-from batchctl.launcher.state import RUNNING, BatchState, JobRecord
+from batchctl.launcher.state import FAILED, RUNNING, BatchState, JobRecord
 from batchctl.launcher.store import FileStore
 from tests.support.faults import ActiveBackend
 from tests.unit.test_state import request
@@ -136,6 +137,17 @@ def test_pods_heard_from_in_an_earlier_term_still_count(tmp_path: Path) -> None:
     backend.jobs = [ObservedJob("j-1", active=1, finished=False, parallelism=2)]  # ddddd
     reconciler._note_pods(taken_over, reconciler.observe(taken_over))
     assert taken_over.pods == {"j-1": 4}
+
+
+def test_a_finished_batch_counts_the_pods_heard_since_it_last_noted_them(tmp_path: Path) -> None:
+    """Pods are noted when Jobs are observed; the last workers' events may come after that, and a
+    finished batch's events are not read: the finish counts them."""
+    reconciler, _, batch = shown(tmp_path, launched=time.time())
+    batch.pods = {"j-1": 1}
+    batch.ran = {"j-1-aaaaa", "j-1-bbbbb", "launcher"}
+    reconciler._finish(batch, Finish(FAILED, "x"), logs.get("test"))
+    assert batch.pods == {"j-1": 2}
+    assert FileStore(tmp_path).load(batch.batch_id).pods == {"j-1": 2}  # type: ignore[union-attr]
 
 
 class WatchedBackend(ActiveBackend):
