@@ -49,6 +49,7 @@ import sys
 import tempfile
 import time
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager, nullcontext
 from pathlib import Path
 from typing import Any
@@ -64,6 +65,7 @@ from batchctl.core.settings import Settings  # noqa: E402
 from batchctl.core.storage import EMULATOR_VAR, Storage  # noqa: E402
 from tests.support.gcs import StorageEmulator  # noqa: E402
 from tests.support.parts import publish_batch  # noqa: E402
+from tests.support.proxy import FaultProxy  # noqa: E402
 
 COST_TARGET = 0.10
 BUCKET = "bench-results-sink"
@@ -103,29 +105,43 @@ def raw_write(bodies: list[bytes], folder: str) -> dict[str, float]:
 
 
 @contextmanager
-def fresh_bucket(env: dict[str, str]) -> Iterator[tuple[dict[str, str], Storage]]:
+def fresh_bucket(env: dict[str, str], *, answer_delay_s: float = 0.0) -> Iterator[tuple[dict[str, str], Storage]]:
     """A Cloud Storage emulator of its own holding one empty bucket: ``env`` pointing at it, a client.
+    With ``answer_delay_s``, both reach it through a ``FaultProxy`` holding each of its answers that long
+    (a far bucket's latency: ``bench/results_latency.py``).
 
     The emulator rewrites one JSON file naming every object it ever held on each upload (deleting
     objects does not help), so its upload time grows with its history: 1.9 ms per upload fresh,
     21 ms after 800 uploads, 36 ms once those are deleted. A fresh one for each gs:// drain and
     each raw loop measures the worker and the client, not the emulator's history."""
     emulator = StorageEmulator.start(log_dir=Path(tempfile.gettempdir()))
-    storage = Storage({**env, EMULATOR_VAR: emulator.host})
+    proxy = FaultProxy(emulator.host).start() if answer_delay_s else None
+    way_env = {**env, EMULATOR_VAR: proxy.address if proxy else emulator.host}
+    storage = Storage(way_env)
     try:
         storage.client.create_bucket(BUCKET)
-        yield {**env, EMULATOR_VAR: emulator.host}, storage
+        if proxy:
+            proxy.delay(answer_delay_s, answers_only=True)
+        yield way_env, storage
     finally:
         storage.close()
+        if proxy:
+            proxy.stop()
         emulator.stop()
 
 
-def raw_upload(storage: Storage, bodies: list[bytes], prefix: str) -> dict[str, float]:
-    """The raw client uploading the same result objects, one after another: (seconds, CPU seconds)."""
+def raw_upload(storage: Storage, bodies: list[bytes], prefix: str, *, threads: int = 1) -> dict[str, float]:
+    """The raw client uploading the same result objects, one after another or on ``threads`` threads:
+    (seconds, CPU seconds)."""
     bucket = storage.client.bucket(BUCKET)
+
+    def one(index: int) -> None:
+        bucket.blob(f"{prefix}/part-{index:06d}.jsonl").upload_from_string(bodies[index],
+                                                                             content_type="application/x-ndjson")
+
     started, cpu = time.perf_counter(), time.process_time()
-    for index, body in enumerate(bodies):
-        bucket.blob(f"{prefix}/part-{index:06d}.jsonl").upload_from_string(body, content_type="application/x-ndjson")
+    with ThreadPoolExecutor(threads) as pool:
+        list(pool.map(one, range(len(bodies))))
     return {"seconds": time.perf_counter() - started, "cpu_s": time.process_time() - cpu}
 
 

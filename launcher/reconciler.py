@@ -218,17 +218,12 @@ class Reconciler:
         batch.state = action.state
         batch.reason = action.reason
         batch.finished = now
-        batch.pods.update(heard_since(batch))  # events of a finished batch are not read
+        for job in batch.jobs:  # the workers heard since pods were last noted: a finished batch's events are not read
+            batch.pods[job.name] = max(batch.pods.get(job.name, 0), pods_of(batch.ran, job.name))
         self.store.save(batch)
         level = log.info if action.state == SUCCEEDED else log.warning
         level("batch_finished", state=action.state, reason=action.reason, parts_done=len(batch.done),
               parts_dead=len(batch.dead))
-
-
-def heard_since(batch: BatchState) -> dict[str, int]:
-    """Jobs of ``batch`` with more workers heard from than their pods noted so far: how many."""
-    counts = {job.name: pods_of(batch.ran, job.name) for job in batch.jobs}
-    return {name: n for name, n in counts.items() if n > batch.pods.get(name, 0)}
 
 
 def pods_of(workers: Iterable[str], job: str) -> int:

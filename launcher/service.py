@@ -338,8 +338,9 @@ class Launcher:
         saved = {k: self.batches[k].copy() for k in touched}
         changed = apply_events(self.batches, [e for _, e in decoded])
         errors = {k: e for k in changed if (e := self._save_events(self.batches[k], saved[k])) is not None}
-        held = [m for m, e in decoded if e.batch_id in errors and failures.hold_message(errors[e.batch_id])]
-        back = [m for m, e in decoded if e.batch_id in errors and not failures.hold_message(errors[e.batch_id])]
+        hold = {k: failures.hold_message(e) for k, e in errors.items()}  # else give back
+        held = [m for m, e in decoded if hold.get(e.batch_id) is True]
+        back = [m for m, e in decoded if hold.get(e.batch_id) is False]
         if held:
             self.held.hold(held)
         if back:

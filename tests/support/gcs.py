@@ -13,6 +13,7 @@ backlog of 128 (``LAUNCH``), and changes nothing else.
 
 from __future__ import annotations
 
+import importlib.util
 import os
 import signal
 import subprocess
@@ -48,9 +49,8 @@ class StorageEmulator:
 
     @classmethod
     def start(cls, *, log_dir: Path, timeout: float = 30.0) -> StorageEmulator:
-        exe = Path(sys.executable).with_name("gcp-storage-emulator")
-        if not exe.exists():
-            raise StorageEmulatorMissing(f"{exe} is not installed (pip install gcp-storage-emulator)")
+        if importlib.util.find_spec("gcp_storage_emulator") is None:
+            raise StorageEmulatorMissing("gcp-storage-emulator is not installed (pip install gcp-storage-emulator)")
         host = f"127.0.0.1:{free_port()}"
         port = host.rsplit(":", 1)[1]
         with (log_dir / f"storage-emulator-{port}.log").open("wb") as out:

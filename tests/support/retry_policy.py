@@ -28,10 +28,8 @@ def drop_retry_policy(env: Mapping[str, str], batch_id: str) -> None:
     pubsub = PubSub(Settings.from_env(dict(env)))
     try:
         work = pubsub.settings.names.work(batch_id)
-        spec = pubsub.subscription_spec(work)  # names its dead-letter topic in full
-        dead = spec.dead_letter_topic.rsplit("/", 1)[-1] if spec.dead_letter_topic else None
-        pubsub.set_delivery_policy(work, dataclasses.replace(spec, dead_letter_topic=dead, min_backoff_s=0,
-                                                             max_backoff_s=0))
+        spec = pubsub.subscription_spec(work)
+        pubsub.set_delivery_policy(work, dataclasses.replace(spec, min_backoff_s=0, max_backoff_s=0))
         now = pubsub.subscription_spec(work)
         if now.max_backoff_s or now.dead_letter_topic != spec.dead_letter_topic:
             raise AssertionError(f"{work}: retry policy not removed ({now})")
